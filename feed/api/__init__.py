@@ -1,0 +1,1 @@
+"""HTTP API: controllers per resource and their request/response structs."""

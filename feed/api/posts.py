@@ -1,0 +1,89 @@
+"""POST /posts, GET /posts/{id}, DELETE /posts/{id}."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from litestar import Controller, delete, get, post
+from litestar.exceptions import NotFoundException, ServiceUnavailableException
+
+from feed.api.errors import invalid
+from feed.api.schemas import PostAccepted, PostIn, PostStatus
+from feed.ids import id_key
+from feed.services import ServicesDep
+from ingest_workers.celery_app import INGEST_QUEUE, INGEST_TASK
+from ingest_workers.jobs import IngestJob
+
+SUPPORTED_POST_TYPES = frozenset({"text"})
+
+
+class PostController(Controller):
+    """Posts from the host: accepted for ingest, inspected, deleted."""
+
+    path = "/posts"
+    tags = ["posts"]
+
+    @post("/", status_code=202)
+    async def add_post(self, data: PostIn, services: ServicesDep) -> PostAccepted:
+        """Accept a post for ingest; its state is `queued` until a worker has stored it."""
+        if data.post_type not in SUPPORTED_POST_TYPES:
+            raise invalid(
+                "post_type",
+                f"'{data.post_type}' posts are not supported yet; this version ingests 'text' posts",
+            )
+        if data.text is None or not data.text.strip():
+            raise invalid("text", "a text post needs non-empty text")
+        key = id_key(data.post_id)
+        created = data.created_at.timestamp() if data.created_at else time.time()
+        job = IngestJob(
+            key=key,
+            post_id=data.post_id,
+            author_id=data.author_id,
+            author_key=id_key(data.author_id),
+            created_at=created,
+            post_type=data.post_type,
+            text=data.text,
+        )
+        task_id = uuid.uuid4().hex
+        await services.posts.mark_queued(key, task_id)
+        try:
+            await asyncio.to_thread(
+                services.celery.send_task,
+                INGEST_TASK,
+                args=[job.to_dict()],
+                task_id=task_id,
+                queue=INGEST_QUEUE,
+            )
+        except Exception as exc:
+            await services.posts.forget(key, task_id)
+            raise ServiceUnavailableException(
+                detail="ingest queue unavailable, retry later", headers={"Retry-After": "1"}
+            ) from exc
+        return PostAccepted(post_id=data.post_id, task_id=task_id, state="queued")
+
+    @get("/{post_id:str}")
+    async def get_post(self, post_id: str, services: ServicesDep) -> PostStatus:
+        """The post's ingest state; 404 for a post id the engine never accepted."""
+        return await _status(services, post_id)
+
+    @delete("/{post_id:str}", status_code=200)
+    async def delete_post(self, post_id: str, services: ServicesDep) -> PostStatus:
+        """Remove the post from feeds, timelines and the vector index."""
+        if not await services.posts.delete(post_id):
+            raise NotFoundException(detail=f"post_id: unknown post {post_id!r}")
+        return await _status(services, post_id)
+
+
+async def _status(services: ServicesDep, post_id: str) -> PostStatus:
+    state = await services.posts.state(post_id)
+    if state is None:
+        raise NotFoundException(detail=f"post_id: unknown post {post_id!r}")
+    return PostStatus(
+        post_id=post_id,
+        state=state.state,
+        error=state.error,
+        task_id=state.task_id,
+        updated_at=state.updated_at,
+    )

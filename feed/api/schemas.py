@@ -1,0 +1,108 @@
+"""Request and response bodies of the HTTP API (msgspec structs, validated at the edge)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from feed.config import Action
+from feed.ids import HostId
+
+MAX_TEXT_CHARS = 20_000
+PostType = Literal["text", "image", "video", "audio"]
+
+
+class PostIn(msgspec.Struct, kw_only=True):
+    """A post from the host. Only `text` posts are ingested in this version."""
+
+    post_id: HostId
+    author_id: HostId
+    post_type: PostType = "text"
+    text: Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)] | None = None
+    media_url: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+    created_at: datetime | None = None
+
+
+class PostAccepted(msgspec.Struct):
+    """Answer to an accepted post: it is queued for ingest under `task_id`."""
+
+    post_id: int | str
+    task_id: str
+    state: str
+
+
+class PostStatus(msgspec.Struct):
+    """Ingest state of a post: queued, ingested, failed (with `error`) or deleted."""
+
+    post_id: str
+    state: str
+    error: str | None
+    task_id: str | None
+    updated_at: float
+
+
+class InteractionIn(msgspec.Struct, kw_only=True):
+    """A user's interaction with a post. `event_id` (optional) makes host retries idempotent."""
+
+    user_id: HostId
+    post_id: HostId
+    action: Action
+    author_id: HostId | None = None
+    post_type: PostType | None = None
+    dwell_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] | None = None
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+
+
+class InteractionAccepted(msgspec.Struct):
+    """The event is durably in the broker and will be applied."""
+
+    event_id: str
+
+
+class FeedRequest(msgspec.Struct, kw_only=True):
+    """Ask for a page of a user's feed; pass the previous `next_cursor` for the next page."""
+
+    user_id: HostId
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
+    cursor: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern="^[0-9a-f]+$")] | None = None
+    explain: bool = False
+
+
+class FeedItem(msgspec.Struct):
+    """A ranked post, where it came from and the parts of its score."""
+
+    post_id: int | str
+    author_id: int | str
+    score: float
+    source: str
+    score_parts: dict[str, float]
+
+
+class StageOut(msgspec.Struct):
+    """How one pipeline component ran (with `explain`)."""
+
+    stage: str
+    name: str
+    ms: float
+    count_in: int
+    count_out: int
+    status: str
+    error: str | None = None
+
+
+class FeedResponse(msgspec.Struct):
+    """A page of the feed."""
+
+    user_id: int | str
+    items: list[FeedItem]
+    next_cursor: str | None
+    took_ms: float
+    stages: list[StageOut] | None = None
+
+
+class Health(msgspec.Struct):
+    """Liveness."""
+
+    status: str

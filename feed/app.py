@@ -1,0 +1,67 @@
+"""Litestar app factory (wiring only) and the API process entry point (`python -m feed.app`)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from celery import Celery
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.exceptions import ValidationException
+from litestar.openapi import OpenAPIConfig
+
+from feed.api.errors import validation_error_handler
+from feed.api.feed import FeedController
+from feed.api.health import health
+from feed.api.interactions import InteractionController
+from feed.api.posts import PostController
+from feed.config import Settings, get_settings
+from feed.logging import configure_logging
+from feed.services import Services, open_services
+
+
+def create_app(settings: Settings | None = None, celery: Celery | None = None) -> Litestar:
+    """The API application; services open with the app's lifespan and close with it."""
+    settings = settings or get_settings()
+    if celery is None:
+        from ingest_workers.celery_app import app as celery
+
+    holder: dict[str, Services] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        assert celery is not None
+        async with open_services(settings, celery) as services:
+            holder["services"] = services
+            yield
+
+    def provide_services() -> Services:
+        return holder["services"]
+
+    return Litestar(
+        route_handlers=[PostController, InteractionController, FeedController, health],
+        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        lifespan=[lifespan],
+        exception_handlers={ValidationException: validation_error_handler},
+        openapi_config=OpenAPIConfig(title="Feed engine", version="0.1.0", path="/schema"),
+    )
+
+
+def main() -> None:
+    """Serve the API with uvicorn on API_HOST:API_PORT."""
+    import uvicorn
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

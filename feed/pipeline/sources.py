@@ -1,0 +1,86 @@
+"""Sources: where candidates come from (run in parallel, each within its budget)."""
+
+from __future__ import annotations
+
+from feed.pipeline.framework import Candidate, FeedQuery
+from feed.stores.feature_store import FeatureStore
+from feed.stores.vectors import VectorIndex
+
+
+class ThunderSource:
+    """In-network: the newest posts of the authors the user follows, from Redis timelines."""
+
+    name = "thunder"
+
+    def __init__(self, store: FeatureStore, per_author: int, budget: int, max_age_s: float) -> None:
+        self._store = store
+        self._per_author = per_author
+        self._budget = budget
+        self._max_age_s = max_age_s
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return bool(query.graph.following)
+
+    async def fetch(self, query: FeedQuery) -> list[Candidate]:
+        entries = await self._store.timelines(
+            sorted(query.graph.following), self._per_author, query.now - self._max_age_s
+        )
+        entries.sort(key=lambda e: e.created_at, reverse=True)
+        return [
+            Candidate(e.post_key, self.name, source_score=e.created_at, in_network=True)
+            for e in entries[: self._budget]
+        ]
+
+
+class PhoenixSource:
+    """Out-of-network: nearest neighbours of the user's interest vector in the vector index."""
+
+    name = "phoenix"
+
+    def __init__(self, index: VectorIndex, budget: int) -> None:
+        self._index = index
+        self._budget = budget
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return query.user.vector is not None
+
+    async def fetch(self, query: FeedQuery) -> list[Candidate]:
+        assert query.user.vector is not None
+        excluded = sorted(query.graph.blocked | query.graph.muted | {query.user_key})
+        hits = await self._index.nearest(query.user.vector, self._budget, excluded)
+        return [Candidate(h.post_key, self.name, source_score=h.score) for h in hits]
+
+
+class TrendingSource:
+    """Popular now: posts by decayed positive engagement over recent hourly windows."""
+
+    name = "trending"
+
+    def __init__(self, store: FeatureStore, window_hours: int, budget: int) -> None:
+        self._store = store
+        self._hours = window_hours
+        self._budget = budget
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return True
+
+    async def fetch(self, query: FeedQuery) -> list[Candidate]:
+        rows = await self._store.trending(self._hours, self._budget, now=query.now)
+        return [Candidate(key, self.name, source_score=score) for key, score in rows]
+
+
+class FreshSource:
+    """The newest posts engine-wide: cold start for new users and a first audience for new posts."""
+
+    name = "fresh"
+
+    def __init__(self, store: FeatureStore, budget: int) -> None:
+        self._store = store
+        self._budget = budget
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return True
+
+    async def fetch(self, query: FeedQuery) -> list[Candidate]:
+        entries = await self._store.recent(self._budget)
+        return [Candidate(e.post_key, self.name, source_score=e.created_at) for e in entries]

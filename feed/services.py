@@ -1,0 +1,77 @@
+"""The API process's long-lived clients, opened and closed together."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+import httpx
+from celery import Celery
+from litestar.params import Dependency
+from redis.asyncio import Redis
+
+from feed.config import Settings
+from feed.events.broker import Broker, EventPublisher, create_broker
+from feed.pipeline.framework import Pipeline
+from feed.pipeline.home_feed import build_home_feed
+from feed.social_graph import SocialGraphClient
+from feed.stores.feature_store import FeatureStore
+from feed.stores.indexer import IndexSync
+from feed.stores.post_store import PostStore
+from feed.stores.vectors import VectorIndex, open_vector_index
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the controllers need; injected, never imported as globals."""
+
+    settings: Settings
+    redis: Redis
+    posts: PostStore
+    features: FeatureStore
+    index: VectorIndex
+    index_sync: IndexSync
+    publisher: EventPublisher
+    broker: Broker
+    home_feed: Pipeline
+    celery: Celery
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Services]:
+    """Connect everything; the vector index is kept in sync by a background task while open."""
+    redis = Redis.from_url(settings.redis_url, max_connections=512)
+    index = open_vector_index(settings)
+    broker = create_broker(settings)
+    features = FeatureStore(redis, settings.seen_max)
+    async with httpx.AsyncClient() as http:
+        graph = SocialGraphClient(
+            redis, http, settings.backend_url, settings.social_graph_timeout_s, settings.social_graph_ttl_s
+        )
+        services = Services(
+            settings=settings,
+            redis=redis,
+            posts=PostStore(redis),
+            features=features,
+            index=index,
+            index_sync=IndexSync(redis, index),
+            publisher=EventPublisher(broker, settings.events_topic),
+            broker=broker,
+            home_feed=build_home_feed(settings, features, index, graph),
+            celery=celery,
+        )
+        await broker.connect()
+        try:
+            async with services.index_sync.running():
+                yield services
+        finally:
+            await services.home_feed.drain()
+            await broker.stop()
+            await index.close()
+            await redis.aclose()
+
+
+ServicesDep = Annotated[Services, Dependency(skip_validation=True)]
+"""How controllers declare the injected services (not validated per request)."""

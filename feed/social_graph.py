@@ -1,0 +1,108 @@
+"""The host's social graph: `GET {BACKEND_URL}/internal/social-graph/{user_id}/`, cached in Redis.
+
+A fresh cached copy answers without a call. Otherwise the host is asked with a
+short timeout; if it is slow, failing or not configured, the last known copy (kept
+for a day) or an empty graph is used and the failure is logged. A feed never
+fails because of the host.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+import msgspec
+import structlog
+from redis.asyncio import Redis
+
+from feed.ids import HostId, id_key
+from feed.stores import keys
+
+log = structlog.get_logger(__name__)
+
+STALE_KEEP_S = 24 * 3600
+
+
+class _HostGraph(msgspec.Struct):
+    following: list[HostId] = []
+    blocked: list[HostId] = []
+    muted: list[HostId] = []
+
+
+class _Cached(msgspec.Struct):
+    following: list[str]
+    blocked: list[str]
+    muted: list[str]
+    fetched_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SocialGraph:
+    """Canonical author keys the user follows, blocked and muted; `origin` says where it came from."""
+
+    following: frozenset[str] = frozenset()
+    blocked: frozenset[str] = frozenset()
+    muted: frozenset[str] = frozenset()
+    origin: str = "none"
+
+
+class SocialGraphClient:
+    """Fetches and caches users' social graphs."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        http: httpx.AsyncClient,
+        backend_url: str | None,
+        timeout_s: float = 0.3,
+        ttl_s: int = 60,
+    ) -> None:
+        self._redis = redis
+        self._http = http
+        self._base = backend_url.rstrip("/") if backend_url else None
+        self._timeout = timeout_s
+        self._ttl = ttl_s
+
+    async def get(self, user_id: int | str) -> SocialGraph:
+        """The user's graph; never raises for host or cache trouble."""
+        user_key = id_key(user_id)
+        cached: _Cached | None = None
+        try:
+            raw = await self._redis.get(keys.social_graph(user_key))
+            cached = msgspec.json.decode(raw, type=_Cached) if raw else None
+        except Exception:
+            log.warning("social_graph_cache_unreadable", user=user_key, exc_info=True)
+        if cached is not None and time.time() - cached.fetched_at < self._ttl:
+            return self._graph(cached, "cache")
+        if self._base is None:
+            return self._graph(cached, "stale") if cached else SocialGraph()
+        try:
+            response = await self._http.get(
+                f"{self._base}/internal/social-graph/{user_id}/", timeout=self._timeout
+            )
+            response.raise_for_status()
+            host = msgspec.json.decode(response.content, type=_HostGraph)
+        except Exception as exc:
+            log.warning("social_graph_unavailable", user=user_key, error=repr(exc))
+            return self._graph(cached, "stale") if cached else SocialGraph(origin="unavailable")
+        fresh = _Cached(
+            following=[id_key(a) for a in host.following],
+            blocked=[id_key(a) for a in host.blocked],
+            muted=[id_key(a) for a in host.muted],
+            fetched_at=time.time(),
+        )
+        try:
+            await self._redis.set(keys.social_graph(user_key), msgspec.json.encode(fresh), ex=STALE_KEEP_S)
+        except Exception:
+            log.warning("social_graph_cache_write_failed", user=user_key, exc_info=True)
+        return self._graph(fresh, "host")
+
+    @staticmethod
+    def _graph(cached: _Cached, origin: str) -> SocialGraph:
+        return SocialGraph(
+            following=frozenset(cached.following),
+            blocked=frozenset(cached.blocked),
+            muted=frozenset(cached.muted),
+            origin=origin,
+        )

@@ -1,0 +1,1 @@
+"""Access to Redis (features, timelines, counters) and the vector index (Qdrant)."""

@@ -1,0 +1,128 @@
+"""Async reads and writes of features in Redis for the API and the pipeline.
+
+Each method does one round trip (a pipeline where it touches several keys).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from redis.asyncio import Redis
+
+from feed.stores import keys
+from feed.stores.records import PostRecord, vector_from_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UserFeatures:
+    """What the engine has learnt about a user from their interactions."""
+
+    vector: np.ndarray | None
+    events: int
+    seen: frozenset[str]
+    affinity: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """A post on an author's timeline."""
+
+    post_key: str
+    created_at: float
+
+
+class FeatureStore:
+    """Feature access on one Redis connection pool."""
+
+    def __init__(self, redis: Redis, seen_max: int = 5000) -> None:
+        self.redis = redis
+        self._seen_max = seen_max
+
+    async def user_features(self, user_key: str) -> UserFeatures:
+        """Interest vector, event count, seen posts and author affinity of a user."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(keys.user(user_key), ["vec", "events"])
+        pipe.zrevrange(keys.user_seen(user_key), 0, self._seen_max - 1)
+        pipe.zrevrange(keys.user_affinity(user_key), 0, 499, withscores=True)
+        replies: list[Any] = await pipe.execute()
+        (raw_vec, raw_events), seen, affinity = replies
+        return UserFeatures(
+            vector=vector_from_bytes(raw_vec) if raw_vec else None,
+            events=int(raw_events or 0),
+            seen=frozenset(s.decode() for s in seen),
+            affinity={a.decode(): float(s) for a, s in affinity},
+        )
+
+    async def served(self, cursor: str) -> frozenset[str]:
+        """Post keys already served in this feed session."""
+        members: set[Any] = await self.redis.smembers(keys.served(cursor))
+        return frozenset(m.decode() for m in members)
+
+    async def record_served(self, cursor: str, post_keys: list[str], ttl_s: int) -> None:
+        """Add served post keys to the session; the session expires `ttl_s` after its last page."""
+        if not post_keys:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.sadd(keys.served(cursor), *post_keys)
+        pipe.expire(keys.served(cursor), ttl_s)
+        await pipe.execute()
+
+    async def timelines(
+        self, author_keys: list[str], per_author: int, newer_than: float
+    ) -> list[TimelineEntry]:
+        """Newest posts of each author, created after `newer_than` (epoch seconds)."""
+        if not author_keys:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for author in author_keys:
+            pipe.zrevrangebyscore(
+                keys.timeline(author), "+inf", newer_than, start=0, num=per_author, withscores=True
+            )
+        entries: list[TimelineEntry] = []
+        replies: list[Any] = await pipe.execute()
+        for rows in replies:
+            entries.extend(TimelineEntry(m.decode(), float(s)) for m, s in rows)
+        return entries
+
+    async def trending(self, hours: int, limit: int, now: float | None = None) -> list[tuple[str, float]]:
+        """Posts by positive engagement over the last `hours` hourly buckets, newer buckets weighing more."""
+        hour = int((now or time.time()) // 3600)
+        weighted = {keys.trending(hour - i): 0.5 ** (i / max(hours / 4, 1)) for i in range(hours)}
+        rows: list[Any] = await self.redis.zunion(weighted, withscores=True)
+        rows.sort(key=lambda r: -float(r[1]))
+        return [(m.decode(), float(s)) for m, s in rows[:limit]]
+
+    async def recent(self, limit: int) -> list[TimelineEntry]:
+        """Newest ingested posts across all authors."""
+        rows: list[Any] = await self.redis.zrevrange(keys.RECENT_POSTS, 0, limit - 1, withscores=True)
+        return [TimelineEntry(m.decode(), float(s)) for m, s in rows]
+
+    async def posts(self, post_keys: list[str]) -> dict[str, PostRecord]:
+        """Stored records of these posts; absent (never ingested or deleted) ones are left out."""
+        if not post_keys:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        fields = PostRecord.fields()
+        for key in post_keys:
+            pipe.hmget(keys.post(key), fields)
+        out: dict[str, PostRecord] = {}
+        for key, values in zip(post_keys, await pipe.execute(), strict=True):
+            record = PostRecord.from_values(key, values)
+            if record is not None:
+                out[key] = record
+        return out
+
+    async def post_counts(self, post_keys: list[str]) -> dict[str, dict[str, float]]:
+        """Interaction counts per action for each post (empty dict when none)."""
+        if not post_keys:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for key in post_keys:
+            pipe.hgetall(keys.post_counts(key))
+        return {
+            key: {a.decode(): float(c) for a, c in raw.items()}
+            for key, raw in zip(post_keys, await pipe.execute(), strict=True)
+        }

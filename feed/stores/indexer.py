@@ -1,0 +1,108 @@
+"""Keeps the vector index in step with ingested and deleted posts.
+
+Ingest workers never open the embedded Qdrant shard: they append `upsert` and
+`delete` operations to a Redis stream, and the one process that owns the index
+(the API) applies them here. Entries are acknowledged only after the index has
+them, and entries left pending by a crash are applied first on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from feed.stores import keys
+from feed.stores.feature_store import FeatureStore
+from feed.stores.vectors import VectorIndex
+
+log = structlog.get_logger(__name__)
+
+
+class IndexSync:
+    """Applies the index-operation stream to a `VectorIndex`."""
+
+    def __init__(self, redis: Redis, index: VectorIndex, consumer: str = "api", batch: int = 256) -> None:
+        self._redis = redis
+        self._index = index
+        self._features = FeatureStore(redis)
+        self._consumer = consumer
+        self._batch = batch
+
+    async def ensure_group(self) -> None:
+        """Create the consumer group (from the stream's start) if it does not exist."""
+        try:
+            await self._redis.xgroup_create(keys.INDEX_STREAM, keys.INDEX_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def apply_once(self, block_ms: int | None = None, pending: bool = False) -> int:
+        """Read one batch (own pending entries if `pending`), apply it, ack it; returns its size."""
+        stream_id = "0" if pending else ">"
+        reply: Any = await self._redis.xreadgroup(
+            keys.INDEX_GROUP,
+            self._consumer,
+            {keys.INDEX_STREAM: stream_id},
+            count=self._batch,
+            block=None if pending else block_ms,
+        )
+        entries = reply[0][1] if reply else []
+        if not entries:
+            return 0
+        upserts: list[str] = []
+        deletes: list[str] = []
+        for _, fields in entries:
+            key = fields[b"post"].decode()
+            if fields[b"op"] == b"delete":
+                deletes.append(key)
+                upserts = [k for k in upserts if k != key]
+            else:
+                upserts.append(key)
+                deletes = [k for k in deletes if k != key]
+        records = await self._features.posts(upserts)
+        await self._index.upsert(list(records.values()))
+        # An upserted post whose record is gone was deleted after its op: drop it from the index too.
+        await self._index.delete(deletes + [k for k in upserts if k not in records])
+        await self._redis.xack(keys.INDEX_STREAM, keys.INDEX_GROUP, *[eid for eid, _ in entries])
+        return len(entries)
+
+    async def catch_up(self) -> int:
+        """Apply everything pending and queued now; returns how many entries were applied."""
+        await self.ensure_group()
+        total = 0
+        while n := await self.apply_once(pending=True):
+            total += n
+        while n := await self.apply_once(block_ms=None):
+            total += n
+        return total
+
+    async def run(self, block_ms: int = 200) -> None:
+        """Apply operations until cancelled; a failing batch is logged and retried."""
+        await self.ensure_group()
+        while True:
+            try:
+                while await self.apply_once(pending=True):
+                    pass
+                await self.apply_once(block_ms=block_ms)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("index_sync_failed")
+                await asyncio.sleep(1.0)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run `run()` as a background task for the duration of the context."""
+        task = asyncio.create_task(self.run(), name="index-sync")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

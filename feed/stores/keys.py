@@ -1,0 +1,72 @@
+"""Every Redis key the engine uses, in one place. All keys share the `feed:` prefix."""
+
+from __future__ import annotations
+
+P = "feed:"
+
+RECENT_POSTS = P + "posts:recent"  # zset post key -> created_at
+INDEX_STREAM = P + "index:ops"  # stream of {op: upsert|delete, post: key} for the vector index
+INDEX_GROUP = "indexer"
+PENDING_POSTS = P + "pending:posts"  # zset post key -> first time an event waited for it
+DROPPED_EVENTS = P + "stats:events:dropped"  # hash reason -> count
+APPLIED_EVENTS = P + "stats:events:applied"  # string counter
+
+
+def post(key: str) -> str:
+    """Hash: the ingested post (ids, author, created_at, type, snippet, vector)."""
+    return f"{P}post:{key}"
+
+
+def post_state(key: str) -> str:
+    """Hash: ingest state (queued / ingested / failed / deleted), error, task id."""
+    return f"{P}post:{key}:state"
+
+
+def post_counts(key: str) -> str:
+    """Hash: action -> count of interactions on the post."""
+    return f"{P}post:{key}:counts"
+
+
+def timeline(author_key: str) -> str:
+    """Zset: the author's post keys scored by created_at (the in-network timeline)."""
+    return f"{P}tl:{author_key}"
+
+
+def user(key: str) -> str:
+    """Hash: `vec` (float32 interest vector), `events` (applied interaction count)."""
+    return f"{P}user:{key}"
+
+
+def user_seen(key: str) -> str:
+    """Zset: post keys the user interacted with, scored by time."""
+    return f"{P}user:{key}:seen"
+
+
+def user_affinity(key: str) -> str:
+    """Zset: author key -> accumulated action weight of the user's interactions."""
+    return f"{P}user:{key}:aff"
+
+
+def trending(hour: int) -> str:
+    """Zset: post key -> positive engagement weight within one hour bucket."""
+    return f"{P}trend:{hour}"
+
+
+def event_done(event_id: str) -> str:
+    """String: marks an applied event (idempotency)."""
+    return f"{P}ev:{event_id}"
+
+
+def pending_events(post_key: str) -> str:
+    """List: events that arrived before their post was ingested."""
+    return f"{P}pending:{post_key}"
+
+
+def served(cursor: str) -> str:
+    """Set: post keys already served in a feed session (pagination)."""
+    return f"{P}served:{cursor}"
+
+
+def social_graph(user_key: str) -> str:
+    """String: cached JSON social graph of a user."""
+    return f"{P}sg:{user_key}"

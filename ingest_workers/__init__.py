@@ -1,0 +1,1 @@
+"""Celery ingest workers: turn accepted posts into vectors, stored records and timeline entries."""

@@ -1,0 +1,35 @@
+"""The Celery application and its settings (Redis is the broker)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from feed.config import get_settings
+
+INGEST_QUEUE = "feed.ingest"
+INGEST_TASK = "ingest_workers.ingest_post"
+
+
+def create_celery_app() -> Celery:
+    """Celery app configured from `Settings`: late acks, redelivery of tasks lost with a worker."""
+    settings = get_settings()
+    app = Celery("feed_ingest", broker=settings.redis_url, include=["ingest_workers.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_default_queue=INGEST_QUEUE,
+        worker_prefetch_multiplier=max(settings.ingest_batch_size, 1),
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": 600,
+            "global_keyprefix": "feed:celery:",
+        },
+    )
+    return app
+
+
+app = create_celery_app()

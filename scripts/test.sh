@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# One command to set up and run the test suite on a fresh machine (Python 3.11):
+# creates .venv with the test tools, then runs pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup_env.sh test
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,89 @@
+"""Bad input gets a 4xx whose message names the field; the API contract's shapes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from feed.app import create_app
+from ingest_workers.celery_app import app as celery_app
+
+
+@pytest.fixture
+async def api(settings: Any) -> AsyncIterator[Any]:
+    async with AsyncTestClient(create_app(settings, celery=celery_app)) as client:
+        yield client
+
+
+BAD_REQUESTS = [
+    ("/posts", {"author_id": 1, "text": "x"}, "post_id"),
+    ("/posts", {"post_id": 1, "text": "x"}, "author_id"),
+    ("/posts", {"post_id": 1, "author_id": 1, "text": "x" * 20_001}, "text"),
+    ("/posts", {"post_id": 1, "author_id": 1}, "text"),
+    ("/posts", {"post_id": 1, "author_id": 1, "text": "   "}, "text"),
+    ("/posts", {"post_id": 1.5, "author_id": 1, "text": "x"}, "post_id"),
+    ("/posts", {"post_id": "x" * 65, "author_id": 1, "text": "x"}, "post_id"),
+    ("/posts", {"post_id": 1, "author_id": 1, "post_type": "image", "media_url": "http://h/x.jpg"}, "post_type"),
+    ("/posts", {"post_id": 1, "author_id": 1, "post_type": "gif", "text": "x"}, "post_type"),
+    ("/posts", {"post_id": 1, "author_id": 1, "text": "x", "created_at": "yesterday"}, "created_at"),
+    ("/interaction", {"post_id": 1, "action": "like"}, "user_id"),
+    ("/interaction", {"user_id": 1, "action": "like"}, "post_id"),
+    ("/interaction", {"user_id": 1, "post_id": 1, "action": "love"}, "action"),
+    ("/interaction", {"user_id": 1, "post_id": 1}, "action"),
+    ("/interaction", {"user_id": 1, "post_id": 1, "action": "dwell"}, "dwell_ms"),
+    ("/interaction", {"user_id": 1, "post_id": 1, "action": "dwell", "dwell_ms": -5}, "dwell_ms"),
+    ("/interaction", {"user_id": [1], "post_id": 1, "action": "like"}, "user_id"),
+    ("/feed", {}, "user_id"),
+    ("/feed", {"user_id": 1, "limit": 0}, "limit"),
+    ("/feed", {"user_id": 1, "limit": 201}, "limit"),
+    ("/feed", {"user_id": 1, "limit": "ten"}, "limit"),
+    ("/feed", {"user_id": True}, "user_id"),
+    ("/feed", {"user_id": 1, "cursor": "not a cursor!"}, "cursor"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), BAD_REQUESTS)
+async def test_bad_input_names_the_field(api: Any, path: str, body: dict[str, Any], field: str) -> None:
+    response = await api.post(path, json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith(f"{field}:"), response.json()
+
+
+async def test_malformed_json_is_a_400(api: Any) -> None:
+    response = await api.post("/feed", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 400
+
+
+async def test_unknown_post_is_a_404_naming_post_id(api: Any) -> None:
+    for response in (await api.get("/posts/nope"), await api.delete("/posts/nope")):
+        assert response.status_code == 404
+        assert response.json()["detail"].startswith("post_id:")
+
+
+async def test_health_and_openapi(api: Any) -> None:
+    assert (await api.get("/health")).json() == {"status": "ok"}
+    schema = (await api.get("/schema/openapi.json")).json()
+    assert {"/posts", "/posts/{post_id}", "/interaction", "/feed", "/health"} <= set(schema["paths"])
+
+
+async def test_interaction_is_202_with_event_id_once_in_the_broker(api: Any, redis_client: Any) -> None:
+    response = await api.post("/interaction", json={"user_id": "u", "post_id": 9, "action": "like"})
+    assert response.status_code == 202
+    event_id = response.json()["event_id"]
+    assert await redis_client.xlen("feed.events") == 1
+    own = await api.post(
+        "/interaction", json={"user_id": "u", "post_id": 9, "action": "share", "event_id": "host-42"}
+    )
+    assert own.json() == {"event_id": "host-42"} and event_id != "host-42"
+
+
+async def test_post_is_queued_with_a_task_id(api: Any) -> None:
+    response = await api.post("/posts", json={"post_id": "slug-1", "author_id": 3, "text": "hello"})
+    assert response.status_code == 202
+    body = response.json()
+    assert body["state"] == "queued" and body["post_id"] == "slug-1"
+    status = (await api.get("/posts/slug-1")).json()
+    assert status["state"] == "queued" and status["task_id"] == body["task_id"]

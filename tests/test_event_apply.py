@@ -1,0 +1,110 @@
+"""Applying interaction events to real Redis: effects, idempotency, early events."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import redis
+
+from feed.events.apply import EventApplier
+from feed.events.schemas import InteractionEvent
+from feed.stores import keys
+from feed.stores.post_store import TimelineLimits, commit_ingested, mark_failed
+from feed.stores.records import PostRecord, vector_from_bytes
+from tests.helpers import unit
+
+LIMITS = TimelineLimits(max_len=100, max_age_s=10**9, recent_max=1000)
+
+
+def store_post(settings: Any, key: str, author: str, vector: np.ndarray) -> None:
+    r = redis.Redis.from_url(settings.redis_url)
+    rec = PostRecord(key, key, author, author, time.time(), "text", "t", vector)
+    assert commit_ingested(r, rec, LIMITS)
+    r.close()
+
+
+def event(eid: str, post: str, action: str = "like", user: str = "u1", **kw: Any) -> InteractionEvent:
+    return InteractionEvent(
+        event_id=eid, user_id=user, user_key=user, post_id=post, post_key=post, action=action, ts=time.time(), **kw
+    )
+
+
+async def user_vector(r: Any, user: str) -> np.ndarray | None:
+    raw = await r.hget(keys.user(user), "vec")
+    return vector_from_bytes(raw) if raw else None
+
+
+async def test_like_updates_vector_counters_seen_affinity_trending(settings: Any, redis_client: Any) -> None:
+    store_post(settings, "p1", "auth", unit(1, 0))
+    applier = EventApplier(redis_client, settings)
+    result = await applier.apply([event("e1", "p1")])
+    assert result.applied == 1
+    vec = await user_vector(redis_client, "u1")
+    assert vec is not None and np.allclose(vec, unit(1, 0), atol=1e-6)
+    assert await redis_client.hget(keys.post_counts("p1"), "like") == b"1"
+    assert await redis_client.zscore(keys.user_seen("u1"), "p1") is not None
+    assert await redis_client.zscore(keys.user_affinity("u1"), "auth") == 1.0
+    hour = int(time.time() // 3600)
+    assert await redis_client.zscore(keys.trending(hour), "p1") == 1.0
+    assert await redis_client.hget(keys.user("u1"), "events") == b"1"
+
+
+async def test_negative_action_moves_vector_away(settings: Any, redis_client: Any) -> None:
+    store_post(settings, "good", "a", unit(1, 0))
+    store_post(settings, "bad", "b", unit(0, 1))
+    applier = EventApplier(redis_client, settings)
+    await applier.apply([event("e1", "good")])
+    await applier.apply([event("e2", "bad", action="not_interested")])
+    vec = await user_vector(redis_client, "u1")
+    assert vec is not None and float(vec @ unit(0, 1)) < 0
+    hour = int(time.time() // 3600)
+    assert await redis_client.zscore(keys.trending(hour), "bad") is None
+    assert (await redis_client.zscore(keys.user_affinity("u1"), "b")) < 0
+
+
+async def test_replaying_the_same_event_applies_it_once(settings: Any, redis_client: Any) -> None:
+    store_post(settings, "p1", "a", unit(1, 0))
+    store_post(settings, "p2", "a", unit(0, 1))
+    applier = EventApplier(redis_client, settings)
+    await applier.apply([event("e1", "p1")])
+    await applier.apply([event("e2", "p2")])
+    before = await user_vector(redis_client, "u1")
+    again = await applier.apply([event("e2", "p2"), event("e2", "p2"), event("e1", "p1")])
+    assert again.applied == 0 and again.duplicates == 3
+    assert np.array_equal(before, await user_vector(redis_client, "u1"))  # type: ignore[arg-type]
+    assert await redis_client.hget(keys.post_counts("p2"), "like") == b"1"
+    assert await redis_client.hget(keys.user("u1"), "events") == b"2"
+
+
+async def test_event_before_its_post_is_kept_and_applied_later(settings: Any, redis_client: Any) -> None:
+    applier = EventApplier(redis_client, settings)
+    first = await applier.apply([event("e1", "late")])
+    assert first.parked == 1 and await user_vector(redis_client, "u1") is None
+    assert (await applier.retry_pending()).applied == 0
+    store_post(settings, "late", "a", unit(0, 0, 1))
+    assert (await applier.retry_pending()).applied == 1
+    assert np.allclose(await user_vector(redis_client, "u1"), unit(0, 0, 1), atol=1e-6)  # type: ignore[arg-type]
+    assert await redis_client.zcard(keys.PENDING_POSTS) == 0
+
+
+async def test_events_for_posts_that_never_come_are_dropped_with_a_reason(
+    settings: Any, redis_client: Any
+) -> None:
+    applier = EventApplier(redis_client, settings)
+    await applier.apply([event("e1", "ghost"), event("e2", "ghost")])
+    result = await applier.retry_pending(now=time.time() + settings.pending_event_ttl_s + 1)
+    assert result.dropped == 2
+    assert await redis_client.hget(keys.DROPPED_EVENTS, "unknown_post") == b"2"
+    assert await redis_client.zcard(keys.PENDING_POSTS) == 0
+
+
+async def test_events_on_failed_posts_are_dropped_with_a_reason(settings: Any, redis_client: Any) -> None:
+    r = redis.Redis.from_url(settings.redis_url)
+    r.hset(keys.post_state("f"), mapping={"state": "queued"})
+    mark_failed(r, "f", "bad content")
+    r.close()
+    result = await EventApplier(redis_client, settings).apply([event("e1", "f")])
+    assert result.dropped == 1
+    assert await redis_client.hget(keys.DROPPED_EVENTS, "failed_post") == b"1"

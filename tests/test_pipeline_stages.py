@@ -1,0 +1,207 @@
+"""Each pipeline component alone, on plain data, and the runner's contract."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from feed.config import RankingConfig
+from feed.pipeline.filters import (
+    BlockedAuthorFilter,
+    DuplicateFilter,
+    MaxAgeFilter,
+    MissingPostFilter,
+    OwnPostFilter,
+    SeenFilter,
+    ServedFilter,
+)
+from feed.pipeline.framework import Candidate, FeedQuery, Pipeline
+from feed.pipeline.rerankers import AuthorDiversityReranker
+from feed.pipeline.scorers import (
+    AuthorAffinityScorer,
+    EngagementScorer,
+    FreshnessScorer,
+    NetworkScorer,
+    SimilarityScorer,
+)
+from feed.social_graph import SocialGraph
+from feed.stores.feature_store import UserFeatures
+from feed.stores.records import PostRecord
+from tests.helpers import unit
+
+NOW = 1_800_000_000.0
+
+
+def record(key: str, author: str, age_s: float = 0.0, vector: np.ndarray | None = None) -> PostRecord:
+    return PostRecord(
+        key=key,
+        post_id=key,
+        author_id=author,
+        author_key=author,
+        created_at=NOW - age_s,
+        post_type="text",
+        text="",
+        vector=unit(1) if vector is None else vector,
+    )
+
+
+def cand(key: str, author: str = "a", source: str = "phoenix", **kw: float) -> Candidate:
+    return Candidate(key, source, record=record(key, author, **kw))
+
+
+def query(**kw: object) -> FeedQuery:
+    q = FeedQuery(user_id=1, user_key="1", limit=10, cursor="c", now=NOW)
+    for k, v in kw.items():
+        setattr(q, k, v)
+    return q
+
+
+def user(vector: np.ndarray | None = None, seen: frozenset[str] = frozenset(), **aff: float) -> UserFeatures:
+    return UserFeatures(vector=vector, events=1, seen=seen, affinity=dict(aff))
+
+
+def keys(cands: list[Candidate]) -> list[str]:
+    return [c.post_key for c in cands]
+
+
+def test_duplicate_filter_keeps_first_source() -> None:
+    out = DuplicateFilter().apply(query(), [cand("1", source="thunder"), cand("1"), cand("2")])
+    assert keys(out) == ["1", "2"] and out[0].source == "thunder"
+
+
+def test_missing_post_filter_drops_deleted() -> None:
+    assert keys(MissingPostFilter().apply(query(), [Candidate("x", "fresh"), cand("2")])) == ["2"]
+
+
+def test_own_posts_filter() -> None:
+    assert keys(OwnPostFilter().apply(query(), [cand("1", author="1"), cand("2", author="9")])) == ["2"]
+
+
+def test_blocked_and_muted_authors_filter() -> None:
+    q = query(graph=SocialGraph(blocked=frozenset({"b"}), muted=frozenset({"m"})))
+    f = BlockedAuthorFilter()
+    assert f.enabled(q)
+    assert keys(f.apply(q, [cand("1", "b"), cand("2", "m"), cand("3", "ok")])) == ["3"]
+    assert not f.enabled(query())
+
+
+def test_seen_and_served_filters() -> None:
+    q = query(user=user(seen=frozenset({"1"})), served=frozenset({"2"}))
+    cands = [cand("1"), cand("2"), cand("3")]
+    assert keys(SeenFilter().apply(q, cands)) == ["2", "3"]
+    assert keys(ServedFilter().apply(q, cands)) == ["1", "3"]
+
+
+def test_max_age_filter() -> None:
+    out = MaxAgeFilter(3600).apply(query(), [cand("old", age_s=7200), cand("new", age_s=10)])
+    assert keys(out) == ["new"]
+
+
+def test_similarity_scorer_prefers_closer_posts_and_is_neutral_for_cold_users() -> None:
+    near, far = cand("near", vector=unit(1, 0.1)), cand("far", vector=unit(-1, 1))
+    SimilarityScorer(1.0).score(query(user=user(vector=unit(1))), [near, far])
+    assert near.parts["similarity"] > far.parts["similarity"]
+    cold = [cand("x", vector=unit(1)), cand("y", vector=unit(0, 1))]
+    SimilarityScorer(1.0).score(query(), cold)
+    assert cold[0].parts["similarity"] == cold[1].parts["similarity"] == pytest.approx(0.5)
+
+
+def test_engagement_scorer_weighs_negative_actions_heavily() -> None:
+    liked, reported = cand("l"), cand("r")
+    liked.counts = {"like": 3}
+    reported.counts = {"like": 3, "report": 2}
+    EngagementScorer(RankingConfig()).score(query(), [liked, reported])
+    assert liked.parts["engagement"] > 0 > reported.parts["engagement"]
+
+
+def test_affinity_scorer() -> None:
+    fav, other = cand("1", "fav"), cand("2", "x")
+    AuthorAffinityScorer(0.3).score(query(user=user(fav=5.0)), [fav, other])
+    assert fav.parts["affinity"] > other.parts["affinity"] == 0.0
+
+
+def test_freshness_halves_per_half_life() -> None:
+    new, old = cand("n", age_s=0), cand("o", age_s=3600)
+    FreshnessScorer(3600).score(query(), [new, old])
+    assert new.factors["freshness"] == pytest.approx(1.0)
+    assert old.factors["freshness"] == pytest.approx(0.5)
+
+
+def test_network_scorer() -> None:
+    inn, out = cand("1"), cand("2")
+    inn.in_network = True
+    NetworkScorer(1.0, 0.5).score(query(), [inn, out])
+    assert (inn.factors["network"], out.factors["network"]) == (1.0, 0.5)
+
+
+def test_author_diversity_decays_repeated_authors() -> None:
+    cands = [cand("a1", "a"), cand("a2", "a"), cand("b1", "b")]
+    for c, s in zip(cands, [1.0, 0.9, 0.8], strict=True):
+        c.parts["s"] = s
+        c.rescore()
+    out = AuthorDiversityReranker(0.5).rerank(query(), cands)
+    assert keys(out) == ["a1", "b1", "a2"]
+    assert out[2].factors["author_diversity"] == 0.5
+
+
+class _Source:
+    def __init__(self, name: str, keys_: list[str], delay: float = 0.0, fail: bool = False) -> None:
+        self.name, self._keys, self._delay, self._fail = name, keys_, delay, fail
+
+    def enabled(self, q: FeedQuery) -> bool:
+        return True
+
+    async def fetch(self, q: FeedQuery) -> list[Candidate]:
+        await asyncio.sleep(self._delay)
+        if self._fail:
+            raise RuntimeError("boom")
+        return [cand(k) for k in self._keys]
+
+
+class _BrokenFilter:
+    name = "broken"
+
+    def enabled(self, q: FeedQuery) -> bool:
+        return True
+
+    def apply(self, q: FeedQuery, c: list[Candidate]) -> list[Candidate]:
+        raise ValueError("bad filter")
+
+
+async def test_runner_skips_failing_slow_and_disabled_components() -> None:
+    pipeline = Pipeline(
+        sources=[
+            _Source("good", ["1", "2"]),
+            _Source("failing", ["3"], fail=True),
+            _Source("slow", ["4"], delay=1.0),
+            _Source("off", ["5"]),
+        ],
+        filters=[_BrokenFilter(), DuplicateFilter()],
+        scorers=[FreshnessScorer(3600)],
+        disabled=frozenset({"off"}),
+        source_timeout_s=0.2,
+    )
+    start = time.perf_counter()
+    result = await pipeline.run(query(limit=1))
+    assert time.perf_counter() - start < 0.9
+    status = {r.name: r.status for r in result.stages}
+    assert status == {
+        "good": "ok",
+        "failing": "failed",
+        "slow": "timeout",
+        "off": "disabled",
+        "broken": "failed",
+        "duplicates": "ok",
+        "freshness": "ok",
+    }
+    assert len(result.items) == 1 and result.items[0].post_key in {"1", "2"}
+    counts = {r.name: (r.count_in, r.count_out) for r in result.stages}
+    assert counts["good"] == (0, 2)
+
+
+async def test_candidate_score_is_sum_of_parts_times_factors() -> None:
+    c = Candidate("1", "x", parts={"a": 0.5, "b": 0.25}, factors={"f": 0.5, "g": 2.0})
+    assert c.rescore() == pytest.approx(0.75)

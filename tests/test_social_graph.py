@@ -1,0 +1,47 @@
+"""The host social-graph client: cache, timeout, failures, no backend."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from feed.social_graph import SocialGraphClient
+from tests.conftest import HostBackend
+
+
+async def client(redis_client: Any, url: str | None, ttl_s: int = 60) -> SocialGraphClient:
+    return SocialGraphClient(redis_client, httpx.AsyncClient(), url, timeout_s=0.3, ttl_s=ttl_s)
+
+
+async def test_fetches_then_serves_from_cache(redis_client: Any, host: HostBackend) -> None:
+    host.graphs["5"] = {"following": [1, "a"], "blocked": [2]}
+    sg = await client(redis_client, host.url)
+    graph = await sg.get(5)
+    assert graph.following == {"1", "a"} and graph.blocked == {"2"} and graph.origin == "host"
+    again = await sg.get(5)
+    assert again.origin == "cache" and again.following == graph.following
+    assert host.calls == 1
+
+
+async def test_slow_host_answers_within_timeout_with_empty_graph(redis_client: Any, host: HostBackend) -> None:
+    host.delay_s = 2.0
+    start = time.perf_counter()
+    graph = await (await client(redis_client, host.url)).get(5)
+    assert time.perf_counter() - start < 1.0
+    assert graph.following == frozenset() and graph.origin == "unavailable"
+
+
+async def test_failing_host_falls_back_to_last_known_graph(redis_client: Any, host: HostBackend) -> None:
+    host.graphs["5"] = {"following": [7], "blocked": []}
+    sg = await client(redis_client, host.url, ttl_s=0)
+    assert (await sg.get(5)).origin == "host"
+    host.fail = True
+    stale = await sg.get(5)
+    assert stale.origin == "stale" and stale.following == {"7"}
+
+
+async def test_no_backend_means_empty_graph(redis_client: Any) -> None:
+    graph = await (await client(redis_client, None)).get(5)
+    assert graph.following == frozenset() and graph.blocked == frozenset()

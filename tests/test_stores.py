@@ -1,0 +1,115 @@
+"""Post lifecycle, the vector indexes (embedded and qdrant-client) and index sync, on real stores."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from feed.stores import keys
+from feed.stores.feature_store import FeatureStore
+from feed.stores.indexer import IndexSync
+from feed.stores.post_store import PostStore, TimelineLimits, commit_ingested
+from feed.stores.records import PostRecord
+from feed.stores.vectors import EdgeVectorIndex, ServerVectorIndex, VectorIndex
+from tests.helpers import unit
+
+
+def rec(key: str, author: str, vector: np.ndarray, created_at: float | None = None) -> PostRecord:
+    return PostRecord(key, key, author, author, created_at or time.time(), "text", key, vector)
+
+
+async def test_commit_is_atomic_idempotent_and_respects_deletion(settings: Any, redis_client: Any) -> None:
+    r = redis.Redis.from_url(settings.redis_url)
+    limits = TimelineLimits(max_len=2, max_age_s=3600, recent_max=10)
+    posts = PostStore(redis_client)
+    await posts.mark_queued("1", "t1")
+    assert commit_ingested(r, rec("1", "a", unit(1)), limits)
+    assert commit_ingested(r, rec("1", "a", unit(1)), limits)  # same post again: no duplicate
+    assert await redis_client.zcard(keys.timeline("a")) == 1
+    assert (await posts.state("1")).state == "ingested"  # type: ignore[union-attr]
+    # timeline caps: length and age
+    commit_ingested(r, rec("2", "a", unit(1)), limits)
+    commit_ingested(r, rec("3", "a", unit(1)), limits)
+    commit_ingested(r, rec("old", "a", unit(1), created_at=time.time() - 7200), limits)
+    assert [m.decode() for m in await redis_client.zrange(keys.timeline("a"), 0, -1)] == ["2", "3"]
+    # deleted posts stay deleted
+    assert await posts.delete("2")
+    assert not commit_ingested(r, rec("2", "a", unit(1)), limits)
+    assert await redis_client.exists(keys.post("2")) == 0
+    assert (await posts.state("2")).state == "deleted"  # type: ignore[union-attr]
+    assert not await posts.delete("never")
+    r.close()
+
+
+@pytest.fixture(params=["edge", "qdrant-client"])
+async def index(request: Any, tmp_path: Path) -> Any:
+    idx: VectorIndex
+    if request.param == "edge":
+        idx = EdgeVectorIndex(tmp_path / "shard")
+    else:
+        idx = ServerVectorIndex(":memory:", "posts")
+    yield idx
+    await idx.close()
+
+
+async def test_vector_index_contract(index: VectorIndex) -> None:
+    await index.upsert([rec("x", "a", unit(1, 0)), rec("y", "b", unit(0.9, 0.1)), rec("z", "c", unit(0, 1))])
+    hits = await index.nearest(unit(1, 0), 2, exclude_authors=[])
+    assert [h.post_key for h in hits] == ["x", "y"]
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    hits = await index.nearest(unit(1, 0), 3, exclude_authors=["a"])
+    assert [h.post_key for h in hits] == ["y", "z"]
+    await index.delete(["y", "unknown"])
+    assert await index.count() == 2
+
+
+async def test_edge_shard_survives_reopen(tmp_path: Path) -> None:
+    idx = EdgeVectorIndex(tmp_path / "shard")
+    await idx.upsert([rec("x", "a", unit(1))])
+    await idx.close()
+    again = EdgeVectorIndex(tmp_path / "shard")
+    assert [h.post_key for h in await again.nearest(unit(1), 5, [])] == ["x"]
+    await again.close()
+
+
+async def test_index_sync_applies_upserts_and_deletes_and_recovers_pending(
+    settings: Any, redis_client: Any, tmp_path: Path
+) -> None:
+    r = redis.Redis.from_url(settings.redis_url)
+    limits = TimelineLimits(100, 10**9, 100)
+    for key in ("1", "2", "3"):
+        commit_ingested(r, rec(key, "a", unit(1, int(key))), limits)
+    idx = EdgeVectorIndex(tmp_path / "shard")
+    # a crashed owner: entries read but never acknowledged
+    await IndexSync(redis_client, idx).ensure_group()
+    await redis_client.xreadgroup(keys.INDEX_GROUP, "api", {keys.INDEX_STREAM: ">"}, count=2)
+    await PostStore(redis_client).delete("3")
+    sync = IndexSync(redis_client, idx)
+    assert await sync.catch_up() == 4
+    assert sorted(h.post_key for h in await idx.nearest(unit(1), 10, [])) == ["1", "2"]
+    assert (await redis_client.xpending(keys.INDEX_STREAM, keys.INDEX_GROUP))["pending"] == 0
+    await idx.close()
+    r.close()
+
+
+async def test_feature_store_reads(settings: Any, redis_client: Any) -> None:
+    r = redis.Redis.from_url(settings.redis_url)
+    now = time.time()
+    limits = TimelineLimits(100, 10**9, 100)
+    commit_ingested(r, rec("old", "a", unit(1), created_at=now - 100), limits)
+    commit_ingested(r, rec("new", "a", unit(1), created_at=now), limits)
+    commit_ingested(r, rec("b1", "b", unit(1), created_at=now - 50), limits)
+    store = FeatureStore(redis_client)
+    entries = await store.timelines(["a", "b"], per_author=1, newer_than=now - 1000)
+    assert sorted(e.post_key for e in entries) == ["b1", "new"]
+    assert [e.post_key for e in await store.recent(2)] == ["new", "b1"]
+    posts = await store.posts(["new", "missing"])
+    assert list(posts) == ["new"] and posts["new"].author_id == "a"
+    await store.record_served("cur", ["new"], ttl_s=60)
+    assert await store.served("cur") == frozenset({"new"})
+    r.close()
