@@ -88,10 +88,19 @@ def text_encoder() -> Any:
 
 @pytest.fixture(scope="session")
 def celery_worker(text_encoder: Any) -> Iterator[Any]:
-    """A real Celery worker (solo pool, in a thread) on the suite's Redis."""
+    """A real Celery worker (solo pool, in a thread) on the suite's Redis.
+
+    Session fixtures start before the per-test flush, so tasks left queued by earlier
+    tests (without a worker) are flushed here first, or the worker would ingest them later.
+    """
+    import redis
     from celery.contrib.testing.worker import start_worker
 
     from ingest_workers.celery_app import app
+
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    client.flushall()
+    client.close()
 
     with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
         yield app
@@ -158,11 +167,12 @@ def host(host_backend: HostBackend) -> HostBackend:
 class Engine:
     """The whole engine in one test: API client, its services, the consumer and the host."""
 
-    def __init__(self, client: Any, settings: Any, host: HostBackend, consumer: Any) -> None:
+    def __init__(self, client: Any, settings: Any, host: HostBackend, consumer: Any, redis: Any) -> None:
         self.client = client
         self.settings = settings
         self.host = host
         self.consumer = consumer
+        self.redis = redis
 
 
 @pytest.fixture
@@ -181,7 +191,7 @@ async def engine(settings: Any, celery_worker: Any, host: HostBackend) -> AsyncI
     async with AsyncTestClient(app) as client:
         await consumer.start()
         try:
-            yield Engine(client, settings, host, consumer)
+            yield Engine(client, settings, host, consumer, redis)
         finally:
             await consumer.stop()
             await redis.aclose()

@@ -26,7 +26,7 @@ BAD_REQUESTS = [
     ("/posts", {"post_id": 1, "author_id": 1, "text": "   "}, "text"),
     ("/posts", {"post_id": 1.5, "author_id": 1, "text": "x"}, "post_id"),
     ("/posts", {"post_id": "x" * 65, "author_id": 1, "text": "x"}, "post_id"),
-    ("/posts", {"post_id": 1, "author_id": 1, "post_type": "image", "media_url": "http://h/x.jpg"}, "post_type"),
+    ("/posts", {"post_id": 1, "author_id": 1, "post_type": "image", "media_url": "h/a"}, "post_type"),
     ("/posts", {"post_id": 1, "author_id": 1, "post_type": "gif", "text": "x"}, "post_type"),
     ("/posts", {"post_id": 1, "author_id": 1, "text": "x", "created_at": "yesterday"}, "created_at"),
     ("/interaction", {"post_id": 1, "action": "like"}, "user_id"),

@@ -27,7 +27,14 @@ def store_post(settings: Any, key: str, author: str, vector: np.ndarray) -> None
 
 def event(eid: str, post: str, action: str = "like", user: str = "u1", **kw: Any) -> InteractionEvent:
     return InteractionEvent(
-        event_id=eid, user_id=user, user_key=user, post_id=post, post_key=post, action=action, ts=time.time(), **kw
+        event_id=eid,
+        user_id=user,
+        user_key=user,
+        post_id=post,
+        post_key=post,
+        action=action,
+        ts=time.time(),
+        **kw,
     )
 
 

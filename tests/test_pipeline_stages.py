@@ -48,8 +48,10 @@ def record(key: str, author: str, age_s: float = 0.0, vector: np.ndarray | None 
     )
 
 
-def cand(key: str, author: str = "a", source: str = "phoenix", **kw: float) -> Candidate:
-    return Candidate(key, source, record=record(key, author, **kw))
+def cand(
+    key: str, author: str = "a", source: str = "phoenix", age_s: float = 0.0, vector: np.ndarray | None = None
+) -> Candidate:
+    return Candidate(key, source, record=record(key, author, age_s, vector))
 
 
 def query(**kw: object) -> FeedQuery:

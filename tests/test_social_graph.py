@@ -25,7 +25,7 @@ async def test_fetches_then_serves_from_cache(redis_client: Any, host: HostBacke
     assert host.calls == 1
 
 
-async def test_slow_host_answers_within_timeout_with_empty_graph(redis_client: Any, host: HostBackend) -> None:
+async def test_slow_host_gives_empty_graph_in_time(redis_client: Any, host: HostBackend) -> None:
     host.delay_s = 2.0
     start = time.perf_counter()
     graph = await (await client(redis_client, host.url)).get(5)

@@ -7,7 +7,6 @@ retries parked events (events that arrived before their post) every few seconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 
@@ -15,6 +14,7 @@ import structlog
 from faststream import FastStream
 from redis.asyncio import Redis
 
+from feed.aio import cancel_and_wait
 from feed.config import Settings, get_settings
 from feed.events.apply import EventApplier
 from feed.events.broker import create_broker, subscribe_events
@@ -56,9 +56,7 @@ class EventConsumer:
     async def stop_retrier(self) -> None:
         """Stop the retrier."""
         if self._retrier is not None:
-            self._retrier.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retrier
+            await cancel_and_wait(self._retrier)
             self._retrier = None
 
     async def start(self) -> None:

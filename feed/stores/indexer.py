@@ -17,6 +17,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from feed.aio import cancel_and_wait
 from feed.stores import keys
 from feed.stores.feature_store import FeatureStore
 from feed.stores.vectors import VectorIndex
@@ -103,6 +104,4 @@ class IndexSync:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)

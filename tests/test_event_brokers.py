@@ -1,0 +1,50 @@
+"""The same consumer handler on both brokers: Kafka (FastStream's TestKafkaBroker) and Redis Streams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from faststream.kafka import KafkaBroker, TestKafkaBroker
+
+from feed.events.broker import EventPublisher, create_broker
+from feed.events.consumer import EventConsumer
+from feed.stores import keys
+from tests.helpers import unit, wait_for
+from tests.test_event_apply import event, store_post, user_vector
+
+
+async def test_kafka_path_applies_events_once(settings: Any, redis_client: Any) -> None:
+    settings = settings.model_copy(update={"kafka_bootstrap_servers": "localhost:9092"})
+    store_post(settings, "k1", "author", unit(1, 0))
+    consumer = EventConsumer(settings, redis_client)
+    assert isinstance(consumer.broker, KafkaBroker)
+    async with TestKafkaBroker(consumer.broker) as broker:
+        publisher = EventPublisher(broker, settings.events_topic)
+        await publisher.publish(event("kafka-e1", "k1"))
+        await publisher.publish(event("kafka-e1", "k1"))  # a redelivery
+    vec = await user_vector(redis_client, "u1")
+    assert vec is not None and np.allclose(vec, unit(1, 0), atol=1e-6)
+    assert await redis_client.hget(keys.post_counts("k1"), "like") == b"1"
+
+
+async def test_redis_streams_path_applies_published_events(settings: Any, redis_client: Any) -> None:
+    store_post(settings, "r1", "author", unit(0, 1))
+    consumer = EventConsumer(settings, redis_client)
+    publisher_broker = create_broker(settings)
+    await publisher_broker.connect()
+    await consumer.start()
+    try:
+        publisher = EventPublisher(publisher_broker, settings.events_topic)
+        for i in range(3):
+            await publisher.publish(event(f"stream-e{i}", "r1", user=f"user-{i}"))
+        await wait_for(lambda: _applied(redis_client, 3))
+    finally:
+        await consumer.stop()
+        await publisher_broker.stop()
+    assert await redis_client.hget(keys.post_counts("r1"), "like") == b"3"
+
+
+async def _applied(redis_client: Any, n: int) -> bool:
+    raw = await redis_client.get(keys.APPLIED_EVENTS)
+    return raw is not None and int(raw) >= n
