@@ -52,12 +52,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it when the starting process dies (no orphan servers)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def start_server(
     port: int, data_dir: Path, appendonly: bool = True, timeout_s: float = 10.0
 ) -> subprocess.Popen[bytes]:
-    """Start a server and wait until it accepts connections."""
+    """Start a server owned by this process (stopped if it dies) and wait until it accepts connections."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(server_args(port, data_dir, appendonly), stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        server_args(port, data_dir, appendonly), stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
+    )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 import structlog
+from celery.signals import worker_ready
 from celery_batches import Batches, SimpleRequest
 
 from feed.config import get_settings
@@ -34,6 +35,15 @@ class PermanentIngestError(Exception):
 def text_encoder() -> TextEncoder:
     """The process's text encoder (loaded on first use)."""
     return TextEncoder(get_settings().text_model_path)
+
+
+@worker_ready.connect
+def warm_up(**_: Any) -> None:
+    """Load the encoder when the worker starts, so the first posts don't wait for it."""
+    try:
+        text_encoder().encode_texts(["warm up"])
+    except FileNotFoundError as exc:  # posts will be marked failed with this reason
+        log.error("text_encoder_unavailable", error=str(exc))
 
 
 @lru_cache(maxsize=1)

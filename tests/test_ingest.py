@@ -159,3 +159,15 @@ async def _is(redis_client: Any, key: str, state: str) -> bool:
 
 async def _xlen_at_least(redis_client: Any, n: int) -> bool:
     return int(await redis_client.xlen(keys.INDEX_STREAM)) >= n
+
+
+def test_worker_start_warms_the_encoder(
+    tmp_path: Path, text_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counting = FlakyEncoder(text_encoder, failures=0)
+    monkeypatch.setattr(tasks, "text_encoder", lambda: counting)
+    tasks.warm_up()
+    assert counting.calls == 1
+    # missing weights are logged at start, not fatal: posts then fail with the reason
+    monkeypatch.setattr(tasks, "text_encoder", lambda: TextEncoder(tmp_path))
+    tasks.warm_up()

@@ -150,11 +150,13 @@ def test_author_diversity_decays_repeated_authors() -> None:
 
 
 class _Source:
-    def __init__(self, name: str, keys_: list[str], delay: float = 0.0, fail: bool = False) -> None:
-        self.name, self._keys, self._delay, self._fail = name, keys_, delay, fail
+    def __init__(
+        self, name: str, keys_: list[str], delay: float = 0.0, fail: bool = False, applies: bool = True
+    ) -> None:
+        self.name, self._keys, self._delay, self._fail, self._applies = name, keys_, delay, fail, applies
 
     def enabled(self, q: FeedQuery) -> bool:
-        return True
+        return self._applies
 
     async def fetch(self, q: FeedQuery) -> list[Candidate]:
         await asyncio.sleep(self._delay)
@@ -180,6 +182,7 @@ async def test_runner_skips_failing_slow_and_disabled_components() -> None:
             _Source("failing", ["3"], fail=True),
             _Source("slow", ["4"], delay=1.0),
             _Source("off", ["5"]),
+            _Source("not_applicable", ["6"], applies=False),
         ],
         filters=[_BrokenFilter(), DuplicateFilter()],
         scorers=[FreshnessScorer(3600)],
@@ -195,6 +198,7 @@ async def test_runner_skips_failing_slow_and_disabled_components() -> None:
         "failing": "failed",
         "slow": "timeout",
         "off": "disabled",
+        "not_applicable": "skipped",
         "broken": "failed",
         "duplicates": "ok",
         "freshness": "ok",

@@ -159,19 +159,23 @@ class Pipeline:
     source_timeout_s: float = 0.5
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def _active(self, component: Component, query: FeedQuery) -> bool:
-        return component.name not in self.disabled and component.enabled(query)
+    def _inactive_status(self, component: Component, query: FeedQuery) -> str | None:
+        if component.name in self.disabled:
+            return "disabled"
+        return None if component.enabled(query) else "skipped"
 
     def _enabled(
         self, stage: str, components: Sequence[C], query: FeedQuery, reports: list[StageReport], n: int
     ) -> list[C]:
-        """The components to run; the others are reported as disabled."""
+        """The components to run; the others are reported as `disabled` (by configuration) or
+        `skipped` (nothing to do for this query, e.g. Thunder for a user who follows no one)."""
         active: list[C] = []
         for component in components:
-            if self._active(component, query):
-                active.append(component)
+            status = self._inactive_status(component, query)
+            if status:
+                reports.append(StageReport(stage, component.name, 0.0, n, n, status=status))
             else:
-                reports.append(StageReport(stage, component.name, 0.0, n, n, status="disabled"))
+                active.append(component)
         return active
 
     async def _timed(
@@ -236,7 +240,7 @@ class Pipeline:
         selected = candidates[: query.limit]
 
         for effect in self.side_effects:
-            if self._active(effect, query):
+            if not self._inactive_status(effect, query):
                 task = asyncio.create_task(self._side_effect(effect, query, selected))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
@@ -254,8 +258,9 @@ class Pipeline:
         """Run filters / scorers / rerankers in order; a failing one leaves the list unchanged."""
         for component in components:
             n = len(candidates)
-            if not self._active(component, query):
-                reports.append(StageReport(stage, component.name, 0.0, n, n, status="disabled"))
+            status = self._inactive_status(component, query)
+            if status:
+                reports.append(StageReport(stage, component.name, 0.0, n, n, status=status))
                 continue
             start = time.perf_counter()
             report = StageReport(stage, component.name, 0.0, n, n)
