@@ -52,7 +52,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: ask Linux to SIGTERM it when the starting process dies (no orphan servers)."""
     if sys.platform.startswith("linux"):
         import ctypes
@@ -68,7 +68,7 @@ def start_server(
     """Start a server owned by this process (stopped if it dies) and wait until it accepts connections."""
     data_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        server_args(port, data_dir, appendonly), stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        server_args(port, data_dir, appendonly), stdout=subprocess.DEVNULL, preexec_fn=die_with_parent
     )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

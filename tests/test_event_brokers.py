@@ -48,3 +48,31 @@ async def test_redis_streams_path_applies_published_events(settings: Any, redis_
 async def _applied(redis_client: Any, n: int) -> bool:
     raw = await redis_client.get(keys.APPLIED_EVENTS)
     return raw is not None and int(raw) >= n
+
+
+async def test_api_and_consumer_on_a_real_kafka_broker(
+    settings: Any, redis_client: Any, celery_worker: Any, kafka_bootstrap: str
+) -> None:
+    """POST /interaction publishes to Kafka (Tansu); the consumer group applies each event once."""
+    from litestar.testing import AsyncTestClient
+
+    from feed.app import create_app
+
+    settings = settings.model_copy(
+        update={"kafka_bootstrap_servers": kafka_bootstrap, "events_topic": "it.events"}
+    )
+    store_post(settings, "kp", "author", unit(1, 1))
+    consumer = EventConsumer(settings, redis_client)
+    await consumer.start()
+    try:
+        async with AsyncTestClient(create_app(settings, celery=celery_worker)) as client:
+            body = {"user_id": "ku", "post_id": "kp", "action": "share", "event_id": "kafka-host-1"}
+            for _ in range(2):
+                response = await client.post("/interaction", json=body)
+                assert response.status_code == 202, response.text
+            await client.post("/interaction", json={**body, "event_id": "kafka-host-2", "action": "like"})
+            await wait_for(lambda: _applied(redis_client, 2), timeout=60)
+    finally:
+        await consumer.stop()
+    counts = await redis_client.hgetall(keys.post_counts("kp"))
+    assert counts == {b"share": b"1", b"like": b"1"}

@@ -180,7 +180,7 @@ async def test_runner_skips_failing_slow_and_disabled_components() -> None:
         sources=[
             _Source("good", ["1", "2"]),
             _Source("failing", ["3"], fail=True),
-            _Source("slow", ["4"], delay=1.0),
+            _Source("slow", ["4"], delay=10.0),
             _Source("off", ["5"]),
             _Source("not_applicable", ["6"], applies=False),
         ],
@@ -191,7 +191,7 @@ async def test_runner_skips_failing_slow_and_disabled_components() -> None:
     )
     start = time.perf_counter()
     result = await pipeline.run(query(limit=1))
-    assert time.perf_counter() - start < 0.9
+    assert time.perf_counter() - start < 5.0  # the slow source was cut off at its timeout
     status = {r.name: r.status for r in result.stages}
     assert status == {
         "good": "ok",
