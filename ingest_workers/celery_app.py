@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from celery import Celery
 
 from feed.config import get_settings
@@ -33,3 +35,8 @@ def create_celery_app() -> Celery:
 
 
 app = create_celery_app()
+
+
+def main() -> None:
+    """Run an ingest worker (`feed-worker`); Celery worker options pass through, e.g. `--concurrency 2`."""
+    app.worker_main(["worker", "--pool", "solo", "--loglevel", "INFO", *sys.argv[1:]])

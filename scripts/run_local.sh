@@ -42,12 +42,12 @@ if [ -z "${REDIS_URL:-}" ]; then
   done
 fi
 
-$PY -m feed.app >"$DATA_DIR/logs/api.log" 2>&1 &
+.venv/bin/feed-api >"$DATA_DIR/logs/api.log" 2>&1 &
 pids+=($!)
-$PY -m celery -A ingest_workers.celery_app worker --pool solo --loglevel INFO \
-  >"$DATA_DIR/logs/worker.log" 2>&1 &
-pids+=($!)
-$PY -m feed.events.consumer >"$DATA_DIR/logs/consumer.log" 2>&1 &
+.venv/bin/feed-worker >"$DATA_DIR/logs/worker.log" 2>&1 &
+worker_pid=$!
+pids+=($worker_pid)
+.venv/bin/feed-consumer >"$DATA_DIR/logs/consumer.log" 2>&1 &
 pids+=($!)
 
 for _ in $(seq 300); do
@@ -57,6 +57,12 @@ for _ in $(seq 300); do
   for pid in "${pids[@]}"; do
     kill -0 "$pid" 2>/dev/null || { echo "a process exited early; see $DATA_DIR/logs/"; exit 1; }
   done
+  sleep 0.2
+done
+# the worker logs "ready." once its text encoder is loaded and it takes tasks
+for _ in $(seq 600); do
+  grep -q " ready\.$" "$DATA_DIR/logs/worker.log" 2>/dev/null && break
+  kill -0 "$worker_pid" 2>/dev/null || { echo "the ingest worker exited; see $DATA_DIR/logs/worker.log"; exit 1; }
   sleep 0.2
 done
 echo "feed engine running: API at http://127.0.0.1:$API_PORT (OpenAPI: /schema), Redis at $REDIS_URL"
