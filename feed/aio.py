@@ -7,7 +7,7 @@ import contextlib
 from typing import Any
 
 
-async def cancel_and_wait(task: asyncio.Task[Any], every_s: float = 0.5) -> None:
+async def cancel_and_wait(task: asyncio.Task[Any], every_s: float = 0.1) -> None:
     """Cancel `task` and wait until it has ended.
 
     redis-py can swallow a cancellation that lands while it is connecting, so the task

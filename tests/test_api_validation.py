@@ -87,3 +87,29 @@ async def test_post_is_queued_with_a_task_id(api: Any) -> None:
     assert body["state"] == "queued" and body["post_id"] == "slug-1"
     status = (await api.get("/posts/slug-1")).json()
     assert status["state"] == "queued" and status["task_id"] == body["task_id"]
+
+
+async def test_post_is_503_and_not_kept_when_the_ingest_queue_is_down(settings: Any) -> None:
+    from celery import Celery
+
+    from feed.redis_server import free_port
+
+    down = Celery("down", broker=f"redis://127.0.0.1:{free_port()}/0")
+    down.conf.update(task_publish_retry=False, broker_connection_retry=False, broker_connection_timeout=0.5)
+    async with AsyncTestClient(create_app(settings, celery=down)) as client:
+        response = await client.post("/posts", json={"post_id": 7, "author_id": 1, "text": "hello"})
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        assert (await client.get("/posts/7")).status_code == 404  # never reported as accepted
+
+
+async def test_interaction_is_503_when_the_broker_does_not_take_it(
+    api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from feed.events.broker import EventPublisher
+
+    async def refuse(self: EventPublisher, event: Any) -> None:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(EventPublisher, "publish", refuse)
+    response = await api.post("/interaction", json={"user_id": "u", "post_id": 9, "action": "like"})
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
