@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     seen_max: int = 5_000
     event_dedupe_ttl_s: int = 7 * 24 * 3600
     pending_event_ttl_s: int = 3600
+    event_reclaim_idle_ms: int = 60_000  # Redis Streams: take over events a dead consumer left unacked
     served_ttl_s: int = 1800
 
     social_graph_timeout_s: float = 0.3

@@ -76,3 +76,53 @@ async def test_api_and_consumer_on_a_real_kafka_broker(
         await consumer.stop()
     counts = await redis_client.hgetall(keys.post_counts("kp"))
     assert counts == {b"share": b"1", b"like": b"1"}
+
+
+async def test_event_accepted_before_any_consumer_is_applied(settings: Any, redis_client: Any) -> None:
+    from litestar.testing import AsyncTestClient
+
+    from feed.app import create_app
+    from ingest_workers.celery_app import app as celery_app
+
+    store_post(settings, "early", "author", unit(1, 0))
+    async with AsyncTestClient(create_app(settings, celery=celery_app)) as client:
+        body = {"user_id": "eu", "post_id": "early", "action": "like"}
+        assert (await client.post("/interaction", json=body)).status_code == 202
+    consumer = EventConsumer(settings, redis_client)  # the first consumer ever on this stream
+    await consumer.start()
+    try:
+        await wait_for(lambda: _applied(redis_client, 1))
+    finally:
+        await consumer.stop()
+
+
+async def test_events_left_unacked_by_a_dead_consumer_are_reclaimed(settings: Any, redis_client: Any) -> None:
+    from feed.events.broker import CONSUMER_GROUP, ensure_event_group
+
+    settings = settings.model_copy(update={"event_reclaim_idle_ms": 200})
+    store_post(settings, "orphan", "author", unit(1, 0))
+    await ensure_event_group(redis_client, settings.events_topic)
+    publisher_broker = create_broker(settings)
+    await publisher_broker.connect()
+    try:
+        await EventPublisher(publisher_broker, settings.events_topic).publish(event("dead-e1", "orphan"))
+    finally:
+        await publisher_broker.stop()
+    # a consumer takes the entry and dies before acknowledging it
+    taken = await redis_client.xreadgroup(CONSUMER_GROUP, "crashed-1", {settings.events_topic: ">"}, count=10)
+    assert len(taken[0][1]) == 1
+    consumer = EventConsumer(settings, redis_client)
+    await consumer.start()
+    try:
+        await wait_for(lambda: _applied(redis_client, 1), timeout=20)
+        await wait_for(lambda: _no_pending(redis_client, settings.events_topic), timeout=20)
+    finally:
+        await consumer.stop()
+    assert await redis_client.hget(keys.post_counts("orphan"), "like") == b"1"
+
+
+async def _no_pending(redis_client: Any, topic: str) -> bool:
+    from feed.events.broker import CONSUMER_GROUP
+
+    info = await redis_client.xpending(topic, CONSUMER_GROUP)
+    return int(info["pending"]) == 0

@@ -13,6 +13,8 @@ import msgspec
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.redis import RedisBroker, StreamSub
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from feed.config import Settings
 from feed.events.schemas import InteractionEvent
@@ -22,6 +24,7 @@ BatchHandler = Callable[[list[InteractionEvent]], Awaitable[Any]]
 
 CONSUMER_GROUP = "feed-consumer"
 MAX_BATCH = 500
+RECLAIM_IDLE_MS = 60_000  # an unacknowledged Redis Streams batch this old is taken over
 
 
 def create_broker(settings: Settings) -> Broker:
@@ -47,8 +50,33 @@ class EventPublisher:
             await self._broker.publish(body, stream=self._topic)
 
 
-def subscribe_events(broker: Broker, topic: str, consumer_name: str, handler: BatchHandler) -> None:
-    """Register `handler` for batches of events; a batch is acknowledged only after it returns."""
+async def ensure_event_group(redis: Redis, topic: str) -> None:
+    """Create the consumer group at the start of the Redis stream if it does not exist yet.
+
+    FastStream would create it at `$` (new entries only) when the consumer first starts,
+    skipping events the API accepted before that; both the API and the consumer call this
+    before their broker starts, so every accepted event is delivered.
+    """
+    try:
+        await redis.xgroup_create(topic, CONSUMER_GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def subscribe_events(
+    broker: Broker,
+    topic: str,
+    consumer_name: str,
+    handler: BatchHandler,
+    reclaim_idle_ms: int = RECLAIM_IDLE_MS,
+) -> None:
+    """Register `handler` for batches of events; a batch is acknowledged only after it returns.
+
+    Kafka redelivers uncommitted offsets of a dead group member by itself. On Redis Streams a
+    second subscriber claims (XAUTOCLAIM) entries left unacknowledged for `reclaim_idle_ms`
+    by a crashed or restarted consumer and hands them to the same (idempotent) handler.
+    """
 
     async def on_events(bodies: list[dict[str, Any]]) -> None:
         await handler(msgspec.convert(bodies, list[InteractionEvent]))
@@ -74,3 +102,19 @@ def subscribe_events(broker: Broker, topic: str, consumer_name: str, handler: Ba
             ),
             ack_policy=AckPolicy.NACK_ON_ERROR,
         )(on_events)
+
+        async def on_reclaimed(bodies: list[dict[str, Any]]) -> None:
+            await on_events(bodies)
+
+        broker.subscriber(
+            stream=StreamSub(
+                topic,
+                group=CONSUMER_GROUP,
+                consumer=consumer_name,
+                batch=True,
+                max_records=MAX_BATCH,
+                polling_interval=1000,
+                min_idle_time=reclaim_idle_ms,
+            ),
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+        )(on_reclaimed)

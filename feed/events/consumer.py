@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from feed.aio import cancel_and_wait
 from feed.config import Settings, get_settings
 from feed.events.apply import EventApplier
-from feed.events.broker import create_broker, subscribe_events
+from feed.events.broker import create_broker, ensure_event_group, subscribe_events
 from feed.events.schemas import InteractionEvent
 from feed.logging import configure_logging
 
@@ -32,7 +32,10 @@ class EventConsumer:
         self.applier = EventApplier(redis, settings)
         self.broker = create_broker(settings)
         consumer_name = f"{socket.gethostname()}-{os.getpid()}"
-        subscribe_events(self.broker, settings.events_topic, consumer_name, self.handle)
+        subscribe_events(
+            self.broker, settings.events_topic, consumer_name, self.handle, settings.event_reclaim_idle_ms
+        )
+        self._redis = redis
         self._retrier: asyncio.Task[None] | None = None
 
     async def handle(self, events: list[InteractionEvent]) -> None:
@@ -59,8 +62,14 @@ class EventConsumer:
             await cancel_and_wait(self._retrier)
             self._retrier = None
 
+    async def prepare(self) -> None:
+        """Before the broker starts: make sure the Redis consumer group starts at the stream's start."""
+        if not self.settings.kafka_bootstrap_servers:
+            await ensure_event_group(self._redis, self.settings.events_topic)
+
     async def start(self) -> None:
         """Connect the broker, start consuming and the retrier."""
+        await self.prepare()
         await self.broker.start()
         await self.start_retrier()
 
@@ -75,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
     settings = settings or get_settings()
     consumer = EventConsumer(settings, Redis.from_url(settings.redis_url))
     app = FastStream(consumer.broker)
+    app.on_startup(consumer.prepare)
     app.after_startup(consumer.start_retrier)
     app.on_shutdown(consumer.stop_retrier)
     return app
