@@ -1,15 +1,17 @@
 """The host's social graph: `GET {BACKEND_URL}/internal/social-graph/{user_id}/`, cached in Redis.
 
 A fresh cached copy answers without a call. Otherwise the host is asked with a
-short timeout; if it is slow, failing or not configured, the last known copy (kept
-for a day) or an empty graph is used and the failure is logged. A feed never
-fails because of the host.
+short timeout, once per user at a time however many feeds wait for it; if it is
+slow, failing or not configured, the last known copy (kept for a day) or an empty
+graph is used and the failure is logged. A feed never fails because of the host.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -63,6 +65,7 @@ class SocialGraphClient:
         self._base = backend_url.rstrip("/") if backend_url else None
         self._timeout = timeout_s
         self._ttl = ttl_s
+        self._inflight: dict[str, asyncio.Future[SocialGraph]] = {}
 
     async def get(self, user_id: int | str) -> SocialGraph:
         """The user's graph; never raises for host or cache trouble."""
@@ -77,9 +80,19 @@ class SocialGraphClient:
             return self._graph(cached, "cache")
         if self._base is None:
             return self._graph(cached, "stale") if cached else SocialGraph()
+        # one call to the host per user at a time: concurrent cold feeds share it
+        inflight = self._inflight.get(user_key)
+        if inflight is None:
+            inflight = asyncio.ensure_future(self._fetch(user_id, user_key, cached))
+            self._inflight[user_key] = inflight
+            inflight.add_done_callback(lambda _: self._inflight.pop(user_key, None))
+        return await asyncio.shield(inflight)
+
+    async def _fetch(self, user_id: int | str, user_key: str, cached: _Cached | None) -> SocialGraph:
+        """Ask the host; on any failure fall back to the last known copy or an empty graph."""
         try:
             response = await self._http.get(
-                f"{self._base}/internal/social-graph/{user_id}/", timeout=self._timeout
+                f"{self._base}/internal/social-graph/{quote(str(user_id), safe='')}/", timeout=self._timeout
             )
             response.raise_for_status()
             host = msgspec.json.decode(response.content, type=_HostGraph)

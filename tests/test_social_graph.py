@@ -45,3 +45,20 @@ async def test_failing_host_falls_back_to_last_known_graph(redis_client: Any, ho
 async def test_no_backend_means_empty_graph(redis_client: Any) -> None:
     graph = await (await client(redis_client, None)).get(5)
     assert graph.following == frozenset() and graph.blocked == frozenset()
+
+
+async def test_concurrent_cold_requests_share_one_host_call(redis_client: Any, host: HostBackend) -> None:
+    import asyncio
+
+    host.delay_s = 0.1
+    host.graphs["7"] = {"following": ["x"], "blocked": []}
+    sg = await client(redis_client, host.url)
+    graphs = await asyncio.gather(*(sg.get(7) for _ in range(5)))
+    assert all(g.following == {"x"} for g in graphs)
+    assert host.calls == 1
+
+
+async def test_string_user_ids_are_escaped_in_the_callback_path(redis_client: Any, host: HostBackend) -> None:
+    host.graphs["chef anna?x=1"] = {"following": ["f"], "blocked": []}
+    graph = await (await client(redis_client, host.url)).get("chef anna?x=1")
+    assert graph.following == {"f"} and graph.origin == "host"
