@@ -77,10 +77,6 @@ def subscribe_events(
     second subscriber claims (XAUTOCLAIM) entries left unacknowledged for `reclaim_idle_ms`
     by a crashed or restarted consumer and hands them to the same (idempotent) handler.
     """
-
-    async def on_events(bodies: list[dict[str, Any]]) -> None:
-        await handler(msgspec.convert(bodies, list[InteractionEvent]))
-
     if isinstance(broker, KafkaBroker):
         broker.subscriber(
             topic,
@@ -89,32 +85,28 @@ def subscribe_events(
             max_records=MAX_BATCH,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
-        )(on_events)
+        )(_batch_handler(handler))
     else:
-        broker.subscriber(
-            stream=StreamSub(
-                topic,
-                group=CONSUMER_GROUP,
-                consumer=consumer_name,
-                batch=True,
-                max_records=MAX_BATCH,
-                polling_interval=100,
-            ),
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-        )(on_events)
+        # (polling interval ms, claim-after-idle ms): new entries, then entries a dead consumer left
+        for polling_ms, min_idle_ms in ((100, None), (1000, reclaim_idle_ms)):
+            broker.subscriber(
+                stream=StreamSub(
+                    topic,
+                    group=CONSUMER_GROUP,
+                    consumer=consumer_name,
+                    batch=True,
+                    max_records=MAX_BATCH,
+                    polling_interval=polling_ms,
+                    min_idle_time=min_idle_ms,
+                ),
+                ack_policy=AckPolicy.NACK_ON_ERROR,
+            )(_batch_handler(handler))
 
-        async def on_reclaimed(bodies: list[dict[str, Any]]) -> None:
-            await on_events(bodies)
 
-        broker.subscriber(
-            stream=StreamSub(
-                topic,
-                group=CONSUMER_GROUP,
-                consumer=consumer_name,
-                batch=True,
-                max_records=MAX_BATCH,
-                polling_interval=1000,
-                min_idle_time=reclaim_idle_ms,
-            ),
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-        )(on_reclaimed)
+def _batch_handler(handler: BatchHandler) -> Callable[[list[dict[str, Any]]], Awaitable[None]]:
+    """A FastStream handler (one per subscriber) decoding message bodies into events for `handler`."""
+
+    async def on_events(bodies: list[dict[str, Any]]) -> None:
+        await handler(msgspec.convert(bodies, list[InteractionEvent]))
+
+    return on_events
