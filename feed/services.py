@@ -13,7 +13,7 @@ from litestar.params import Dependency
 from redis.asyncio import Redis
 
 from feed.config import Settings
-from feed.events.broker import Broker, EventPublisher, create_broker, ensure_event_group
+from feed.events.broker import Broker, EventPublisher, create_broker, prepare_event_stream
 from feed.pipeline.framework import Pipeline
 from feed.pipeline.home_feed import build_home_feed
 from feed.social_graph import SocialGraphClient
@@ -62,8 +62,7 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
             home_feed=build_home_feed(settings, features, index, graph),
             celery=celery,
         )
-        if not settings.kafka_bootstrap_servers:
-            await ensure_event_group(redis, settings.events_topic)
+        await prepare_event_stream(settings, redis)
         await broker.connect()
         try:
             async with services.index_sync.running():

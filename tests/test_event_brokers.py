@@ -97,11 +97,11 @@ async def test_event_accepted_before_any_consumer_is_applied(settings: Any, redi
 
 
 async def test_events_left_unacked_by_a_dead_consumer_are_reclaimed(settings: Any, redis_client: Any) -> None:
-    from feed.events.broker import CONSUMER_GROUP, ensure_event_group
+    from feed.events.broker import CONSUMER_GROUP, prepare_event_stream
 
     settings = settings.model_copy(update={"event_reclaim_idle_ms": 200})
     store_post(settings, "orphan", "author", unit(1, 0))
-    await ensure_event_group(redis_client, settings.events_topic)
+    await prepare_event_stream(settings, redis_client)
     publisher_broker = create_broker(settings)
     await publisher_broker.connect()
     try:

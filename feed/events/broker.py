@@ -14,10 +14,10 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.redis import RedisBroker, StreamSub
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from feed.config import Settings
 from feed.events.schemas import InteractionEvent
+from feed.stores.streams import ensure_group
 
 Broker = RedisBroker | KafkaBroker
 BatchHandler = Callable[[list[InteractionEvent]], Awaitable[Any]]
@@ -50,18 +50,15 @@ class EventPublisher:
             await self._broker.publish(body, stream=self._topic)
 
 
-async def ensure_event_group(redis: Redis, topic: str) -> None:
-    """Create the consumer group at the start of the Redis stream if it does not exist yet.
+async def prepare_event_stream(settings: Settings, redis: Redis) -> None:
+    """On Redis Streams, create the consumer group at the stream's start if it does not exist yet.
 
     FastStream would create it at `$` (new entries only) when the consumer first starts,
     skipping events the API accepted before that; both the API and the consumer call this
-    before their broker starts, so every accepted event is delivered.
+    before their broker starts, so every accepted event is delivered. Kafka needs nothing.
     """
-    try:
-        await redis.xgroup_create(topic, CONSUMER_GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+    if not settings.kafka_bootstrap_servers:
+        await ensure_group(redis, settings.events_topic, CONSUMER_GROUP)
 
 
 def subscribe_events(

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from feed.aio import cancel_and_wait
 from feed.config import Settings, get_settings
 from feed.events.apply import EventApplier
-from feed.events.broker import create_broker, ensure_event_group, subscribe_events
+from feed.events.broker import create_broker, prepare_event_stream, subscribe_events
 from feed.events.schemas import InteractionEvent
 from feed.logging import configure_logging
 
@@ -64,8 +64,7 @@ class EventConsumer:
 
     async def prepare(self) -> None:
         """Before the broker starts: make sure the Redis consumer group starts at the stream's start."""
-        if not self.settings.kafka_bootstrap_servers:
-            await ensure_event_group(self._redis, self.settings.events_topic)
+        await prepare_event_stream(self.settings, self._redis)
 
     async def start(self) -> None:
         """Connect the broker, start consuming and the retrier."""

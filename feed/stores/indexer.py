@@ -15,11 +15,11 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from feed.aio import cancel_and_wait
 from feed.stores import keys
 from feed.stores.feature_store import FeatureStore
+from feed.stores.streams import ensure_group
 from feed.stores.vectors import VectorIndex
 
 log = structlog.get_logger(__name__)
@@ -37,11 +37,7 @@ class IndexSync:
 
     async def ensure_group(self) -> None:
         """Create the consumer group (from the stream's start) if it does not exist."""
-        try:
-            await self._redis.xgroup_create(keys.INDEX_STREAM, keys.INDEX_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await ensure_group(self._redis, keys.INDEX_STREAM, keys.INDEX_GROUP)
 
     async def apply_once(self, block_ms: int | None = None, pending: bool = False) -> int:
         """Read one batch (own pending entries if `pending`), apply it, ack it; returns its size."""
