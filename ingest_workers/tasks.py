@@ -68,7 +68,7 @@ def build_records(jobs: list[IngestJob], encoder: TextEncoder) -> list[PostRecor
             created_at=job.created_at,
             post_type=job.post_type,
             text=job.text[:snippet],
-            vector=vector,
+            vectors={"text": vector},
         )
         for job, vector in zip(jobs, vectors, strict=True)
     ]

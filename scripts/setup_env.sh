@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Create or update the project virtualenv (.venv) with Python 3.11.
-# Usage: scripts/setup_env.sh [extra]   (extra: "test" adds the test tools)
-# torch is pinned to the 2.13.0 build and installed before anything that depends on it,
-# so pip never pulls a different (CUDA) build. TORCH_INDEX_URL may point pip at a CPU wheel index.
+# Usage: scripts/setup_env.sh [extra]   (extra: "media" adds images/video/audio, "test" = media + test tools)
+# torch is pinned and installed before anything that depends on it, so pip never picks another build:
+# text-only installs get torch 2.13.0; media installs get the torch/torchvision pair whose ops load
+# together (2.14.1/0.29.1 on x86_64, 2.9.1/0.24.1 on aarch64). TORCH_INDEX_URL may point pip at a
+# CPU wheel index (e.g. PyTorch's own) to get the small CPU builds of the same versions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra="${1:-}"
@@ -12,8 +14,17 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
 fi
-if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  .venv/bin/python -m pip install --quiet "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+case "$extra" in
+  media|test)
+    if [ "$(uname -m)" = aarch64 ]; then torch_spec=("torch==2.9.1" "torchvision==0.24.1")
+    else torch_spec=("torch==2.14.1" "torchvision==0.29.1"); fi
+    torch_check="import torchvision.ops, torch; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)" ;;
+  *)
+    torch_spec=("torch==2.13.0")
+    torch_check="import torch" ;;
+esac
+if ! .venv/bin/python -c "$torch_check" 2>/dev/null; then
+  .venv/bin/python -m pip install --quiet "${torch_spec[@]}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
 spec="."
 [ -n "$extra" ] && spec=".[$extra]"

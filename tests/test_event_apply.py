@@ -18,9 +18,16 @@ from tests.helpers import unit
 LIMITS = TimelineLimits(max_len=100, max_age_s=10**9, recent_max=1000)
 
 
-def store_post(settings: Any, key: str, author: str, vector: np.ndarray) -> None:
+def store_post(
+    settings: Any, key: str, author: str, vector: np.ndarray | None, image: np.ndarray | None = None
+) -> None:
     r = redis.Redis.from_url(settings.redis_url)
-    rec = PostRecord(key, key, author, author, time.time(), "text", "t", vector)
+    vectors = {"text": vector} if vector is not None else {}
+    if image is not None:
+        vectors["image"] = image
+    rec = PostRecord(
+        key, key, author, author, time.time(), "image" if image is not None else "text", "t", vectors
+    )
     assert commit_ingested(r, rec, LIMITS)
     r.close()
 
@@ -38,8 +45,8 @@ def event(eid: str, post: str, action: str = "like", user: str = "u1", **kw: Any
     )
 
 
-async def user_vector(r: Any, user: str) -> np.ndarray | None:
-    raw = await r.hget(keys.user(user), "vec")
+async def user_vector(r: Any, user: str, space: str = "text") -> np.ndarray | None:
+    raw = await r.hget(keys.user(user), f"vec:{space}")
     return vector_from_bytes(raw) if raw else None
 
 
@@ -56,6 +63,25 @@ async def test_like_updates_vector_counters_seen_affinity_trending(settings: Any
     hour = int(time.time() // 3600)
     assert await redis_client.zscore(keys.trending(hour), "p1") == 1.0
     assert await redis_client.hget(keys.user("u1"), "events") == b"1"
+
+
+async def test_interest_is_learnt_per_space_from_the_vectors_each_post_has(
+    settings: Any, redis_client: Any
+) -> None:
+    dog = unit(1, dim=512)
+    store_post(settings, "photo", "a", None, image=dog)  # uncaptioned photo: image space only
+    store_post(settings, "caption", "b", unit(0, 1), image=unit(0.9, 0.1, dim=512))
+    applier = EventApplier(redis_client, settings)
+    await applier.apply([event("e1", "photo")])
+    assert await user_vector(redis_client, "u1") is None
+    image = await user_vector(redis_client, "u1", "image")
+    assert image is not None and np.allclose(image, dog, atol=1e-6)
+    await applier.apply([event("e2", "caption")])
+    text = await user_vector(redis_client, "u1")
+    assert text is not None and np.allclose(text, unit(0, 1), atol=1e-6)
+    image = await user_vector(redis_client, "u1", "image")
+    assert image is not None and 0.99 < float(image @ dog) < 1.0  # moved a step toward the caption post
+    assert await redis_client.hget(keys.user("u1"), "events") == b"2"
 
 
 async def test_negative_action_moves_vector_away(settings: Any, redis_client: Any) -> None:

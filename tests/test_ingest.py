@@ -65,8 +65,8 @@ async def test_worker_ingests_in_one_atomic_commit(celery_worker: Any, redis_cli
         await wait_for(lambda k=j.key: _is(redis_client, k, "ingested"))
     record = PostRecord.from_values("p3", await redis_client.hmget(keys.post("p3"), PostRecord.fields()))
     assert record is not None
-    assert record.author_key == "a1" and record.vector.shape == (384,)
-    assert abs(float(np.linalg.norm(record.vector)) - 1.0) < 1e-5
+    assert record.author_key == "a1" and record.vectors["text"].shape == (384,)
+    assert abs(float(np.linalg.norm(record.vectors["text"])) - 1.0) < 1e-5
     assert await redis_client.zcard(keys.timeline("a1")) == 5
     ops = await redis_client.xrange(keys.INDEX_STREAM)
     assert sorted(fields[b"post"].decode() for _, fields in ops) == [f"p{i}" for i in range(5)]

@@ -44,7 +44,7 @@ def record(key: str, author: str, age_s: float = 0.0, vector: np.ndarray | None 
         created_at=NOW - age_s,
         post_type="text",
         text="",
-        vector=unit(1) if vector is None else vector,
+        vectors={"text": unit(1) if vector is None else vector},
     )
 
 
@@ -62,7 +62,9 @@ def query(**kw: object) -> FeedQuery:
 
 
 def user(vector: np.ndarray | None = None, seen: frozenset[str] = frozenset(), **aff: float) -> UserFeatures:
-    return UserFeatures(vector=vector, events=1, seen=seen, affinity=dict(aff))
+    return UserFeatures(
+        vectors={} if vector is None else {"text": vector}, events=1, seen=seen, affinity=dict(aff)
+    )
 
 
 def keys(cands: list[Candidate]) -> list[str]:
@@ -104,11 +106,31 @@ def test_max_age_filter() -> None:
 
 def test_similarity_scorer_prefers_closer_posts_and_is_neutral_for_cold_users() -> None:
     near, far = cand("near", vector=unit(1, 0.1)), cand("far", vector=unit(-1, 1))
-    SimilarityScorer(1.0).score(query(user=user(vector=unit(1))), [near, far])
+    SimilarityScorer(1.0, {"text": 1.0, "image": 1.0}).score(query(user=user(vector=unit(1))), [near, far])
     assert near.parts["similarity"] > far.parts["similarity"]
     cold = [cand("x", vector=unit(1)), cand("y", vector=unit(0, 1))]
-    SimilarityScorer(1.0).score(query(), cold)
+    SimilarityScorer(1.0, {"text": 1.0, "image": 1.0}).score(query(), cold)
     assert cold[0].parts["similarity"] == cold[1].parts["similarity"] == pytest.approx(0.5)
+
+
+def test_similarity_averages_the_spaces_user_and_post_share() -> None:
+    dog = unit(1, dim=512)
+    photo = Candidate("photo", "phoenix", record=record("photo", "a", 0.0, None))
+    photo.record.vectors.clear()  # type: ignore[union-attr]
+    photo.record.vectors["image"] = dog  # type: ignore[union-attr]
+    both = cand("both", vector=unit(1))
+    both.record.vectors["image"] = unit(0, 1, dim=512)  # type: ignore[union-attr]
+    text_only = cand("text_only", vector=unit(1))
+    q = query(
+        user=UserFeatures(vectors={"text": unit(1), "image": dog}, events=3, seen=frozenset(), affinity={})
+    )
+    SimilarityScorer(1.0, {"text": 1.0, "image": 1.0}).score(q, [photo, both, text_only])
+    assert photo.parts["similarity"] == pytest.approx(1.0)  # image only: cos 1
+    assert both.parts["similarity"] == pytest.approx(0.75)  # mean of cos 1 (text) and 0 (image)
+    assert text_only.parts["similarity"] == pytest.approx(1.0)
+    SimilarityScorer(1.0, {"text": 1.0, "image": 0.0}).score(q, [photo, both])
+    assert photo.parts["similarity"] == pytest.approx(0.5)  # image space switched off: neutral
+    assert both.parts["similarity"] == pytest.approx(1.0)
 
 
 def test_engagement_scorer_weighs_negative_actions_heavily() -> None:

@@ -18,9 +18,24 @@ from feed.stores.records import PostRecord
 from feed.stores.vectors import EdgeVectorIndex, ServerVectorIndex, VectorIndex
 from tests.helpers import unit
 
+DIMS = {"text": 384, "image": 512}
 
-def rec(key: str, author: str, vector: np.ndarray, created_at: float | None = None) -> PostRecord:
-    return PostRecord(key, key, author, author, created_at or time.time(), "text", key, vector)
+
+def rec(
+    key: str,
+    author: str,
+    vector: np.ndarray | None,
+    created_at: float | None = None,
+    image: np.ndarray | None = None,
+) -> PostRecord:
+    vectors = {"text": vector} if vector is not None else {}
+    if image is not None:
+        vectors["image"] = image
+    return PostRecord(key, key, author, author, created_at or time.time(), "text", key, vectors)
+
+
+def text(*values: float) -> dict[str, np.ndarray]:
+    return {"text": unit(*values)}
 
 
 async def test_commit_is_atomic_idempotent_and_respects_deletion(settings: Any, redis_client: Any) -> None:
@@ -50,30 +65,51 @@ async def test_commit_is_atomic_idempotent_and_respects_deletion(settings: Any, 
 async def index(request: Any, tmp_path: Path) -> Any:
     idx: VectorIndex
     if request.param == "edge":
-        idx = EdgeVectorIndex(tmp_path / "shard")
+        idx = EdgeVectorIndex(tmp_path / "shard", DIMS)
     else:
-        idx = ServerVectorIndex(":memory:", "posts")
+        idx = ServerVectorIndex(":memory:", "posts", DIMS)
     yield idx
     await idx.close()
 
 
 async def test_vector_index_contract(index: VectorIndex) -> None:
     await index.upsert([rec("x", "a", unit(1, 0)), rec("y", "b", unit(0.9, 0.1)), rec("z", "c", unit(0, 1))])
-    hits = await index.nearest(unit(1, 0), 2, exclude_authors=[])
+    hits = await index.nearest(text(1, 0), 2, exclude_authors=[])
     assert [h.post_key for h in hits] == ["x", "y"]
     assert hits[0].score == pytest.approx(1.0, abs=1e-5)
-    hits = await index.nearest(unit(1, 0), 3, exclude_authors=["a"])
+    hits = await index.nearest(text(1, 0), 3, exclude_authors=["a"])
     assert [h.post_key for h in hits] == ["y", "z"]
     await index.delete(["y", "unknown"])
     assert await index.count() == 2
 
 
+async def test_vector_index_fuses_spaces_and_takes_posts_without_some_vectors(index: VectorIndex) -> None:
+    dog = unit(1, 0, dim=512)
+    await index.upsert(
+        [
+            rec("photo", "a", None, image=dog),  # an uncaptioned photo: image vector only
+            rec("both", "b", unit(1, 0), image=unit(0.8, 0.2, dim=512)),
+            rec("words", "c", unit(1, 0.05)),
+            rec("car", "d", None, image=unit(0, 1, dim=512)),
+            rec("empty", "e", None),  # no vector at all: stored, never a neighbour
+        ]
+    )
+    assert await index.count() == 5
+    only_image = await index.nearest({"image": dog}, 3, [])
+    assert [h.post_key for h in only_image] == ["photo", "both", "car"]
+    fused = [h.post_key for h in await index.nearest({"text": unit(1, 0), "image": dog}, 10, [])]
+    assert fused[0] == "both"  # near in both spaces wins the fusion
+    assert set(fused) == {"photo", "both", "words", "car"}
+    excluded = [h.post_key for h in await index.nearest({"text": unit(1, 0), "image": dog}, 10, ["b"])]
+    assert "both" not in excluded
+
+
 async def test_edge_shard_survives_reopen(tmp_path: Path) -> None:
-    idx = EdgeVectorIndex(tmp_path / "shard")
+    idx = EdgeVectorIndex(tmp_path / "shard", DIMS)
     await idx.upsert([rec("x", "a", unit(1))])
     await idx.close()
-    again = EdgeVectorIndex(tmp_path / "shard")
-    assert [h.post_key for h in await again.nearest(unit(1), 5, [])] == ["x"]
+    again = EdgeVectorIndex(tmp_path / "shard", DIMS)
+    assert [h.post_key for h in await again.nearest(text(1), 5, [])] == ["x"]
     await again.close()
 
 
@@ -84,14 +120,14 @@ async def test_index_sync_applies_upserts_and_deletes_and_recovers_pending(
     limits = TimelineLimits(100, 10**9, 100)
     for key in ("1", "2", "3"):
         commit_ingested(r, rec(key, "a", unit(1, int(key))), limits)
-    idx = EdgeVectorIndex(tmp_path / "shard")
+    idx = EdgeVectorIndex(tmp_path / "shard", DIMS)
     # a crashed owner: entries read but never acknowledged
     await IndexSync(redis_client, idx).ensure_group()
     await redis_client.xreadgroup(keys.INDEX_GROUP, "api", {keys.INDEX_STREAM: ">"}, count=2)
     await PostStore(redis_client).delete("3")
     sync = IndexSync(redis_client, idx)
     assert await sync.catch_up() == 4
-    assert sorted(h.post_key for h in await idx.nearest(unit(1), 10, [])) == ["1", "2"]
+    assert sorted(h.post_key for h in await idx.nearest(text(1), 10, [])) == ["1", "2"]
     assert (await redis_client.xpending(keys.INDEX_STREAM, keys.INDEX_GROUP))["pending"] == 0
     await idx.close()
     r.close()

@@ -30,7 +30,7 @@ from feed.events.ema import action_weight, ema_update
 from feed.events.schemas import InteractionEvent
 from feed.stores import keys
 from feed.stores.post_store import DELETED, FAILED
-from feed.stores.records import vector_from_bytes, vector_to_bytes
+from feed.stores.records import SPACES, vector_field, vector_from_bytes, vector_to_bytes
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +41,7 @@ _decode_event = msgspec.json.Decoder(InteractionEvent).decode
 @dataclass(frozen=True, slots=True)
 class _Post:
     author_key: str
-    vector: np.ndarray
+    vectors: dict[str, np.ndarray]
 
 
 @dataclass(slots=True)
@@ -93,15 +93,18 @@ class EventApplier:
         ordered = sorted(post_keys)
         pipe = self._redis.pipeline(transaction=False)
         for key in ordered:
-            pipe.hmget(keys.post(key), ["author_key", "vec"])
+            pipe.hmget(keys.post(key), ["author_key", *(vector_field(s) for s in SPACES)])
             pipe.hget(keys.post_state(key), "state")
         replies = await pipe.execute()
         posts: dict[str, _Post] = {}
         states: dict[str, str] = {}
         for i, key in enumerate(ordered):
-            (author, vec), state = replies[2 * i], replies[2 * i + 1]
-            if author is not None and vec is not None:
-                posts[key] = _Post(author.decode(), vector_from_bytes(vec))
+            (author, *vectors), state = replies[2 * i], replies[2 * i + 1]
+            if author is not None:
+                posts[key] = _Post(
+                    author.decode(),
+                    {s: vector_from_bytes(v) for s, v in zip(SPACES, vectors, strict=True) if v is not None},
+                )
             if state is not None:
                 states[key] = state.decode()
         return posts, states
@@ -115,24 +118,29 @@ class EventApplier:
             await pipe.watch(*done_keys, *[keys.user(u) for u in user_keys])
             done = await pipe.mget(done_keys)
             todo = [e for e, d in zip(events, done, strict=True) if d is None]
-            vectors: dict[str, np.ndarray | None] = {}
+            fields = [vector_field(s) for s in SPACES]
+            vectors: dict[tuple[str, str], np.ndarray | None] = {}
             counts: dict[str, int] = defaultdict(int)
             for u in user_keys:
-                raw: Any = await pipe.hget(keys.user(u), "vec")
-                vectors[u] = vector_from_bytes(raw) if raw else None
+                raw: list[Any] = await pipe.hmget(keys.user(u), fields)
+                for space, value in zip(SPACES, raw, strict=True):
+                    vectors[u, space] = vector_from_bytes(value) if value else None
+            touched: set[tuple[str, str]] = set()
             for event in sorted(todo, key=lambda e: e.ts):
                 weight = action_weight(event.action, event.dwell_ms, self._ranking)
-                vectors[event.user_key] = ema_update(
-                    vectors[event.user_key], posts[event.post_key].vector, weight, self._ranking.ema_rate
-                )
+                for space, post_vector in posts[event.post_key].vectors.items():
+                    slot = (event.user_key, space)
+                    vectors[slot] = ema_update(vectors[slot], post_vector, weight, self._ranking.ema_rate)
+                    touched.add(slot)
                 counts[event.user_key] += 1
             pipe.multi()  # type: ignore[no-untyped-call]
-            for u, n in counts.items():
-                vec = vectors[u]
+            for u, space in sorted(touched):
+                vec = vectors[u, space]
                 if vec is None:
-                    pipe.hdel(keys.user(u), "vec")
+                    pipe.hdel(keys.user(u), vector_field(space))
                 else:
-                    pipe.hset(keys.user(u), "vec", vector_to_bytes(vec))
+                    pipe.hset(keys.user(u), vector_field(space), vector_to_bytes(vec))
+            for u, n in counts.items():
                 pipe.hincrby(keys.user(u), "events", n)
             for event in todo:
                 self._queue_counters(pipe, event, posts[event.post_key])

@@ -30,7 +30,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 C = TypeVar("C", bound="Component")
 
-NO_USER = UserFeatures(vector=None, events=0, seen=frozenset(), affinity={})
+NO_USER = UserFeatures(vectors={}, events=0, seen=frozenset(), affinity={})
 
 
 @dataclass(slots=True)

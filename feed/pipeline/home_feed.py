@@ -61,7 +61,7 @@ def build_home_feed(
             MaxAgeFilter(settings.timeline_max_age_s),
         ],
         scorers=[
-            SimilarityScorer(r.similarity_weight),
+            SimilarityScorer(r.similarity_weight, r.space_weights),
             EngagementScorer(r),
             AuthorAffinityScorer(r.affinity_weight),
             FreshnessScorer(r.freshness_half_life_s),

@@ -11,28 +11,36 @@ from feed.pipeline.framework import Candidate, FeedQuery
 
 
 class SimilarityScorer:
-    """Part `similarity`: weight * (1 + cos(user vector, post vector)) / 2, in [0, weight].
+    """Part `similarity`: weight * (1 + cos) / 2, in [0, weight], where cos is the
+    space-weighted mean of cos(user vector, post vector) over the embedding spaces in
+    which both have a vector (text, image).
 
-    A user with no interest vector yet gets the neutral value (cos = 0) for every post.
+    A post sharing no space with the user (or a user with no vector yet) gets the
+    neutral value, cos = 0.
     """
 
     name = "similarity"
 
-    def __init__(self, weight: float) -> None:
+    def __init__(self, weight: float, space_weights: dict[str, float]) -> None:
         self._weight = weight
+        self._space_weights = space_weights
 
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
     def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
         scored = [c for c in candidates if c.record is not None]
-        if not scored:
-            return
-        if query.user.vector is None:
-            cosines = np.zeros(len(scored), dtype=np.float32)
-        else:
-            matrix = np.stack([c.record.vector for c in scored if c.record is not None])
-            cosines = matrix @ query.user.vector
+        total = np.zeros(len(scored), dtype=np.float64)
+        weights = np.zeros(len(scored), dtype=np.float64)
+        for space, user_vector in query.user.vectors.items():
+            w = self._space_weights.get(space, 0.0)
+            rows = [i for i, c in enumerate(scored) if c.record is not None and space in c.record.vectors]
+            if w <= 0.0 or not rows:
+                continue
+            matrix = np.stack([scored[i].record.vectors[space] for i in rows])  # type: ignore[union-attr]
+            total[rows] += w * (matrix @ user_vector)
+            weights[rows] += w
+        cosines = np.divide(total, weights, out=np.zeros_like(total), where=weights > 0)
         for c, cos in zip(scored, cosines, strict=True):
             c.parts["similarity"] = self._weight * (1.0 + float(cos)) / 2.0
 

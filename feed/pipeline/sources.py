@@ -33,7 +33,11 @@ class ThunderSource:
 
 
 class PhoenixSource:
-    """Out-of-network: nearest neighbours of the user's interest vector in the vector index."""
+    """Out-of-network: nearest neighbours of the user's interest vectors in the vector index.
+
+    Each embedding space the user has a vector in (text, image) is searched, and the
+    lists are fused by reciprocal rank inside the index.
+    """
 
     name = "phoenix"
 
@@ -42,12 +46,11 @@ class PhoenixSource:
         self._budget = budget
 
     def enabled(self, query: FeedQuery) -> bool:
-        return query.user.vector is not None
+        return bool(query.user.vectors)
 
     async def fetch(self, query: FeedQuery) -> list[Candidate]:
-        assert query.user.vector is not None
         excluded = sorted(query.graph.blocked | query.graph.muted | {query.user_key})
-        hits = await self._index.nearest(query.user.vector, self._budget, excluded)
+        hits = await self._index.nearest(query.user.vectors, self._budget, excluded)
         return [Candidate(h.post_key, self.name, source_score=h.score) for h in hits]
 
 

@@ -13,14 +13,14 @@ import numpy as np
 from redis.asyncio import Redis
 
 from feed.stores import keys
-from feed.stores.records import PostRecord, vector_from_bytes
+from feed.stores.records import SPACES, PostRecord, vector_field, vector_from_bytes
 
 
 @dataclass(frozen=True, slots=True)
 class UserFeatures:
-    """What the engine has learnt about a user from their interactions."""
+    """What the engine has learnt about a user: an interest vector per embedding space, and more."""
 
-    vector: np.ndarray | None
+    vectors: dict[str, np.ndarray]
     events: int
     seen: frozenset[str]
     affinity: dict[str, float]
@@ -42,15 +42,15 @@ class FeatureStore:
         self._seen_max = seen_max
 
     async def user_features(self, user_key: str) -> UserFeatures:
-        """Interest vector, event count, seen posts and author affinity of a user."""
+        """Interest vectors, event count, seen posts and author affinity of a user."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(keys.user(user_key), ["vec", "events"])
+        pipe.hmget(keys.user(user_key), ["events", *(vector_field(s) for s in SPACES)])
         pipe.zrevrange(keys.user_seen(user_key), 0, self._seen_max - 1)
         pipe.zrevrange(keys.user_affinity(user_key), 0, 499, withscores=True)
         replies: list[Any] = await pipe.execute()
-        (raw_vec, raw_events), seen, affinity = replies
+        (raw_events, *raw_vectors), seen, affinity = replies
         return UserFeatures(
-            vector=vector_from_bytes(raw_vec) if raw_vec else None,
+            vectors={s: vector_from_bytes(v) for s, v in zip(SPACES, raw_vectors, strict=True) if v},
             events=int(raw_events or 0),
             seen=frozenset(s.decode() for s in seen),
             affinity={a.decode(): float(s) for a, s in affinity},

@@ -16,7 +16,7 @@ import redis
 from redis.asyncio import Redis
 
 from feed.stores import keys
-from feed.stores.records import PostRecord
+from feed.stores.records import SPACES, PostRecord, vector_field
 
 QUEUED, INGESTED, FAILED, DELETED = "queued", "ingested", "failed", "deleted"
 
@@ -105,6 +105,9 @@ def commit_ingested(r: redis.Redis, record: PostRecord, limits: TimelineLimits) 
                     return False
                 pipe.multi()
                 pipe.hset(keys.post(record.key), mapping=record.to_hash())  # type: ignore[arg-type]
+                missing = [vector_field(s) for s in SPACES if s not in record.vectors]
+                if missing:
+                    pipe.hdel(keys.post(record.key), *missing)
                 tl = keys.timeline(record.author_key)
                 pipe.zadd(tl, {record.key: record.created_at})
                 pipe.zremrangebyrank(tl, 0, -(limits.max_len + 1))

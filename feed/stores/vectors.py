@@ -1,8 +1,10 @@
 """The post vector index: Qdrant, embedded (Qdrant Edge shard) or a server by URL.
 
-Both implementations store one point per post, id `point_id(post key)`, named
-vector `text`, payload from `PostRecord.payload()`, and answer the same queries,
-so the pipeline does not know which one it talks to.
+Both implementations store one point per post, id `point_id(post key)`, one named
+vector per embedding space the post has (`text`, `image`), payload from
+`PostRecord.payload()`, and answer the same queries, so the pipeline does not know
+which one it talks to. A query with vectors in several spaces searches each and
+fuses the ranked lists by reciprocal rank fusion (RRF) inside Qdrant.
 """
 
 from __future__ import annotations
@@ -15,10 +17,18 @@ import numpy as np
 
 from feed.config import Settings
 from feed.ids import point_id
-from feed.stores.records import PostRecord
+from feed.stores.records import IMAGE, TEXT, PostRecord
 
-TEXT_VECTOR = "text"
-TEXT_DIM = 384
+RRF_K = 60  # the usual RRF constant: rank r contributes 1 / (RRF_K + r)
+
+
+def space_dims(settings: Settings) -> dict[str, int]:
+    """Vector size per embedding space."""
+    return {TEXT: settings.text_dim, IMAGE: settings.clip_dim}
+
+
+def _as_lists(vectors: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    return {space: v.astype(float).tolist() for space, v in vectors.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +48,13 @@ class VectorIndex(Protocol):
     async def delete(self, post_keys: list[str]) -> None:
         """Remove these posts' points; unknown keys are ignored."""
 
-    async def nearest(self, vector: np.ndarray, limit: int, exclude_authors: list[str]) -> list[VectorHit]:
-        """Posts nearest to `vector` by cosine, skipping posts by `exclude_authors`."""
+    async def nearest(
+        self, queries: dict[str, np.ndarray], limit: int, exclude_authors: list[str]
+    ) -> list[VectorHit]:
+        """Posts nearest to the query vectors (one per space), skipping posts by `exclude_authors`.
+
+        One space: hits scored by cosine. Several: each space's `limit` nearest, fused by RRF.
+        """
 
     async def count(self) -> int:
         """Number of points stored."""
@@ -51,12 +66,15 @@ class VectorIndex(Protocol):
 class EdgeVectorIndex:
     """Embedded Qdrant Edge shard in a folder; only one process may open it at a time."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, dims: dict[str, int]) -> None:
         import qdrant_edge as qe
 
         self._qe = qe
         config = qe.EdgeConfig(
-            vectors={TEXT_VECTOR: qe.EdgeVectorParams(size=TEXT_DIM, distance=qe.Distance.Cosine)}
+            vectors={
+                space: qe.EdgeVectorParams(size=size, distance=qe.Distance.Cosine)
+                for space, size in dims.items()
+            }
         )
         if (path / "edge_config.json").exists():
             self._shard = qe.EdgeShard.load(str(path), config)
@@ -71,12 +89,7 @@ class EdgeVectorIndex:
     async def upsert(self, records: list[PostRecord]) -> None:
         qe = self._qe
         points = [
-            qe.Point(
-                id=point_id(r.key),
-                vector={TEXT_VECTOR: r.vector.astype(float).tolist()},
-                payload=r.payload(),
-            )
-            for r in records
+            qe.Point(id=point_id(r.key), vector=_as_lists(r.vectors), payload=r.payload()) for r in records
         ]
         if points:
             self._shard.update(qe.UpdateOperation.upsert_points(points))
@@ -86,21 +99,28 @@ class EdgeVectorIndex:
             ids: list[int | str] = [point_id(k) for k in post_keys]
             self._shard.update(self._qe.UpdateOperation.delete_points(ids))  # type: ignore[arg-type]
 
-    async def nearest(self, vector: np.ndarray, limit: int, exclude_authors: list[str]) -> list[VectorHit]:
+    async def nearest(
+        self, queries: dict[str, np.ndarray], limit: int, exclude_authors: list[str]
+    ) -> list[VectorHit]:
         qe = self._qe
+        if not queries:
+            return []
         flt = None
         if exclude_authors:
             flt = qe.Filter(
                 must_not=[qe.FieldCondition(key="author", match=qe.MatchAny(any=exclude_authors))]
             )
-        hits = self._shard.query(
-            qe.QueryRequest(
+        nearest = [qe.Query.Nearest(v, using=space) for space, v in _as_lists(queries).items()]
+        if len(nearest) == 1:
+            request = qe.QueryRequest(limit=limit, query=nearest[0], with_payload=["post"], filter=flt)
+        else:
+            request = qe.QueryRequest(
                 limit=limit,
-                query=qe.Query.Nearest(vector.astype(float).tolist(), using=TEXT_VECTOR),
+                prefetches=[qe.Prefetch(limit=limit, query=q, filter=flt) for q in nearest],
+                query=qe.Fusion.Rrf(k=RRF_K),
                 with_payload=["post"],
-                filter=flt,
             )
-        )
+        hits = self._shard.query(request)
         return [VectorHit(str((h.payload or {})["post"]), float(h.score)) for h in hits]
 
     async def count(self) -> int:
@@ -117,11 +137,12 @@ class ServerVectorIndex:
     `url=":memory:"` runs qdrant-client's in-process mode (tests use it).
     """
 
-    def __init__(self, url: str, collection: str, api_key: str | None = None) -> None:
+    def __init__(self, url: str, collection: str, dims: dict[str, int], api_key: str | None = None) -> None:
         from qdrant_client import AsyncQdrantClient
 
         self._client = AsyncQdrantClient(location=url, api_key=api_key)
         self._collection = collection
+        self._dims = dims
         self._ready = False
 
     async def _ensure_collection(self) -> None:
@@ -133,7 +154,8 @@ class ServerVectorIndex:
             await self._client.create_collection(
                 self._collection,
                 vectors_config={
-                    TEXT_VECTOR: models.VectorParams(size=TEXT_DIM, distance=models.Distance.COSINE)
+                    space: models.VectorParams(size=size, distance=models.Distance.COSINE)
+                    for space, size in self._dims.items()
                 },
             )
             await self._client.create_payload_index(
@@ -154,7 +176,7 @@ class ServerVectorIndex:
                 points=[
                     models.PointStruct(
                         id=point_id(r.key),
-                        vector={TEXT_VECTOR: r.vector.astype(float).tolist()},
+                        vector=_as_lists(r.vectors),
                         payload=r.payload(),
                     )
                     for r in records
@@ -171,23 +193,41 @@ class ServerVectorIndex:
                 points_selector=models.PointIdsList(points=[point_id(k) for k in post_keys]),
             )
 
-    async def nearest(self, vector: np.ndarray, limit: int, exclude_authors: list[str]) -> list[VectorHit]:
+    async def nearest(
+        self, queries: dict[str, np.ndarray], limit: int, exclude_authors: list[str]
+    ) -> list[VectorHit]:
         from qdrant_client import models
 
         await self._ensure_collection()
+        if not queries:
+            return []
         flt = None
         if exclude_authors:
             flt = models.Filter(
                 must_not=[models.FieldCondition(key="author", match=models.MatchAny(any=exclude_authors))]
             )
-        result = await self._client.query_points(
-            self._collection,
-            query=vector.astype(float).tolist(),
-            using=TEXT_VECTOR,
-            limit=limit,
-            query_filter=flt,
-            with_payload=["post"],
-        )
+        vectors = _as_lists(queries)
+        if len(vectors) == 1:
+            ((space, vector),) = vectors.items()
+            result = await self._client.query_points(
+                self._collection,
+                query=vector,
+                using=space,
+                limit=limit,
+                query_filter=flt,
+                with_payload=["post"],
+            )
+        else:
+            result = await self._client.query_points(
+                self._collection,
+                prefetch=[
+                    models.Prefetch(query=v, using=space, limit=limit, filter=flt)
+                    for space, v in vectors.items()
+                ],
+                query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
+                limit=limit,
+                with_payload=["post"],
+            )
         return [VectorHit(str((p.payload or {})["post"]), float(p.score)) for p in result.points]
 
     async def count(self) -> int:
@@ -201,5 +241,7 @@ class ServerVectorIndex:
 def open_vector_index(settings: Settings) -> VectorIndex:
     """The server index when `QDRANT_URL` is set, else the embedded shard under the data dir."""
     if settings.qdrant_url:
-        return ServerVectorIndex(settings.qdrant_url, settings.qdrant_collection, settings.qdrant_api_key)
-    return EdgeVectorIndex(settings.qdrant_path)
+        return ServerVectorIndex(
+            settings.qdrant_url, settings.qdrant_collection, space_dims(settings), settings.qdrant_api_key
+        )
+    return EdgeVectorIndex(settings.qdrant_path, space_dims(settings))
