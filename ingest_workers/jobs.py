@@ -17,6 +17,7 @@ class IngestJob(msgspec.Struct, frozen=True):
     created_at: float
     post_type: str
     text: str
+    media_urls: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the Celery message."""

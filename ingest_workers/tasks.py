@@ -1,10 +1,15 @@
-"""Ingest tasks: embed accepted posts in batches and commit them to the stores.
+"""Ingest tasks: understand accepted posts in batches and commit them to the stores.
 
 `ingest_post` is a celery-batches task: the worker buffers requests and runs
-`ingest_batch` on up to INGEST_BATCH_SIZE posts at once, so the text encoder sees
-one batch instead of many single texts. Messages are acknowledged after the
-batch returns (late acks), so a worker killed mid-batch gets them redelivered;
-committing the same post twice is harmless.
+`ingest_batch` on up to INGEST_BATCH_SIZE posts at once (or what arrived within
+INGEST_FLUSH_INTERVAL_S), so every model sees one batch instead of many single
+inputs. Messages are acknowledged after the batch returns (late acks), so a worker
+killed mid-batch gets them redelivered; committing the same post twice is harmless.
+
+Per post: refused media or missing model weights mark the post failed with the
+reason; a transient failure (media host down, slow) retries that post with backoff
+and marks it failed after INGEST_MAX_RETRIES. An unexpected error retries the batch's
+posts one by one the same way.
 """
 
 from __future__ import annotations
@@ -20,29 +25,29 @@ from celery_batches import Batches, SimpleRequest
 from feed.config import get_settings
 from feed.stores.post_store import TimelineLimits, commit_ingested, mark_failed
 from feed.stores.records import PostRecord
+from ingest_workers.analyze import Failed, PostAnalyzer, Understood
 from ingest_workers.celery_app import INGEST_TASK, app
+from ingest_workers.fetch import FetchPolicy, MediaFetcher
 from ingest_workers.jobs import IngestJob
-from models.text import TextEncoder
+from models.files import ModelUnavailable
+from models.registry import load_model_set
 
 log = structlog.get_logger(__name__)
 
 
-class PermanentIngestError(Exception):
-    """An error that retrying cannot fix (bad content, missing model weights)."""
-
-
 @lru_cache(maxsize=1)
-def text_encoder() -> TextEncoder:
-    """The process's text encoder (loaded on first use)."""
-    return TextEncoder(get_settings().text_model_path)
+def analyzer() -> PostAnalyzer:
+    """The process's analyzer: its models load on first use."""
+    settings = get_settings()
+    return PostAnalyzer(load_model_set(settings), MediaFetcher(FetchPolicy.from_settings(settings)), settings)
 
 
 @worker_ready.connect
 def warm_up(**_: Any) -> None:
-    """Load the encoder when the worker starts, so the first posts don't wait for it."""
+    """Load the text encoder when the worker starts, so the first posts don't wait for it."""
     try:
-        text_encoder().encode_texts(["warm up"])
-    except FileNotFoundError as exc:  # posts will be marked failed with this reason
+        analyzer().models.text.encode_texts(["warm up"])
+    except ModelUnavailable as exc:  # posts will be marked failed with this reason
         log.error("text_encoder_unavailable", error=str(exc))
 
 
@@ -52,52 +57,53 @@ def redis_client() -> redis.Redis:
     return redis.Redis.from_url(get_settings().redis_url)
 
 
-def build_records(jobs: list[IngestJob], encoder: TextEncoder) -> list[PostRecord]:
-    """Embed the jobs' texts in one batch and build their records."""
-    snippet = get_settings().text_snippet_chars
-    try:
-        vectors = encoder.encode_texts([job.text for job in jobs])
-    except FileNotFoundError as exc:
-        raise PermanentIngestError(str(exc)) from exc
-    return [
-        PostRecord(
-            key=job.key,
-            post_id=job.post_id,
-            author_id=job.author_id,
-            author_key=job.author_key,
-            created_at=job.created_at,
-            post_type=job.post_type,
-            text=job.text[:snippet],
-            vectors={"text": vector},
-        )
-        for job, vector in zip(jobs, vectors, strict=True)
-    ]
+def build_record(job: IngestJob, understood: Understood) -> PostRecord:
+    """The stored form of an understood post."""
+    return PostRecord(
+        key=job.key,
+        post_id=job.post_id,
+        author_id=job.author_id,
+        author_key=job.author_key,
+        created_at=job.created_at,
+        post_type=job.post_type,
+        text=job.text[: get_settings().text_snippet_chars],
+        vectors=understood.vectors,
+        tags=understood.tags,
+        transcript=understood.transcript,
+        language=understood.language,
+    )
 
 
 def ingest_batch(jobs: list[IngestJob], attempts: list[int]) -> None:
-    """Ingest a batch; on failure, retry each post with backoff or mark it failed with the reason."""
-    settings = get_settings()
+    """Ingest a batch; each post is committed, retried with backoff, or marked failed with the reason."""
     r = redis_client()
-    limits = TimelineLimits(settings.timeline_max_len, settings.timeline_max_age_s, settings.recent_posts_max)
     try:
-        records = build_records(jobs, text_encoder())
-        for record in records:
-            if not commit_ingested(r, record, limits):
-                log.info("ingest_skipped_deleted", post=record.key)
-        log.info("ingested", posts=len(records))
-    except PermanentIngestError as exc:
-        for job in jobs:
-            mark_failed(r, job.key, str(exc))
-        log.error("ingest_failed", posts=len(jobs), error=str(exc))
-    except Exception as exc:  # transient: retry each post on its own
+        results = analyzer().analyze(jobs)
+    except Exception as exc:  # unexpected: retry each post on its own
         log.warning("ingest_retry", posts=len(jobs), error=repr(exc))
-        for job, attempt in zip(jobs, attempts, strict=True):
-            if attempt >= settings.ingest_max_retries:
-                mark_failed(r, job.key, f"gave up after {attempt + 1} attempts: {exc!r}")
+        results = [Failed(repr(exc), transient=True)] * len(jobs)
+    settings = get_settings()
+    limits = TimelineLimits(settings.timeline_max_len, settings.timeline_max_age_s, settings.recent_posts_max)
+    committed = 0
+    for job, attempt, result in zip(jobs, attempts, results, strict=True):
+        if isinstance(result, Understood):
+            if commit_ingested(r, build_record(job, result), limits):
+                committed += 1
             else:
-                ingest_post.apply_async(
-                    args=[job.to_dict()], kwargs={"attempt": attempt + 1}, countdown=2**attempt
-                )
+                log.info("ingest_skipped_deleted", post=job.key)
+        elif result.transient and attempt < settings.ingest_max_retries:
+            ingest_post.apply_async(
+                args=[job.to_dict()], kwargs={"attempt": attempt + 1}, countdown=2**attempt
+            )
+        else:
+            reason = (
+                result.reason
+                if not result.transient
+                else f"gave up after {attempt + 1} attempts: {result.reason}"
+            )
+            mark_failed(r, job.key, reason)
+            log.error("ingest_failed", post=job.key, error=reason)
+    log.info("ingested", posts=committed, batch=len(jobs))
 
 
 @app.task(

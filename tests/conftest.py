@@ -81,9 +81,42 @@ async def redis_client() -> AsyncIterator[Any]:
 @pytest.fixture(scope="session")
 def text_encoder() -> Any:
     """The real MiniLM encoder, loaded once for the suite."""
-    from ingest_workers.tasks import text_encoder as shared
+    from ingest_workers.tasks import analyzer
 
-    return shared()
+    return analyzer().models.text
+
+
+LOOPBACK = ("127.0.0.0/8",)
+
+
+@pytest.fixture
+def use_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """`use_models(text=..., clip=..., ...)`: the worker (and `ingest_batch`) analyse posts with
+    these models in place of the configured ones, and fetch media from loopback test servers."""
+    import dataclasses
+
+    from feed.config import get_settings
+    from ingest_workers import tasks
+    from ingest_workers.analyze import PostAnalyzer
+    from ingest_workers.fetch import FetchPolicy, MediaFetcher
+
+    made: list[PostAnalyzer] = []
+    settings = get_settings().model_copy(update={"media_allowed_networks": list(LOOPBACK)})
+
+    def use(**models: Any) -> PostAnalyzer:
+        analyzer = PostAnalyzer(
+            dataclasses.replace(tasks.analyzer().models, **models),
+            MediaFetcher(FetchPolicy.from_settings(settings)),
+            settings,
+        )
+        made.append(analyzer)
+        monkeypatch.setattr(tasks, "analyzer", lambda: analyzer)
+        return analyzer
+
+    yield use
+    monkeypatch.undo()
+    for analyzer in made:
+        analyzer.close()
 
 
 @pytest.fixture(scope="session")
@@ -104,6 +137,79 @@ def celery_worker(text_encoder: Any) -> Iterator[Any]:
 
     with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
         yield app
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Random-weight CLIP, YOLOv8n and Whisper, built once for the suite (about 8 s)."""
+    from tests.tiny_models import build_all
+
+    return build_all(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_set(tiny_models: Any) -> Any:
+    """The real loaders (`load_model_set`) on the tiny models."""
+    from feed.config import Settings
+    from models.registry import load_model_set
+    from tests.tiny_models import TINY_CLIP
+
+    return load_model_set(
+        Settings(
+            models_dir=tiny_models.models_dir,
+            clip_model=TINY_CLIP,
+            clip_model_config=tiny_models.clip_config,
+            clip_weights=tiny_models.clip_weights,
+            yolo_weights=tiny_models.yolo_weights,
+            whisper_model=tiny_models.whisper_dir,
+        )
+    )
+
+
+class MediaHost:
+    """A media server on loopback: `add(path, body, content_type)` then `url(path)`."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[bytes, str]] = {}
+        self.base = ""
+
+    def add(self, path: str, body: bytes, content_type: str) -> str:
+        self.files[path] = (body, content_type)
+        return self.url(path)
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+
+@pytest.fixture(scope="session")
+def media_host() -> Iterator[MediaHost]:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    host = MediaHost()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = host.files.get(self.path)
+            if found is None:
+                self.send_error(404)
+                return
+            body, content_type = found
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    host.base = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield host
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from feed.stores.records import PostRecord
 from ingest_workers import tasks
 from ingest_workers.celery_app import INGEST_QUEUE, INGEST_TASK
 from ingest_workers.jobs import IngestJob
+from models.files import ModelUnavailable
 from models.text import TextEncoder
 from tests.helpers import wait_for
 
@@ -53,7 +54,7 @@ def test_text_encoder_gives_normalised_384d_vectors(text_encoder: TextEncoder) -
 
 
 def test_missing_weights_name_the_folder(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+    with pytest.raises(ModelUnavailable, match=str(tmp_path)):
         TextEncoder(tmp_path).encode_texts(["x"])
 
 
@@ -95,9 +96,9 @@ async def test_reingest_is_idempotent(celery_worker: Any, redis_client: Any) -> 
 
 
 async def test_missing_weights_mark_post_failed_with_reason(
-    celery_worker: Any, redis_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    celery_worker: Any, redis_client: Any, tmp_path: Path, use_models: Any
 ) -> None:
-    monkeypatch.setattr(tasks, "text_encoder", lambda: TextEncoder(tmp_path))
+    use_models(text=TextEncoder(tmp_path))
     await enqueue(celery_worker, redis_client, job("nw", "text"))
     await wait_for(lambda: _is(redis_client, "nw", "failed"))
     state = await PostStore(redis_client).state("nw")
@@ -121,19 +122,19 @@ class FlakyEncoder:
 
 
 async def test_transient_failure_is_retried_then_ingested(
-    celery_worker: Any, redis_client: Any, text_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+    celery_worker: Any, redis_client: Any, text_encoder: TextEncoder, use_models: Any
 ) -> None:
     flaky = FlakyEncoder(text_encoder, failures=1)
-    monkeypatch.setattr(tasks, "text_encoder", lambda: flaky)
+    use_models(text=flaky)
     await enqueue(celery_worker, redis_client, job("flaky", "soup recipe"))
     await wait_for(lambda: _is(redis_client, "flaky", "ingested"), timeout=30)
     assert flaky.calls == 2
 
 
 async def test_gives_up_after_max_retries(
-    redis_client: Any, text_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+    redis_client: Any, text_encoder: TextEncoder, use_models: Any
 ) -> None:
-    monkeypatch.setattr(tasks, "text_encoder", lambda: FlakyEncoder(text_encoder, failures=99))
+    use_models(text=FlakyEncoder(text_encoder, failures=99))
     await PostStore(redis_client).mark_queued("gone", "t")
     max_retries = get_settings().ingest_max_retries
     tasks.ingest_batch([job("gone", "x")], [max_retries])
@@ -161,13 +162,11 @@ async def _xlen_at_least(redis_client: Any, n: int) -> bool:
     return int(await redis_client.xlen(keys.INDEX_STREAM)) >= n
 
 
-def test_worker_start_warms_the_encoder(
-    tmp_path: Path, text_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_worker_start_warms_the_encoder(tmp_path: Path, text_encoder: TextEncoder, use_models: Any) -> None:
     counting = FlakyEncoder(text_encoder, failures=0)
-    monkeypatch.setattr(tasks, "text_encoder", lambda: counting)
+    use_models(text=counting)
     tasks.warm_up()
     assert counting.calls == 1
     # missing weights are logged at start, not fatal: posts then fail with the reason
-    monkeypatch.setattr(tasks, "text_encoder", lambda: TextEncoder(tmp_path))
+    use_models(text=TextEncoder(tmp_path))
     tasks.warm_up()

@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from urllib.parse import urlsplit
 
 from litestar import Controller, delete, get, post
 from litestar.exceptions import NotFoundException, ServiceUnavailableException
 
 from feed.api.errors import invalid
-from feed.api.schemas import PostAccepted, PostIn, PostStatus
+from feed.api.schemas import MAX_IMAGES, PostAccepted, PostIn, PostStatus
 from feed.ids import id_key
 from feed.services import ServicesDep
 from ingest_workers.celery_app import INGEST_QUEUE, INGEST_TASK
 from ingest_workers.jobs import IngestJob
-
-SUPPORTED_POST_TYPES = frozenset({"text"})
 
 
 class PostController(Controller):
@@ -28,13 +27,7 @@ class PostController(Controller):
     @post("/", status_code=202)
     async def add_post(self, data: PostIn, services: ServicesDep) -> PostAccepted:
         """Accept a post for ingest; its state is `queued` until a worker has stored it."""
-        if data.post_type not in SUPPORTED_POST_TYPES:
-            raise invalid(
-                "post_type",
-                f"'{data.post_type}' posts are not supported yet; this version ingests 'text' posts",
-            )
-        if data.text is None or not data.text.strip():
-            raise invalid("text", "a text post needs non-empty text")
+        media_urls = _media_urls(data)
         key = id_key(data.post_id)
         created = data.created_at.timestamp() if data.created_at else time.time()
         job = IngestJob(
@@ -44,7 +37,8 @@ class PostController(Controller):
             author_key=id_key(data.author_id),
             created_at=created,
             post_type=data.post_type,
-            text=data.text,
+            text=data.text or "",
+            media_urls=media_urls,
         )
         task_id = uuid.uuid4().hex
         await services.posts.mark_queued(key, task_id)
@@ -74,6 +68,31 @@ class PostController(Controller):
         if not await services.posts.delete(post_id):
             raise NotFoundException(detail=f"post_id: unknown post {post_id!r}")
         return await _status(services, post_id)
+
+
+def _media_urls(data: PostIn) -> tuple[str, ...]:
+    """The post's media URLs, checked against its type (400 naming the field otherwise)."""
+    urls = [*([data.media_url] if data.media_url else []), *(data.media_urls or [])]
+    if data.post_type == "text":
+        if urls:
+            raise invalid("media_url", "a text post has no media; use post_type image, video or audio")
+        if data.text is None or not data.text.strip():
+            raise invalid("text", "a text post needs non-empty text")
+        return ()
+    field = "media_urls" if data.media_urls else "media_url"
+    if not urls:
+        raise invalid("media_url", f"an {data.post_type} post needs a media_url")
+    if data.post_type == "image" and len(urls) > MAX_IMAGES:
+        raise invalid(field, f"at most {MAX_IMAGES} images per post")
+    if data.post_type != "image" and len(urls) > 1:
+        raise invalid(field, f"a {data.post_type} post takes one media_url")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise invalid(field, f"{url!r} is not an http(s) URL with a host")
+        if parts.username or parts.password:
+            raise invalid(field, "credentials in the URL are not accepted")
+    return tuple(urls)
 
 
 async def _status(services: ServicesDep, post_id: str) -> PostStatus:

@@ -11,17 +11,26 @@ from feed.config import Action
 from feed.ids import HostId
 
 MAX_TEXT_CHARS = 20_000
+MAX_IMAGES = 4
 PostType = Literal["text", "image", "video", "audio"]
+MediaUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
 
 
 class PostIn(msgspec.Struct, kw_only=True):
-    """A post from the host. Only `text` posts are ingested in this version."""
+    """A post from the host.
+
+    `text` posts need `text`. `image` posts need `media_url` or `media_urls` (up to 4
+    JPEG/PNG/WebP images); `video` and `audio` posts need one `media_url`. For media
+    posts `text` is an optional caption. Media URLs must be http(s); the worker fetches
+    them and refuses private addresses.
+    """
 
     post_id: HostId
     author_id: HostId
     post_type: PostType = "text"
     text: Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)] | None = None
-    media_url: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+    media_url: MediaUrl | None = None
+    media_urls: Annotated[list[MediaUrl], msgspec.Meta(max_length=MAX_IMAGES)] | None = None
     created_at: datetime | None = None
 
 

@@ -1,0 +1,89 @@
+"""The real model loaders on tiny random-weight models: shapes, batching, dtypes, normalisation,
+and the errors for missing weights. Semantics are not testable with random weights."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from feed.config import Settings
+from models.clip import ClipEncoder
+from models.detect import ObjectDetector
+from models.files import ModelUnavailable, import_media, weights_path
+from models.registry import load_model_set
+from models.speech import SpeechTranscriber
+from tests.media_samples import tone
+from tests.tiny_models import TINY_CLIP
+
+
+def images(n: int) -> list[Image.Image]:
+    return [Image.new("RGB", (80 + 10 * i, 60), (20 * i, 100, 200 - 20 * i)) for i in range(n)]
+
+
+def test_clip_encodes_images_and_texts_into_one_normalised_space(tiny_model_set: Any) -> None:
+    clip = tiny_model_set.clip
+    vectors = clip.encode_images(images(5))
+    texts = clip.encode_texts(["a dog on grass", "a red car", "x" * 500])  # long text is truncated
+    for out, n in ((vectors, 5), (texts, 3)):
+        assert out.shape == (n, 512) and out.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert clip.encode_images([]).shape[0] == 0
+
+
+def test_clip_batches_give_the_same_vectors_as_one_by_one(tiny_models: Any) -> None:
+    small = ClipEncoder(TINY_CLIP, tiny_models.clip_weights, tiny_models.clip_config, batch_size=2)
+    batch = small.encode_images(images(5))
+    single = np.concatenate([small.encode_images([im]) for im in images(5)])
+    np.testing.assert_allclose(batch, single, atol=1e-5)
+
+
+def test_detector_returns_class_counts_per_image_in_batches(tiny_models: Any) -> None:
+    detector = ObjectDetector(tiny_models.yolo_weights, confidence=0.0001, batch_size=2)
+    found = detector.detect_objects(images(3))
+    assert len(found) == 3
+    for tags in found:
+        assert all(isinstance(k, str) and isinstance(v, int) and v > 0 for k, v in tags.items())
+    assert ObjectDetector(tiny_models.yolo_weights, confidence=0.99).detect_objects(images(2)) == [{}, {}]
+
+
+def test_transcriber_returns_text_language_and_duration_per_audio(tiny_model_set: Any) -> None:
+    out = tiny_model_set.speech.transcribe([tone(1.0), tone(2.5)])
+    assert [round(t.duration_s, 1) for t in out] == [1.0, 2.5]
+    for t in out:
+        assert isinstance(t.text, str) and len(t.language) >= 2 and 0.0 <= t.language_probability <= 1.0
+
+
+@pytest.mark.parametrize("model", ["clip", "yolo", "whisper"])
+def test_missing_weights_name_the_file_and_how_to_get_it(
+    tmp_path: Path, tiny_models: Any, model: str
+) -> None:
+    with pytest.raises(ModelUnavailable, match=str(tmp_path)) as err:
+        if model == "clip":
+            ClipEncoder("ViT-B-32", tmp_path / "clip" / "ViT-B-32.pt").encode_images(images(1))
+        elif model == "yolo":
+            ObjectDetector(tmp_path / "yolov8n.pt", 0.3).detect_objects(images(1))
+        else:
+            partial = tmp_path / "whisper"
+            shutil.copytree(tiny_models.whisper_dir, partial)
+            (partial / "tokenizer.json").unlink()  # without it faster-whisper would go to a hub
+            SpeechTranscriber(partial).transcribe([tone(0.5)])
+    assert "prepare_models.sh" in str(err.value)
+
+
+def test_model_set_resolves_relative_paths_under_models_dir(tmp_path: Path) -> None:
+    settings = Settings(models_dir=tmp_path)
+    assert weights_path(tmp_path, settings.clip_weights) == tmp_path / "clip" / "ViT-B-32.pt"
+    assert weights_path(tmp_path, Path("/abs/w.pt")) == Path("/abs/w.pt")
+    models = load_model_set(settings)  # nothing loads until used
+    with pytest.raises(ModelUnavailable, match=str(tmp_path / "yolo" / "yolov8n.pt")):
+        models.detector.detect_objects(images(1))
+
+
+def test_a_missing_media_library_says_how_to_install_it() -> None:
+    with pytest.raises(ModelUnavailable, match=r"setup_env\.sh media"):
+        import_media("no_such_media_library")
