@@ -65,7 +65,8 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
         await prepare_event_stream(settings, redis)
         await broker.connect()
         try:
-            async with services.index_sync.running():
+            rebuild = await index.prepare()
+            async with services.index_sync.running(rebuild=rebuild):
                 yield services
         finally:
             await services.home_feed.drain()

@@ -44,11 +44,21 @@ def analyzer() -> PostAnalyzer:
 
 @worker_ready.connect
 def warm_up(**_: Any) -> None:
-    """Load the text encoder when the worker starts, so the first posts don't wait for it."""
+    """Load the models when the worker starts, so the first posts don't wait for them.
+
+    A model that cannot load is logged, not fatal: posts that need it are marked failed
+    with the same reason (text posts only need the text encoder).
+    """
+    models = analyzer().models
     try:
-        analyzer().models.text.encode_texts(["warm up"])
-    except ModelUnavailable as exc:  # posts will be marked failed with this reason
+        models.text.encode_texts(["warm up"])
+    except ModelUnavailable as exc:
         log.error("text_encoder_unavailable", error=str(exc))
+    for name, model in (("clip", models.clip), ("detector", models.detector), ("speech", models.speech)):
+        try:
+            model.load()
+        except ModelUnavailable as exc:
+            log.warning("media_model_unavailable", model=name, error=str(exc))
 
 
 @lru_cache(maxsize=1)

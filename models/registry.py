@@ -43,12 +43,18 @@ class ImageTextModel(Protocol):
 class DetectorModel(Protocol):
     """Object classes in images."""
 
+    def load(self) -> None:
+        """Load now; raises `ModelUnavailable` if it cannot."""
+
     def detect_objects(self, images: Sequence[Image]) -> list[dict[str, int]]:
         """Per image: class name -> count."""
 
 
 class SpeechModel(Protocol):
     """Speech to text."""
+
+    def load(self) -> None:
+        """Load now; raises `ModelUnavailable` if it cannot."""
 
     def transcribe(self, audios: Sequence[np.ndarray]) -> list[Transcript]:
         """Per 16 kHz mono waveform: its transcript."""

@@ -4,14 +4,16 @@
 # Qdrant shard under $DATA_DIR/qdrant), the Celery ingest worker and the event consumer.
 # Ctrl-C stops every process this script started, and nothing else.
 #
-# Environment: API_PORT (8000), REDIS_PORT (6379), DATA_DIR (.data), and the engine's
-# own variables (README). With REDIS_URL set, no local server is started.
+# Environment: API_PORT (8000), REDIS_PORT (6379), DATA_DIR (.data), MODELS_DIR (./models_data),
+# FEED_MEDIA=1 to install the media extra (images, video, audio; scripts/prepare_models.sh does
+# too), and the engine's own variables (README). With REDIS_URL set, no local server is started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup_env.sh
+scripts/setup_env.sh ${FEED_MEDIA:+media}
 
 export DATA_DIR="${DATA_DIR:-$PWD/.data}"
 export API_PORT="${API_PORT:-8000}"
+export MODELS_DIR="${MODELS_DIR:-$PWD/models_data}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$DATA_DIR/logs"
 PY=.venv/bin/python
@@ -66,6 +68,11 @@ for _ in $(seq 600); do
   sleep 0.2
 done
 echo "feed engine running: API at http://127.0.0.1:$API_PORT (OpenAPI: /schema), Redis at $REDIS_URL"
+if ! grep -q "media_model_unavailable" "$DATA_DIR/logs/worker.log"; then
+  echo "image, video and audio posts: on (models in $MODELS_DIR)"
+else
+  echo "image, video and audio posts: off until their models are in $MODELS_DIR (scripts/prepare_models.sh)"
+fi
 echo "logs in $DATA_DIR/logs/; press Ctrl-C to stop"
 wait -n "${pids[@]}" || true
 echo "a process exited; see $DATA_DIR/logs/"

@@ -17,6 +17,7 @@ from feed.stores.records import PostRecord
 from ingest_workers import tasks
 from ingest_workers.celery_app import INGEST_QUEUE, INGEST_TASK
 from ingest_workers.jobs import IngestJob
+from models.clip import ClipEncoder
 from models.files import ModelUnavailable
 from models.text import TextEncoder
 from tests.helpers import wait_for
@@ -162,11 +163,20 @@ async def _xlen_at_least(redis_client: Any, n: int) -> bool:
     return int(await redis_client.xlen(keys.INDEX_STREAM)) >= n
 
 
-def test_worker_start_warms_the_encoder(tmp_path: Path, text_encoder: TextEncoder, use_models: Any) -> None:
+class CountsLoads:
+    def __init__(self) -> None:
+        self.loads = 0
+
+    def load(self) -> None:
+        self.loads += 1
+
+
+def test_worker_start_warms_every_model(tmp_path: Path, text_encoder: TextEncoder, use_models: Any) -> None:
     counting = FlakyEncoder(text_encoder, failures=0)
-    use_models(text=counting)
+    media = {"clip": CountsLoads(), "detector": CountsLoads(), "speech": CountsLoads()}
+    use_models(text=counting, **media)
     tasks.warm_up()
-    assert counting.calls == 1
+    assert counting.calls == 1 and all(m.loads == 1 for m in media.values())
     # missing weights are logged at start, not fatal: posts then fail with the reason
-    use_models(text=TextEncoder(tmp_path))
+    use_models(text=TextEncoder(tmp_path), clip=ClipEncoder("ViT-B-32", tmp_path / "none.pt"))
     tasks.warm_up()

@@ -135,6 +135,9 @@ class ColourClip:
 
 
 class NothingDetected:
+    def load(self) -> None:
+        pass
+
     def detect_objects(self, images: Sequence[Image]) -> list[dict[str, int]]:
         return [{} for _ in images]
 

@@ -87,3 +87,41 @@ def test_model_set_resolves_relative_paths_under_models_dir(tmp_path: Path) -> N
 def test_a_missing_media_library_says_how_to_install_it() -> None:
     with pytest.raises(ModelUnavailable, match=r"setup_env\.sh media"):
         import_media("no_such_media_library")
+
+
+def test_prepare_copies_converts_and_verifies_each_model(
+    tmp_path: Path, tiny_models: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from models.prepare import main
+
+    monkeypatch.setenv("CLIP_MODEL", TINY_CLIP)
+    monkeypatch.setenv("CLIP_MODEL_CONFIG", str(tiny_models.clip_config))
+    checkpoint = tmp_path / "downloads" / "open_clip_model.safetensors"
+    checkpoint.parent.mkdir()
+    save_file({k: v.contiguous() for k, v in torch.load(tiny_models.clip_weights).items()}, str(checkpoint))
+    target = tmp_path / "models"
+
+    assert main(["--models-dir", str(target), "--require-all"]) == 1  # nothing there yet
+    missing = capsys.readouterr().out
+    assert missing.count("missing") == 3 and "prepare_models.sh" in missing
+
+    argv = ["--models-dir", str(target), "--clip", str(checkpoint), "--yolo", str(tiny_models.yolo_weights)]
+    status = main([*argv, "--whisper", str(tiny_models.whisper_dir), "--require-all"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert [line.split()[:2] for line in out.splitlines()] == [
+        ["ok", "clip"],
+        ["ok", "yolo"],
+        ["ok", "whisper"],
+    ]
+    assert (target / "clip" / "ViT-B-32.pt").is_file() and (
+        target / "whisper" / "faster-whisper-tiny"
+    ).is_dir()
+
+    broken = tmp_path / "downloads" / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    assert main(["--models-dir", str(target), "--yolo", str(broken)]) == 1
+    assert "failed   yolo" in capsys.readouterr().out

@@ -113,6 +113,32 @@ async def test_edge_shard_survives_reopen(tmp_path: Path) -> None:
     await again.close()
 
 
+async def test_a_shard_with_an_old_layout_is_set_aside_and_rebuilt_from_the_records(
+    settings: Any, redis_client: Any, tmp_path: Path
+) -> None:
+    old = EdgeVectorIndex(tmp_path / "shard", {"text": 384})  # an earlier version: text vectors only
+    assert await old.prepare()
+    await old.upsert([rec("stale", "a", unit(1))])
+    await old.close()
+    r = redis.Redis.from_url(settings.redis_url)
+    limits = TimelineLimits(100, 10**9, 100)
+    for i in range(5):
+        commit_ingested(r, rec(f"p{i}", "a", unit(1, i), image=unit(i, 1, dim=512)), limits)
+    r.close()
+    idx = EdgeVectorIndex(tmp_path / "shard", DIMS)
+    assert await idx.prepare()  # starts empty
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("shard.incompatible-")]
+    assert await IndexSync(redis_client, idx).rebuild(batch=2) == 5
+    assert await idx.count() == 5
+    assert {h.post_key for h in await idx.nearest({"image": unit(0, 1, dim=512)}, 10, [])} == {
+        f"p{i}" for i in range(5)
+    }
+    await idx.close()
+    again = EdgeVectorIndex(tmp_path / "shard", DIMS)
+    assert not await again.prepare()  # reopened as it is
+    await again.close()
+
+
 async def test_index_sync_applies_upserts_and_deletes_and_recovers_pending(
     settings: Any, redis_client: Any, tmp_path: Path
 ) -> None:

@@ -69,6 +69,25 @@ class IndexSync:
         await self._redis.xack(keys.INDEX_STREAM, keys.INDEX_GROUP, *[eid for eid, _ in entries])
         return len(entries)
 
+    async def rebuild(self, batch: int = 512) -> int:
+        """Upsert every stored post record into the index (after it was created empty); returns the count."""
+        total = 0
+        keys_seen: list[str] = []
+        prefix = keys.post("")
+        async for raw in self._redis.scan_iter(match=f"{prefix}*", count=1000, _type="hash"):
+            keys_seen.append(raw.decode()[len(prefix) :])
+            if len(keys_seen) >= batch:
+                total += await self._upsert_records(keys_seen)
+                keys_seen = []
+        total += await self._upsert_records(keys_seen)
+        log.info("vector_index_rebuilt", posts=total)
+        return total
+
+    async def _upsert_records(self, post_keys: list[str]) -> int:
+        records = await self._features.posts(post_keys)  # state and counter hashes have no record fields
+        await self._index.upsert(list(records.values()))
+        return len(records)
+
     async def catch_up(self) -> int:
         """Apply everything pending and queued now; returns how many entries were applied."""
         await self.ensure_group()
@@ -79,9 +98,12 @@ class IndexSync:
             total += n
         return total
 
-    async def run(self, block_ms: int = 200) -> None:
-        """Apply operations until cancelled; a failing batch is logged and retried."""
+    async def run(self, block_ms: int = 200, rebuild: bool = False) -> None:
+        """Apply operations until cancelled (first rebuilding the index if asked); a failing
+        batch is logged and retried."""
         await self.ensure_group()
+        if rebuild:
+            await self.rebuild()
         while True:
             try:
                 while await self.apply_once(pending=True):
@@ -94,9 +116,9 @@ class IndexSync:
                 await asyncio.sleep(1.0)
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
+    async def running(self, rebuild: bool = False) -> AsyncIterator[None]:
         """Run `run()` as a background task for the duration of the context."""
-        task = asyncio.create_task(self.run(), name="index-sync")
+        task = asyncio.create_task(self.run(rebuild=rebuild), name="index-sync")
         try:
             yield
         finally:

@@ -9,15 +9,19 @@ fuses the ranked lists by reciprocal rank fusion (RRF) inside Qdrant.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import structlog
 
 from feed.config import Settings
 from feed.ids import point_id
 from feed.stores.records import IMAGE, TEXT, PostRecord
+
+log = structlog.get_logger(__name__)
 
 RRF_K = 60  # the usual RRF constant: rank r contributes 1 / (RRF_K + r)
 
@@ -42,6 +46,10 @@ class VectorHit:
 class VectorIndex(Protocol):
     """Narrow interface over the post vector store."""
 
+    async def prepare(self) -> bool:
+        """Open or create the store; True when it starts empty (new, or replaced because its
+        layout changed), so the caller should rebuild it from the stored post records."""
+
     async def upsert(self, records: list[PostRecord]) -> None:
         """Insert or replace the points of these posts."""
 
@@ -64,7 +72,11 @@ class VectorIndex(Protocol):
 
 
 class EdgeVectorIndex:
-    """Embedded Qdrant Edge shard in a folder; only one process may open it at a time."""
+    """Embedded Qdrant Edge shard in a folder; only one process may open it at a time.
+
+    A shard whose vector layout differs from `dims` (written by an older version) is moved
+    aside to `<folder>.incompatible-<time>` and a new one is created.
+    """
 
     def __init__(self, path: Path, dims: dict[str, int]) -> None:
         import qdrant_edge as qe
@@ -76,15 +88,27 @@ class EdgeVectorIndex:
                 for space, size in dims.items()
             }
         )
+        self._fresh = True
         if (path / "edge_config.json").exists():
-            self._shard = qe.EdgeShard.load(str(path), config)
-        else:
+            try:
+                self._shard = qe.EdgeShard.load(str(path), config)
+                self._fresh = False
+            except Exception as exc:
+                if "incompatible" not in str(exc).lower():
+                    raise
+                aside = path.with_name(f"{path.name}.incompatible-{int(time.time())}")
+                log.warning("vector_index_layout_changed", moved_to=str(aside), error=str(exc))
+                path.rename(aside)
+        if self._fresh:
             path.mkdir(parents=True, exist_ok=True)
             self._shard = qe.EdgeShard.create(str(path), config)
             self._shard.update(qe.UpdateOperation.create_field_index("author", qe.PayloadSchemaType.Keyword))
             self._shard.update(
                 qe.UpdateOperation.create_field_index("created_at", qe.PayloadSchemaType.Float)
             )
+
+    async def prepare(self) -> bool:
+        return self._fresh
 
     async def upsert(self, records: list[PostRecord]) -> None:
         qe = self._qe
@@ -144,6 +168,11 @@ class ServerVectorIndex:
         self._collection = collection
         self._dims = dims
         self._ready = False
+        self._created = False
+
+    async def prepare(self) -> bool:
+        await self._ensure_collection()
+        return self._created
 
     async def _ensure_collection(self) -> None:
         if self._ready:
@@ -151,6 +180,7 @@ class ServerVectorIndex:
         from qdrant_client import models
 
         if not await self._client.collection_exists(self._collection):
+            self._created = True
             await self._client.create_collection(
                 self._collection,
                 vectors_config={
