@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     yolo_confidence: float = 0.35
     whisper_model: Path = Path("whisper/faster-whisper-tiny")  # CTranslate2 model folder
     whisper_compute_type: str = "int8"
+    whisper_max_new_tokens: int | None = None  # cap per 30-s window (bounds runaway decoding)
     transcript_chars: int = 2000
 
     # Media fetching (SSRF-safe) and decoding limits.

@@ -14,6 +14,7 @@ posts one by one the same way.
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -87,11 +88,13 @@ def build_record(job: IngestJob, understood: Understood) -> PostRecord:
 def ingest_batch(jobs: list[IngestJob], attempts: list[int]) -> None:
     """Ingest a batch; each post is committed, retried with backoff, or marked failed with the reason."""
     r = redis_client()
+    started = time.perf_counter()
     try:
         results = analyzer().analyze(jobs)
     except Exception as exc:  # unexpected: retry each post on its own
         log.warning("ingest_retry", posts=len(jobs), error=repr(exc))
         results = [Failed(repr(exc), transient=True)] * len(jobs)
+    analyzed = time.perf_counter()
     settings = get_settings()
     limits = TimelineLimits(settings.timeline_max_len, settings.timeline_max_age_s, settings.recent_posts_max)
     committed = 0
@@ -113,7 +116,13 @@ def ingest_batch(jobs: list[IngestJob], attempts: list[int]) -> None:
             )
             mark_failed(r, job.key, reason)
             log.error("ingest_failed", post=job.key, error=reason)
-    log.info("ingested", posts=committed, batch=len(jobs))
+    log.info(
+        "ingested",
+        posts=committed,
+        batch=len(jobs),
+        analyze_ms=round(1000 * (analyzed - started), 1),
+        commit_ms=round(1000 * (time.perf_counter() - analyzed), 1),
+    )
 
 
 @app.task(

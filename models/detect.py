@@ -46,17 +46,23 @@ class ObjectDetector:
 
     def detect_objects(self, images: Sequence[Image]) -> list[dict[str, int]]:
         """For each RGB image, the detected class names above the confidence threshold, with counts."""
+        import torch
+
         out: list[dict[str, int]] = []
+        threads = torch.get_num_threads()
         with self._lock:
             model = self._load()
             for i in range(0, len(images), self._batch_size):
-                results = model.predict(
-                    list(images[i : i + self._batch_size]),
-                    conf=self._confidence,
-                    imgsz=self._image_size,
-                    device="cpu",
-                    verbose=False,
-                )
+                try:
+                    results = model.predict(
+                        list(images[i : i + self._batch_size]),
+                        conf=self._confidence,
+                        imgsz=self._image_size,
+                        device="cpu",
+                        verbose=False,
+                    )
+                finally:  # ultralytics sets torch's threads to cpu_count - 1; the other models share them
+                    torch.set_num_threads(threads)
                 for result in results:
                     names = result.names
                     out.append(dict(Counter(names[int(c)] for c in result.boxes.cls.tolist())))

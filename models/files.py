@@ -23,7 +23,12 @@ class ModelUnavailable(Exception):
 
 
 def offline() -> None:
-    """Make the model libraries never reach a hub or pip at run time (set before importing them)."""
+    """Make the model libraries never reach a hub or pip at run time (set before importing them).
+
+    Also pins OMP_NUM_THREADS to the CPU count unless set: importing ultralytics would
+    otherwise set it to 1, and CTranslate2 (Whisper) would then use one core.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("YOLO_OFFLINE", "1")

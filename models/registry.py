@@ -79,5 +79,9 @@ def load_model_set(settings: Settings) -> ModelSet:
             settings.clip_model, weights_path(root, settings.clip_weights), settings.clip_model_config
         ),
         detector=ObjectDetector(weights_path(root, settings.yolo_weights), settings.yolo_confidence),
-        speech=SpeechTranscriber(weights_path(root, settings.whisper_model), settings.whisper_compute_type),
+        speech=SpeechTranscriber(
+            weights_path(root, settings.whisper_model),
+            settings.whisper_compute_type,
+            max_new_tokens=settings.whisper_max_new_tokens,
+        ),
     )

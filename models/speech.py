@@ -32,10 +32,17 @@ class Transcript:
 class SpeechTranscriber:
     """Loads the model once per process on first use; `transcribe` is thread-safe."""
 
-    def __init__(self, model_dir: Path, compute_type: str = "int8", beam_size: int = 1) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        compute_type: str = "int8",
+        beam_size: int = 1,
+        max_new_tokens: int | None = None,
+    ) -> None:
         self._dir = model_dir
         self._compute_type = compute_type
         self._beam_size = beam_size
+        self._max_new_tokens = max_new_tokens
         self._lock = threading.Lock()
         self._model: Any = None
 
@@ -66,6 +73,7 @@ class SpeechTranscriber:
                     beam_size=self._beam_size,
                     condition_on_previous_text=False,
                     without_timestamps=True,
+                    max_new_tokens=self._max_new_tokens,
                 )
                 text = " ".join(s.text.strip() for s in segments).strip()
                 out.append(

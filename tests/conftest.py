@@ -142,9 +142,9 @@ def celery_worker(text_encoder: Any) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Random-weight CLIP, YOLOv8n and Whisper, built once for the suite (about 8 s)."""
-    from tests.tiny_models import build_all
+    from models.random_weights import build_all
 
-    return build_all(tmp_path_factory.mktemp("models"))
+    return build_all(tmp_path_factory.mktemp("models"), tiny=True)
 
 
 @pytest.fixture(scope="session")
@@ -152,18 +152,8 @@ def tiny_model_set(tiny_models: Any) -> Any:
     """The real loaders (`load_model_set`) on the tiny models."""
     from feed.config import Settings
     from models.registry import load_model_set
-    from tests.tiny_models import TINY_CLIP
 
-    return load_model_set(
-        Settings(
-            models_dir=tiny_models.models_dir,
-            clip_model=TINY_CLIP,
-            clip_model_config=tiny_models.clip_config,
-            clip_weights=tiny_models.clip_weights,
-            yolo_weights=tiny_models.yolo_weights,
-            whisper_model=tiny_models.whisper_dir,
-        )
-    )
+    return load_model_set(Settings(**tiny_models.settings()))
 
 
 class MediaHost:

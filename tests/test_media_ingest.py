@@ -142,6 +142,30 @@ class NothingDetected:
         return [{} for _ in images]
 
 
+class SeesDogs:
+    def load(self) -> None:
+        pass
+
+    def detect_objects(self, images: Sequence[Image]) -> list[dict[str, int]]:
+        return [{"dog": 1 + i % 2, "person": 1} for i in range(len(images))]
+
+
+def test_detected_objects_become_tags_and_join_the_text_minilm_reads(
+    use_models: Any, media_host: MediaHost, text_encoder: Any
+) -> None:
+    analyzer = use_models(clip=ColourClip(), detector=SeesDogs())
+    photos = [media_host.add(f"/tags{i}.png", image_bytes(DOG_BROWN, seed=i), "image/png") for i in range(2)]
+    clip = media_host.add("/tags.mp4", av_bytes(5.0, audio=False), "video/mp4")
+    photo_post, video_post = analyzer.analyze(
+        [media_job("p", "image", photos, "Rex at the beach"), media_job("v", "video", [clip])]
+    )
+    assert photo_post.tags == {"dog": 3, "person": 2}  # two photos: counts add up
+    assert video_post.tags == {"dog": 2, "person": 1}  # frames of one video: the most seen at once
+    expected = text_encoder.encode_texts(["Rex at the beach\nShows 3 dog, 2 person.", "Shows 2 dog, person."])
+    np.testing.assert_allclose(photo_post.vectors["text"], expected[0], atol=1e-5)
+    np.testing.assert_allclose(video_post.vectors["text"], expected[1], atol=1e-5)
+
+
 async def post(engine: Engine, post_id: str, author: str, **body: Any) -> None:
     response = await engine.client.post("/posts", json={"post_id": post_id, "author_id": author, **body})
     assert response.status_code == 202, response.text

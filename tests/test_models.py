@@ -15,10 +15,10 @@ from feed.config import Settings
 from models.clip import ClipEncoder
 from models.detect import ObjectDetector
 from models.files import ModelUnavailable, import_media, weights_path
+from models.random_weights import TINY_CLIP
 from models.registry import load_model_set
 from models.speech import SpeechTranscriber
 from tests.media_samples import tone
-from tests.tiny_models import TINY_CLIP
 
 
 def images(n: int) -> list[Image.Image]:
@@ -35,6 +35,20 @@ def test_clip_encodes_images_and_texts_into_one_normalised_space(tiny_model_set:
     assert clip.encode_images([]).shape[0] == 0
 
 
+def test_trimmed_text_tower_matches_open_clip_encode_text(tiny_model_set: Any) -> None:
+    import torch
+
+    from models.clip import encode_text_trimmed
+
+    model, _, tokenizer = tiny_model_set.clip._load()
+    tokens = tokenizer(["dog", "a much longer caption about a dog running on the beach at sunset", ""])
+    with torch.inference_mode():
+        expected = model.encode_text(tokens, normalize=True)
+        trimmed = encode_text_trimmed(model, tokens)
+    assert trimmed.shape == expected.shape
+    torch.testing.assert_close(trimmed, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_clip_batches_give_the_same_vectors_as_one_by_one(tiny_models: Any) -> None:
     small = ClipEncoder(TINY_CLIP, tiny_models.clip_weights, tiny_models.clip_config, batch_size=2)
     batch = small.encode_images(images(5))
@@ -49,6 +63,17 @@ def test_detector_returns_class_counts_per_image_in_batches(tiny_models: Any) ->
     for tags in found:
         assert all(isinstance(k, str) and isinstance(v, int) and v > 0 for k, v in tags.items())
     assert ObjectDetector(tiny_models.yolo_weights, confidence=0.99).detect_objects(images(2)) == [{}, {}]
+
+
+def test_detector_leaves_torch_threads_and_omp_threads_to_the_other_models(tiny_models: Any) -> None:
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    ObjectDetector(tiny_models.yolo_weights, confidence=0.3).detect_objects(images(1))
+    assert torch.get_num_threads() == before
+    assert os.environ["OMP_NUM_THREADS"] == str(os.cpu_count())
 
 
 def test_transcriber_returns_text_language_and_duration_per_audio(tiny_model_set: Any) -> None:

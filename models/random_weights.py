@@ -1,7 +1,10 @@
-"""Small models with random weights, built offline, saved in the formats the real loaders read.
+"""Models with random weights, built offline and saved in the formats the real loaders read.
 
-Random weights prove shapes, batching, dtypes, normalisation and the loading code paths,
-never semantics (tests that need meaning use stand-in encoders).
+Tests build `tiny` ones (seconds to build, megabytes on disk); the ingest benchmark builds
+full-size ones (ViT-B-32, YOLOv8n, a Whisper with tiny's dimensions), which cost the same
+compute as the trained weights. Random weights prove shapes, batching, dtypes,
+normalisation and the loading code paths, never semantics; and a random Whisper decodes
+until its length limit, so it is slower than a trained one, which stops at the end of speech.
 """
 
 from __future__ import annotations
@@ -9,27 +12,48 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TINY_CLIP = "TinyCLIP-test"
+FULL_CLIP = "ViT-B-32"
 
 
 @dataclass(frozen=True)
-class TinyModels:
+class RandomModels:
     """Paths to the built models, as the settings name them."""
 
     models_dir: Path
-    clip_config: Path
+    clip_model: str
+    clip_config: Path | None
     clip_weights: Path
     yolo_weights: Path
     whisper_dir: Path
 
+    def settings(self) -> dict[str, Any]:
+        """Settings fields that point the loaders at these models."""
+        return {
+            "models_dir": self.models_dir,
+            "clip_model": self.clip_model,
+            "clip_model_config": self.clip_config,
+            "clip_weights": self.clip_weights,
+            "yolo_weights": self.yolo_weights,
+            "whisper_model": self.whisper_dir,
+        }
 
-def build_tiny_clip(folder: Path) -> tuple[Path, Path]:
-    """An open_clip architecture with ViT-B-32's 512-d output but one narrow layer per tower."""
+
+def build_clip(folder: Path, tiny: bool) -> tuple[str, Path | None, Path]:
+    """ViT-B-32, or (tiny) an architecture with its 512-d output but one narrow layer per tower.
+
+    Returns the open_clip model name, the config file to register (tiny only) and the weights.
+    """
     import open_clip
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / ("tiny-clip.pt" if tiny else "ViT-B-32-random.pt")
+    if not tiny:
+        torch.save(open_clip.create_model(FULL_CLIP, pretrained=None).state_dict(), weights)
+        return FULL_CLIP, None, weights
     config = folder / f"{TINY_CLIP}.json"
     config.write_text(
         json.dumps(
@@ -47,13 +71,11 @@ def build_tiny_clip(folder: Path) -> tuple[Path, Path]:
         )
     )
     open_clip.add_model_config(config)
-    model = open_clip.create_model(TINY_CLIP, pretrained=None)
-    weights = folder / "tiny-clip.pt"
-    torch.save(model.state_dict(), weights)
-    return config, weights
+    torch.save(open_clip.create_model(TINY_CLIP, pretrained=None).state_dict(), weights)
+    return TINY_CLIP, config, weights
 
 
-def build_tiny_yolo(folder: Path) -> Path:
+def build_yolo(folder: Path) -> Path:
     """YOLOv8n built from its yaml with random weights, saved as a .pt checkpoint."""
     import os
 
@@ -69,8 +91,9 @@ def build_tiny_yolo(folder: Path) -> Path:
     return weights
 
 
-def build_tiny_whisper(folder: Path) -> Path:
-    """A one-layer Whisper (transformers, random weights) converted to CTranslate2 int8.
+def build_whisper(folder: Path, tiny: bool) -> Path:
+    """A Whisper with tiny's dimensions, or (tiny) a one-layer one, built with transformers and
+    converted to CTranslate2 int8.
 
     Its tokenizer is byte-level with Whisper's special tokens at Whisper's own ids
     (fillers stand in for the real BPE merges), written as tokenizer.json beside the model.
@@ -110,13 +133,13 @@ def build_tiny_whisper(folder: Path) -> Path:
     config = WhisperConfig(
         vocab_size=51865,
         num_mel_bins=80,
-        d_model=64,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
+        d_model=64 if tiny else 384,
+        encoder_layers=1 if tiny else 4,
+        decoder_layers=1 if tiny else 4,
+        encoder_attention_heads=2 if tiny else 6,
+        decoder_attention_heads=2 if tiny else 6,
+        encoder_ffn_dim=128 if tiny else 1536,
+        decoder_ffn_dim=128 if tiny else 1536,
         max_source_positions=1500,
         max_target_positions=448,
         decoder_start_token_id=token_id["<|startoftranscript|>"],
@@ -137,13 +160,14 @@ def build_tiny_whisper(folder: Path) -> Path:
     return out
 
 
-def build_all(models_dir: Path) -> TinyModels:
-    """Build every tiny model under `models_dir`."""
-    config, clip_weights = build_tiny_clip(models_dir / "clip")
-    return TinyModels(
+def build_all(models_dir: Path, tiny: bool = True) -> RandomModels:
+    """Build every model under `models_dir`."""
+    clip_model, config, clip_weights = build_clip(models_dir / "clip", tiny)
+    return RandomModels(
         models_dir=models_dir,
+        clip_model=clip_model,
         clip_config=config,
         clip_weights=clip_weights,
-        yolo_weights=build_tiny_yolo(models_dir / "yolo"),
-        whisper_dir=build_tiny_whisper(models_dir / "whisper"),
+        yolo_weights=build_yolo(models_dir / "yolo"),
+        whisper_dir=build_whisper(models_dir / "whisper", tiny),
     )
