@@ -80,10 +80,14 @@ def make_wavs(n: int, seconds: float, seed: int = 0) -> list[bytes]:
 
 @contextmanager
 def media_server(files: dict[str, tuple[bytes, str]]) -> Iterator[str]:
-    """Serve `files` (path -> body, content type) on a loopback port; yields the base URL."""
+    """Serve `files` (path -> body, content type; read per request, so it may grow) on a
+    loopback port, 404 for other paths; yields the base URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path not in files:
+                self.send_error(404)
+                return
             body, content_type = files[self.path]
             self.send_response(200)
             self.send_header("Content-Type", content_type)

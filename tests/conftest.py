@@ -173,33 +173,12 @@ class MediaHost:
 
 @pytest.fixture(scope="session")
 def media_host() -> Iterator[MediaHost]:
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from bench.ingest_media import media_server
 
     host = MediaHost()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            found = host.files.get(self.path)
-            if found is None:
-                self.send_error(404)
-                return
-            body, content_type = found
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    host.base = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield host
-    server.shutdown()
-    server.server_close()
+    with media_server(host.files) as base:
+        host.base = base
+        yield host
 
 
 @pytest.fixture(scope="session")
