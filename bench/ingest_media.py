@@ -20,91 +20,24 @@ bench/results/.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+
+from bench.samples import av_bytes, make_images, make_wavs, media_server
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def make_images(n: int, seed: int = 0) -> list[bytes]:
-    """n JPEGs of 640x480 with a few random shapes on a noisy background."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        image = Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))
-        draw = ImageDraw.Draw(image)
-        for _ in range(4):
-            x, y = int(rng.integers(0, 560)), int(rng.integers(0, 400))
-            draw.rectangle((x, y, x + 80, y + 80), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-        buf = io.BytesIO()
-        image.save(buf, "JPEG", quality=90)
-        out.append(buf.getvalue())
-    return out
-
-
-def make_wavs(n: int, seconds: float, seed: int = 0) -> list[bytes]:
-    """n mono 16 kHz WAV clips: a tone in noise."""
-    import wave
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        t = np.arange(int(seconds * 16_000)) / 16_000
-        signal = 0.2 * np.sin(2 * np.pi * (200 + 40 * i) * t) + 0.02 * rng.standard_normal(t.size)
-        buf = io.BytesIO()
-        with wave.open(buf, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(16_000)
-            w.writeframes((signal * 32767).astype("<i2").tobytes())
-        out.append(buf.getvalue())
-    return out
-
-
-@contextmanager
-def media_server(files: dict[str, tuple[bytes, str]]) -> Iterator[str]:
-    """Serve `files` (path -> body, content type; read per request, so it may grow) on a
-    loopback port, 404 for other paths; yields the base URL."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path not in files:
-                self.send_error(404)
-                return
-            body, content_type = files[self.path]
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def timed(run: Callable[[], object]) -> float:
@@ -282,6 +215,7 @@ def main() -> None:
     texts = [f"post {i}: notes on cooking, travel and football, part {i % 17}" for i in range(args.texts)]
     files = {f"/i{i}.jpg": (b, "image/jpeg") for i, b in enumerate(images)}
     files |= {f"/a{i}.wav": (b, "audio/wav") for i, b in enumerate(wavs)}
+    files["/v0.mp4"] = (av_bytes(6.0), "video/mp4")  # one video, untimed: its indexed point is shown
     try:
         with media_server(files) as base:
             worker = Worker(dict(os.environ), work / "worker.log")
@@ -306,11 +240,12 @@ def main() -> None:
                         jobs("audio", [(f"{base}/a{i}.wav", "") for i in range(args.audio_clips)])
                     ),
                 }
+                worker.run(jobs("video", [(f"{base}/v0.mp4", "a skateboard trick at the park")]))
             finally:
                 worker.stop()
         points = sample_points(
             settings.redis_url,
-            ["text0", "image0", "audio0"],
+            ["text0", "image0", "audio0", "video0"],
             {"text": 384, "image": settings.clip_dim},
             work / "qdrant",
         )

@@ -173,7 +173,7 @@ class MediaHost:
 
 @pytest.fixture(scope="session")
 def media_host() -> Iterator[MediaHost]:
-    from bench.ingest_media import media_server
+    from bench.samples import media_server
 
     host = MediaHost()
     with media_server(host.files) as base:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.samples import DOG_BROWN, av_bytes, image_bytes
 from ingest_workers.fetch import MediaRefused
 from ingest_workers.media import MAX_SIDE, decode_av, decode_image
-from tests.media_samples import DOG_BROWN, av_bytes, image_bytes
 
 LIMITS: dict[str, Any] = {"max_duration_s": 60.0, "max_pixels": 10**6, "frame_every_s": 2.0, "max_frames": 8}
 

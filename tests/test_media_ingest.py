@@ -15,6 +15,7 @@ import msgspec
 import numpy as np
 from PIL.Image import Image
 
+from bench.samples import CAR_BLUE, DOG_BROWN, av_bytes, image_bytes
 from feed.stores import keys
 from feed.stores.post_store import PostStore
 from feed.stores.records import PostRecord
@@ -22,7 +23,6 @@ from ingest_workers.jobs import IngestJob
 from models.clip import ClipEncoder
 from tests.conftest import Engine, MediaHost
 from tests.helpers import wait_for
-from tests.media_samples import CAR_BLUE, DOG_BROWN, av_bytes, image_bytes
 from tests.test_e2e import feed, ids, interact
 from tests.test_ingest import enqueue, job, state_of
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.samples import tone
 from feed.config import Settings
 from models.clip import ClipEncoder
 from models.detect import ObjectDetector
@@ -18,7 +19,6 @@ from models.files import ModelUnavailable, import_media, weights_path
 from models.random_weights import TINY_CLIP
 from models.registry import load_model_set
 from models.speech import SpeechTranscriber
-from tests.media_samples import tone
 
 
 def images(n: int) -> list[Image.Image]:

@@ -80,7 +80,8 @@ class IndexSync:
                 total += await self._upsert_records(keys_seen)
                 keys_seen = []
         total += await self._upsert_records(keys_seen)
-        log.info("vector_index_rebuilt", posts=total)
+        if total:
+            log.info("vector_index_rebuilt", posts=total)
         return total
 
     async def _upsert_records(self, post_keys: list[str]) -> int:
