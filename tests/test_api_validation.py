@@ -69,6 +69,17 @@ BAD_REQUESTS = [
     ("/interaction", {"user_id": 1, "post_id": 1, "action": "dwell"}, "dwell_ms"),
     ("/interaction", {"user_id": 1, "post_id": 1, "action": "dwell", "dwell_ms": -5}, "dwell_ms"),
     ("/interaction", {"user_id": [1], "post_id": 1, "action": "like"}, "user_id"),
+    ("/interaction", {"user_id": 1, "post_id": 1, "action": "like", "occurred_at": "soon"}, "occurred_at"),
+    (
+        "/interaction",
+        {"user_id": 1, "post_id": 1, "action": "like", "occurred_at": "2020-01-01T10:00:00"},
+        "occurred_at",
+    ),
+    (
+        "/interaction",
+        {"user_id": 1, "post_id": 1, "action": "like", "occurred_at": "2999-01-01T00:00:00Z"},
+        "occurred_at",
+    ),
     ("/feed", {}, "user_id"),
     ("/feed", {"user_id": 1, "limit": 0}, "limit"),
     ("/feed", {"user_id": 1, "limit": 201}, "limit"),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.conftest import Engine
 from tests.helpers import wait_for
 
@@ -174,3 +176,24 @@ async def test_event_before_its_post_is_applied_when_the_post_arrives(engine: En
     from feed.stores import keys
 
     await wait_for(lambda: _count(engine, keys.post_counts("late-post"), "like", 1), timeout=30)
+
+
+async def test_a_backfilled_event_counts_at_the_time_it_happened(engine: Engine) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    from feed.stores import keys
+
+    await add_posts(engine, [("old-news", "desk", "Election results announced")])
+    three_hours_ago = time.time() - 3 * 3600
+    body = {
+        "user_id": "u7",
+        "post_id": "old-news",
+        "action": "like",
+        "occurred_at": datetime.fromtimestamp(three_hours_ago, UTC).isoformat(),
+    }
+    assert (await engine.client.post("/interaction", json=body)).status_code == 202
+    bucket = keys.trending(int(three_hours_ago // 3600))
+    await wait_for(lambda: engine.redis.zscore(bucket, "old-news"))
+    seen_at = await engine.redis.zscore(keys.user_seen("u7"), "old-news")
+    assert seen_at == pytest.approx(three_hours_ago, abs=1.0)

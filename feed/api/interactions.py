@@ -17,6 +17,8 @@ from feed.services import ServicesDep
 
 log = structlog.get_logger(__name__)
 
+MAX_CLOCK_SKEW_S = 300.0
+
 
 class InteractionController(Controller):
     """User interactions, handed to the event broker."""
@@ -29,6 +31,10 @@ class InteractionController(Controller):
         """202 only once the broker has stored the event; 503 (retry) if it could not."""
         if data.action == "dwell" and data.dwell_ms is None:
             raise invalid("dwell_ms", "required for action 'dwell'")
+        now = time.time()
+        ts = data.occurred_at.timestamp() if data.occurred_at is not None else now
+        if ts > now + MAX_CLOCK_SKEW_S:
+            raise invalid("occurred_at", f"is in the future (more than {MAX_CLOCK_SKEW_S:.0f} s ahead)")
         event = InteractionEvent(
             event_id=data.event_id or uuid.uuid4().hex,
             user_id=data.user_id,
@@ -36,7 +42,7 @@ class InteractionController(Controller):
             post_id=data.post_id,
             post_key=id_key(data.post_id),
             action=data.action,
-            ts=time.time(),
+            ts=ts,
             author_id=data.author_id,
             post_type=data.post_type,
             dwell_ms=data.dwell_ms,

@@ -14,6 +14,7 @@ MAX_TEXT_CHARS = 20_000
 MAX_IMAGES = 4
 PostType = Literal["text", "image", "video", "audio"]
 MediaUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]  # ISO 8601 with a UTC offset
 
 
 class PostIn(msgspec.Struct, kw_only=True):
@@ -31,7 +32,7 @@ class PostIn(msgspec.Struct, kw_only=True):
     text: Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)] | None = None
     media_url: MediaUrl | None = None
     media_urls: Annotated[list[MediaUrl], msgspec.Meta(max_length=MAX_IMAGES)] | None = None
-    created_at: datetime | None = None
+    created_at: Timestamp | None = None
 
 
 class PostAccepted(msgspec.Struct):
@@ -62,6 +63,7 @@ class InteractionIn(msgspec.Struct, kw_only=True):
     post_type: PostType | None = None
     dwell_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] | None = None
     event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    occurred_at: Timestamp | None = None  # when it happened (backfills); default: when it is received
 
 
 class InteractionAccepted(msgspec.Struct):
