@@ -1,0 +1,93 @@
+"""A whole engine on this machine for an evaluation run: its own Redis-compatible server, the
+API, an ingest worker and an event consumer as processes, in a temporary data folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import redis
+
+from feed.redis_server import free_port, start_server
+from feed.stores import keys
+
+
+class LocalEngine:
+    """Context manager: starts everything with `env` overrides, stops everything on exit."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="feed-eval-"))
+        self._env = env
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._logs: list[Any] = []
+        self.url = ""
+        self.redis_url = ""
+
+    def __enter__(self) -> LocalEngine:
+        redis_port, api_port = free_port(), free_port()
+        self._procs.append(start_server(redis_port, self.folder / "redis", appendonly=False))
+        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        env = {
+            **os.environ,
+            "REDIS_URL": self.redis_url,
+            "DATA_DIR": str(self.folder),
+            "API_PORT": str(api_port),
+            "LOG_LEVEL": "WARNING",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            **self._env,
+        }
+        bin_dir = Path(sys.executable).parent
+        for name in ("feed-api", "feed-worker", "feed-consumer"):
+            log = (self.folder / f"{name}.log").open("w")
+            self._logs.append(log)
+            self._procs.append(
+                subprocess.Popen([str(bin_dir / name)], env=env, stdout=log, stderr=subprocess.STDOUT)
+            )
+        self.url = f"http://127.0.0.1:{api_port}"
+        deadline = time.monotonic() + 300
+        while not self._ready():
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self._procs):
+                self.__exit__(None, None, None)
+                raise RuntimeError(f"the engine did not start; logs in {self.folder}")
+            time.sleep(0.2)
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            httpx.get(f"{self.url}/health", timeout=1.0).raise_for_status()
+        except httpx.HTTPError:
+            return False
+        return " ready." in (self.folder / "feed-worker.log").read_text()
+
+    def idle(self, events: int) -> bool:
+        """Every one of `events` applied (or dropped) and the vector index caught up."""
+        r = redis.Redis.from_url(self.redis_url)
+        try:
+            applied = int(r.get(keys.APPLIED_EVENTS) or 0)
+            dropped = sum(int(v) for v in r.hvals(keys.DROPPED_EVENTS))
+            groups: Any = r.xinfo_groups(keys.INDEX_STREAM) if r.exists(keys.INDEX_STREAM) else []
+            indexed = all(g["pending"] == 0 and not g.get("lag") for g in groups)
+            return applied + dropped >= events and indexed
+        finally:
+            r.close()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for proc in reversed(self._procs):
+            proc.terminate()
+        for proc in reversed(self._procs):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in self._logs:
+            log.close()
