@@ -58,6 +58,8 @@ class RankingConfig(BaseModel):
     # spaces in which both the user and the post have a vector)
     space_weights: dict[str, float] = Field(default_factory=lambda: {"text": 1.0, "image": 1.0})
     engagement_weight: float = 0.3
+    engagement_prior: float = 10.0  # pseudo-interactions that smooth per-post action rates
+    trending_weight: float = 0.5
     affinity_weight: float = 0.3
     freshness_half_life_s: float = 24 * 3600.0
     in_network_factor: float = 1.0
@@ -70,7 +72,7 @@ class RankingConfig(BaseModel):
     phoenix_budget: int = 400
     trending_budget: int = 200
     fresh_budget: int = 200
-    trending_window_hours: int = 24
+    trending_half_life_s: float = 6 * 3600.0  # positive engagement loses half its weight in this time
     source_timeout_s: float = 0.5
 
 

@@ -45,7 +45,7 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
     redis = Redis.from_url(settings.redis_url, max_connections=512)
     index = open_vector_index(settings)
     broker = create_broker(settings)
-    features = FeatureStore(redis, settings.seen_max)
+    features = FeatureStore(redis, settings.seen_max, settings.ranking.trending_half_life_s)
     async with httpx.AsyncClient() as http:
         graph = SocialGraphClient(
             redis, http, settings.backend_url, settings.social_graph_timeout_s, settings.social_graph_ttl_s

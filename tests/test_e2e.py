@@ -183,6 +183,7 @@ async def test_a_backfilled_event_counts_at_the_time_it_happened(engine: Engine)
     from datetime import UTC, datetime
 
     from feed.stores import keys
+    from feed.stores.feature_store import FeatureStore
 
     await add_posts(engine, [("old-news", "desk", "Election results announced")])
     three_hours_ago = time.time() - 3 * 3600
@@ -193,7 +194,10 @@ async def test_a_backfilled_event_counts_at_the_time_it_happened(engine: Engine)
         "occurred_at": datetime.fromtimestamp(three_hours_ago, UTC).isoformat(),
     }
     assert (await engine.client.post("/interaction", json=body)).status_code == 202
-    bucket = keys.trending(int(three_hours_ago // 3600))
-    await wait_for(lambda: engine.redis.zscore(bucket, "old-news"))
+    await wait_for(lambda: engine.redis.zscore(keys.user_seen("u7"), "old-news"))
     seen_at = await engine.redis.zscore(keys.user_seen("u7"), "old-news")
     assert seen_at == pytest.approx(three_hours_ago, abs=1.0)
+    half_life = engine.settings.ranking.trending_half_life_s
+    trending = FeatureStore(engine.redis, trending_half_life_s=half_life).trending
+    (value,) = (await trending.values(["old-news"], time.time())).values()
+    assert value == pytest.approx(0.5 ** (3 * 3600 / half_life), rel=0.01)  # a like, 3 hours old

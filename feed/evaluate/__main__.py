@@ -22,10 +22,19 @@ from feed.evaluate.replay import replay
 YEAR_S = 365 * 24 * 3600
 # Movies are a catalogue, not a stream of posts: they do not expire, age over a year rather
 # than a day, and what is popular is measured over months.
-CATALOGUE_PROFILE = {
-    "TIMELINE_MAX_AGE_S": str(40 * YEAR_S),
-    "RANKING": json.dumps({"freshness_half_life_s": YEAR_S, "trending_window_hours": 24 * 90}),
-}
+CATALOGUE_RANKING: dict[str, Any] = {"trending_half_life_s": 3 * YEAR_S, "trending_weight": 1.5}
+CATALOGUE_DISABLED = ["freshness"]  # a film's age since its first rating says little about its appeal
+
+
+def catalogue_profile(ranking: dict[str, Any], disabled: list[str]) -> dict[str, str]:
+    """Engine settings (environment) for a catalogue: RANKING overrides merged over CATALOGUE_RANKING."""
+    return {
+        "TIMELINE_MAX_AGE_S": str(40 * YEAR_S),
+        "RANKING": json.dumps({**CATALOGUE_RANKING, **ranking}),
+        "DISABLED_COMPONENTS": json.dumps(disabled),
+    }
+
+
 COLUMNS = ("NDCG@10", "Recall@20", "HitRate@10", "coverage", "genre_diversity")
 
 
@@ -63,6 +72,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, help="a random sample of this many users (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument(
+        "--ranking", type=json.loads, default={}, help="JSON merged into the engine's RANKING"
+    )
+    parser.add_argument(
+        "--disable", nargs="*", default=CATALOGUE_DISABLED, help="pipeline components to switch off"
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -77,7 +92,8 @@ def main() -> None:
     lists["ALS"] = baselines.als(split, args.seed)
     seconds["ALS"] = time.perf_counter() - t
     t = time.perf_counter()
-    lists["engine"], phases = run_engine(split, CATALOGUE_PROFILE)
+    profile = catalogue_profile(args.ranking, args.disable)
+    lists["engine"], phases = run_engine(split, profile)
     seconds["engine"] = time.perf_counter() - t
 
     seen = split.seen()
@@ -107,7 +123,7 @@ def main() -> None:
         "users_sampled": args.users,
         "posts": len(split.catalogue),
         "history_events": len(split.train),
-        "engine_profile": CATALOGUE_PROFILE,
+        "engine_profile": profile,
         "seconds": {"total": total, **seconds, **{f"engine_{k}": v for k, v in phases.items()}},
         "machine": {"python": platform.python_version(), "machine": platform.machine()},
         "scores": {ranker: {g: s.as_dict() for g, s in groups_.items()} for ranker, groups_ in rows.items()},

@@ -83,14 +83,18 @@ async def replay(
     waiting = list(split.catalogue)
     deadline = time.monotonic() + timeout_s
     while waiting:
-        states = await _bounded(waiting, lambda p: _ok(client.get(f"/posts/{p}"), 200), concurrency)
+        # the posts sent last finish last: poll those until done, then check the rest once
+        probe = waiting[-concurrency:] if len(waiting) > concurrency else waiting
+        states = await _bounded(probe, lambda p: _ok(client.get(f"/posts/{p}"), 200), concurrency)
         failed = [s for s in states if s["state"] == "failed"]
         if failed:
             raise RuntimeError(f"{len(failed)} posts failed to ingest, e.g. {failed[0]}")
-        waiting = [p for p, s in zip(waiting, states, strict=True) if s["state"] != "ingested"]
-        if waiting and time.monotonic() > deadline:
+        if all(s["state"] == "ingested" for s in states):
+            waiting = waiting[: -len(probe)]
+            continue
+        if time.monotonic() > deadline:
             raise TimeoutError(f"{len(waiting)} posts not ingested")
-        await asyncio.sleep(0.5 if waiting else 0)
+        await asyncio.sleep(0.5)
     timings["posts"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -31,6 +31,7 @@ from feed.events.schemas import InteractionEvent
 from feed.stores import keys
 from feed.stores.post_store import DELETED, FAILED
 from feed.stores.records import SPACES, vector_field, vector_from_bytes, vector_to_bytes
+from feed.stores.trending import Trending, TrendingBase
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +62,7 @@ class EventApplier:
         self._redis = redis
         self._settings = settings
         self._ranking = settings.ranking
+        self._trending = Trending(redis, settings.ranking.trending_half_life_s)
 
     async def apply(self, events: list[InteractionEvent], max_tries: int = 20) -> ApplyResult:
         """Apply a batch; safe to call again with the same events."""
@@ -68,6 +70,7 @@ class EventApplier:
         result = ApplyResult(duplicates=len(events) - len(unique))
         if not unique:
             return result
+        await self._trending.rebase_if_due()
         posts, states = await self._load_posts({e.post_key for e in unique})
         ready: list[InteractionEvent] = []
         for event in unique:
@@ -115,8 +118,9 @@ class EventApplier:
         user_keys = sorted({e.user_key for e in events})
         done_keys = [keys.event_done(e.event_id) for e in events]
         async with self._redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(*done_keys, *[keys.user(u) for u in user_keys])
+            await pipe.watch(*done_keys, *[keys.user(u) for u in user_keys], keys.TRENDING_META)
             done = await pipe.mget(done_keys)
+            trending = await self._trending.base(pipe)
             todo = [e for e, d in zip(events, done, strict=True) if d is None]
             fields = [vector_field(s) for s in SPACES]
             vectors: dict[tuple[str, str], np.ndarray | None] = {}
@@ -143,13 +147,15 @@ class EventApplier:
             for u, n in counts.items():
                 pipe.hincrby(keys.user(u), "events", n)
             for event in todo:
-                self._queue_counters(pipe, event, posts[event.post_key])
+                self._queue_counters(pipe, event, posts[event.post_key], trending)
             if todo:
                 pipe.incrby(keys.APPLIED_EVENTS, len(todo))
             await pipe.execute()
         return len(todo), len(events) - len(todo)
 
-    def _queue_counters(self, p: Pipeline, event: InteractionEvent, post: _Post) -> None:
+    def _queue_counters(
+        self, p: Pipeline, event: InteractionEvent, post: _Post, trending: TrendingBase
+    ) -> None:
         """Queue the per-event writes on a MULTI pipeline."""
         weight = action_weight(event.action, event.dwell_ms, self._ranking)
         ttl = self._settings.event_dedupe_ttl_s
@@ -161,9 +167,7 @@ class EventApplier:
         if weight != 0.0:
             p.zincrby(keys.user_affinity(event.user_key), weight, post.author_key)
         if weight > 0.0 and event.action not in NEGATIVE_ACTIONS:
-            bucket = keys.trending(int(event.ts // 3600))
-            p.zincrby(bucket, weight, event.post_key)
-            p.expire(bucket, 3600 * (self._ranking.trending_window_hours + 1))
+            Trending.increment(p, trending, event.post_key, weight, event.ts)
 
     async def _park(self, event: InteractionEvent) -> None:
         pipe = self._redis.pipeline(transaction=True)

@@ -40,3 +40,20 @@ class EngagementCountsHydrator:
         counts = await self._store.post_counts(sorted({c.post_key for c in candidates}))
         for c in candidates:
             c.counts = counts.get(c.post_key, {})
+
+
+class TrendingHydrator:
+    """Attaches each candidate's decayed positive engagement (its trending value now)."""
+
+    name = "trending_values"
+
+    def __init__(self, store: FeatureStore) -> None:
+        self._store = store
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return True
+
+    async def hydrate(self, query: FeedQuery, candidates: list[Candidate]) -> None:
+        values = await self._store.trending.values(sorted({c.post_key for c in candidates}), query.now)
+        for c in candidates:
+            c.trending = values.get(c.post_key, 0.0)

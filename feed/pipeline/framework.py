@@ -60,6 +60,7 @@ class Candidate:
     source_score: float = 0.0
     record: PostRecord | None = None
     counts: dict[str, float] = field(default_factory=dict)
+    trending: float = 0.0  # decayed positive engagement now
     in_network: bool = False
     parts: dict[str, float] = field(default_factory=dict)
     factors: dict[str, float] = field(default_factory=dict)

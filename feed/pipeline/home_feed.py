@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from feed.config import Settings
-from feed.pipeline.candidate_hydrators import EngagementCountsHydrator, PostRecordHydrator
+from feed.pipeline.candidate_hydrators import EngagementCountsHydrator, PostRecordHydrator, TrendingHydrator
 from feed.pipeline.filters import (
     BlockedAuthorFilter,
     DuplicateFilter,
@@ -22,6 +22,7 @@ from feed.pipeline.scorers import (
     FreshnessScorer,
     NetworkScorer,
     SimilarityScorer,
+    TrendingScorer,
 )
 from feed.pipeline.side_effects import RecordServedSideEffect
 from feed.pipeline.sources import FreshSource, PhoenixSource, ThunderSource, TrendingSource
@@ -44,12 +45,13 @@ def build_home_feed(
         sources=[
             ThunderSource(store, r.thunder_per_author, r.thunder_budget, settings.timeline_max_age_s),
             PhoenixSource(index, r.phoenix_budget),
-            TrendingSource(store, r.trending_window_hours, r.trending_budget),
+            TrendingSource(store, r.trending_budget),
             FreshSource(store, r.fresh_budget),
         ],
         candidate_hydrators=[
             PostRecordHydrator(store),
             EngagementCountsHydrator(store),
+            TrendingHydrator(store),
         ],
         filters=[
             DuplicateFilter(),
@@ -63,6 +65,7 @@ def build_home_feed(
         scorers=[
             SimilarityScorer(r.similarity_weight, r.space_weights),
             EngagementScorer(r),
+            TrendingScorer(r.trending_weight),
             AuthorAffinityScorer(r.affinity_weight),
             FreshnessScorer(r.freshness_half_life_s),
             NetworkScorer(r.in_network_factor, r.out_of_network_factor),

@@ -46,21 +46,49 @@ class SimilarityScorer:
 
 
 class EngagementScorer:
-    """Part `engagement`: weight * tanh(sum of action weight * count / 10); negatives pull it down."""
+    """Part `engagement`: weight * sum over actions of action weight * P(action | interaction).
+
+    P(action) = count / (all interactions with the post + prior): smoothed, so a post with
+    two likes out of two interactions does not outrank one with 80 out of 100. Negative
+    actions have negative weights, so reported or hidden posts score below zero.
+    """
 
     name = "engagement"
 
     def __init__(self, ranking: RankingConfig) -> None:
         self._weights = ranking.action_weights
         self._weight = ranking.engagement_weight
+        self._prior = ranking.engagement_prior
 
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
     def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
         for c in candidates:
-            raw = sum(self._weights.get(action, 0.0) * n for action, n in c.counts.items())
-            c.parts["engagement"] = self._weight * math.tanh(raw / 10.0)
+            total = sum(c.counts.values()) + self._prior
+            rates = sum(self._weights.get(action, 0.0) * n for action, n in c.counts.items()) / total
+            c.parts["engagement"] = self._weight * rates
+
+
+class TrendingScorer:
+    """Part `trending`: weight * log(1 + trending value) / log(1 + the largest among the candidates).
+
+    Popular-now posts score up to `weight`; the log keeps a few viral posts from flattening
+    the rest. This is what a user with no history is ranked by, besides freshness.
+    """
+
+    name = "trending"
+
+    def __init__(self, weight: float) -> None:
+        self._weight = weight
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return True
+
+    def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
+        top = math.log1p(max((c.trending for c in candidates), default=0.0))
+        for c in candidates:
+            c.parts["trending"] = self._weight * math.log1p(c.trending) / top if top > 0 else 0.0
 
 
 class AuthorAffinityScorer:

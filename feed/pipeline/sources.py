@@ -55,20 +55,19 @@ class PhoenixSource:
 
 
 class TrendingSource:
-    """Popular now: posts by decayed positive engagement over recent hourly windows."""
+    """Popular now: posts with the most positive engagement, decayed with a half-life."""
 
     name = "trending"
 
-    def __init__(self, store: FeatureStore, window_hours: int, budget: int) -> None:
+    def __init__(self, store: FeatureStore, budget: int) -> None:
         self._store = store
-        self._hours = window_hours
         self._budget = budget
 
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
     async def fetch(self, query: FeedQuery) -> list[Candidate]:
-        rows = await self._store.trending(self._hours, self._budget, now=query.now)
+        rows = await self._store.trending.top(self._budget, query.now)
         return [Candidate(key, self.name, source_score=score) for key, score in rows]
 
 

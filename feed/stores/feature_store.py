@@ -5,7 +5,6 @@ Each method does one round trip (a pipeline where it touches several keys).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +13,7 @@ from redis.asyncio import Redis
 
 from feed.stores import keys
 from feed.stores.records import SPACES, PostRecord, vector_field, vector_from_bytes
+from feed.stores.trending import Trending
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +37,10 @@ class TimelineEntry:
 class FeatureStore:
     """Feature access on one Redis connection pool."""
 
-    def __init__(self, redis: Redis, seen_max: int = 5000) -> None:
+    def __init__(self, redis: Redis, seen_max: int = 5000, trending_half_life_s: float = 6 * 3600.0) -> None:
         self.redis = redis
         self._seen_max = seen_max
+        self.trending = Trending(redis, trending_half_life_s)
 
     async def user_features(self, user_key: str) -> UserFeatures:
         """Interest vectors, event count, seen posts and author affinity of a user."""
@@ -86,14 +87,6 @@ class FeatureStore:
         for rows in replies:
             entries.extend(TimelineEntry(m.decode(), float(s)) for m, s in rows)
         return entries
-
-    async def trending(self, hours: int, limit: int, now: float | None = None) -> list[tuple[str, float]]:
-        """Posts by positive engagement over the last `hours` hourly buckets, newer buckets weighing more."""
-        hour = int((now or time.time()) // 3600)
-        weighted = {keys.trending(hour - i): 0.5 ** (i / max(hours / 4, 1)) for i in range(hours)}
-        rows: list[Any] = await self.redis.zunion(weighted, withscores=True)
-        rows.sort(key=lambda r: -float(r[1]))
-        return [(m.decode(), float(s)) for m, s in rows[:limit]]
 
     async def recent(self, limit: int) -> list[TimelineEntry]:
         """Newest ingested posts across all authors."""

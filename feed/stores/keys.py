@@ -10,6 +10,8 @@ INDEX_GROUP = "indexer"
 PENDING_POSTS = P + "pending:posts"  # zset post key -> first time an event waited for it
 DROPPED_EVENTS = P + "stats:events:dropped"  # hash reason -> count
 APPLIED_EVENTS = P + "stats:events:applied"  # string counter
+TRENDING = P + "trending"  # zset post key -> decayed positive engagement, in units of TRENDING_META's base
+TRENDING_META = P + "trending:meta"  # hash: base (epoch s), half_life_s
 
 
 def post(key: str) -> str:
@@ -45,11 +47,6 @@ def user_seen(key: str) -> str:
 def user_affinity(key: str) -> str:
     """Zset: author key -> accumulated action weight of the user's interactions."""
     return f"{P}user:{key}:aff"
-
-
-def trending(hour: int) -> str:
-    """Zset: post key -> positive engagement weight within one hour bucket."""
-    return f"{P}trend:{hour}"
 
 
 def event_done(event_id: str) -> str:
