@@ -36,6 +36,18 @@ def catalogue_profile(ranking: dict[str, Any], disabled: list[str]) -> dict[str,
 
 
 COLUMNS = ("NDCG@10", "Recall@20", "HitRate@10", "coverage", "genre_diversity")
+# what `--ablate` switches off, one at a time (names from feed/pipeline/home_feed.py)
+ABLATION = (
+    "phoenix",
+    "trending",
+    "fresh",
+    "similarity",
+    "engagement",
+    "trending_score",
+    "affinity",
+    "network",
+    "author_diversity",
+)
 
 
 def run_engine(
@@ -78,6 +90,9 @@ def main() -> None:
     parser.add_argument(
         "--disable", nargs="*", default=CATALOGUE_DISABLED, help="pipeline components to switch off"
     )
+    parser.add_argument(
+        "--ablate", action="store_true", help="also run the engine once without each component"
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -95,6 +110,12 @@ def main() -> None:
     profile = catalogue_profile(args.ranking, args.disable)
     lists["engine"], phases = run_engine(split, profile)
     seconds["engine"] = time.perf_counter() - t
+    for component in ABLATION if args.ablate else ():
+        t = time.perf_counter()
+        lists[f"engine without {component}"], _ = run_engine(
+            split, catalogue_profile(args.ranking, [*args.disable, component])
+        )
+        seconds[f"engine without {component}"] = time.perf_counter() - t
 
     seen = split.seen()
     groups = {

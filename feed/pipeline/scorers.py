@@ -75,9 +75,10 @@ class TrendingScorer:
 
     Popular-now posts score up to `weight`; the log keeps a few viral posts from flattening
     the rest. This is what a user with no history is ranked by, besides freshness.
+    (Named `trending_score` so it can be switched off apart from the `trending` source.)
     """
 
-    name = "trending"
+    name = "trending_score"
 
     def __init__(self, weight: float) -> None:
         self._weight = weight
