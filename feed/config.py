@@ -28,6 +28,7 @@ Action = Literal[
 ]
 
 NEGATIVE_ACTIONS: frozenset[str] = frozenset({"hide", "not_interested", "block_author", "report"})
+HIDING_ACTIONS: frozenset[str] = frozenset({"hide", "block_author", "report"})  # the author leaves the feed
 
 
 class RankingConfig(BaseModel):

@@ -30,6 +30,7 @@ class _HostGraph(msgspec.Struct):
     following: list[HostId] = []
     blocked: list[HostId] = []
     muted: list[HostId] = []
+    muted_keywords: list[str] = []
 
 
 class _Cached(msgspec.Struct):
@@ -37,15 +38,18 @@ class _Cached(msgspec.Struct):
     blocked: list[str]
     muted: list[str]
     fetched_at: float
+    muted_keywords: list[str] = []
 
 
 @dataclass(frozen=True, slots=True)
 class SocialGraph:
-    """Canonical author keys the user follows, blocked and muted; `origin` says where it came from."""
+    """Canonical author keys the user follows, blocked and muted, the words they muted (lower
+    case), and `origin`: where it came from."""
 
     following: frozenset[str] = frozenset()
     blocked: frozenset[str] = frozenset()
     muted: frozenset[str] = frozenset()
+    muted_keywords: frozenset[str] = frozenset()
     origin: str = "none"
 
 
@@ -104,6 +108,7 @@ class SocialGraphClient:
             blocked=[id_key(a) for a in host.blocked],
             muted=[id_key(a) for a in host.muted],
             fetched_at=time.time(),
+            muted_keywords=[w.strip().lower() for w in host.muted_keywords if w.strip()],
         )
         try:
             await self._redis.set(keys.social_graph(user_key), msgspec.json.encode(fresh), ex=STALE_KEEP_S)
@@ -117,5 +122,6 @@ class SocialGraphClient:
             following=frozenset(cached.following),
             blocked=frozenset(cached.blocked),
             muted=frozenset(cached.muted),
+            muted_keywords=frozenset(cached.muted_keywords),
             origin=origin,
         )

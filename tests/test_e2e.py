@@ -201,3 +201,14 @@ async def test_a_backfilled_event_counts_at_the_time_it_happened(engine: Engine)
     trending = FeatureStore(engine.redis, trending_half_life_s=half_life).trending
     (value,) = (await trending.values(["old-news"], time.time())).values()
     assert value == pytest.approx(0.5 ** (3 * 3600 / half_life), rel=0.01)  # a like, 3 hours old
+
+
+async def test_hiding_a_post_removes_its_author_and_muted_words_stay_out(engine: Engine) -> None:
+    engine.host.graphs["u8"] = {"following": [], "blocked": [], "muted_keywords": ["derby"]}
+    await seed(engine)
+    await add_posts(engine, [(200, "chef-0", "Another pasta recipe from the same chef")])
+    before = set(ids(await feed(engine, "u8", limit=50)))
+    assert 200 in before and "s-0" not in before  # s-0 is the football derby post
+    await interact(engine, "u8", 100, "hide")  # post 100 is by chef-0
+    await wait_for(lambda: _excludes(engine, "u8", {200}))
+    assert not {100, 200, "s-0"} & set(ids(await feed(engine, "u8", limit=50)))

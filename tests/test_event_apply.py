@@ -83,6 +83,18 @@ async def test_interest_is_learnt_per_space_from_the_vectors_each_post_has(
     assert await redis_client.hget(keys.user("u1"), "events") == b"2"
 
 
+async def test_hiding_reporting_or_blocking_hides_the_author_but_not_interested_does_not(
+    settings: Any, redis_client: Any
+) -> None:
+    for post, author in (("p1", "a1"), ("p2", "a2"), ("p3", "a3"), ("p4", "a4"), ("p5", "a5")):
+        store_post(settings, post, author, unit(1))
+    applier = EventApplier(redis_client, settings)
+    actions = ["hide", "report", "block_author", "not_interested", "like"]
+    await applier.apply([event(f"e{i}", f"p{i + 1}", action=a) for i, a in enumerate(actions)])
+    hidden = await redis_client.smembers(keys.user_hidden_authors("u1"))
+    assert {h.decode() for h in hidden} == {"a1", "a2", "a3"}
+
+
 async def test_negative_action_moves_vector_away(settings: Any, redis_client: Any) -> None:
     store_post(settings, "good", "a", unit(1, 0))
     store_post(settings, "bad", "b", unit(0, 1))

@@ -12,8 +12,10 @@ from feed.config import RankingConfig
 from feed.pipeline.filters import (
     BlockedAuthorFilter,
     DuplicateFilter,
+    HiddenAuthorFilter,
     MaxAgeFilter,
     MissingPostFilter,
+    MutedKeywordFilter,
     OwnPostFilter,
     SeenFilter,
     ServedFilter,
@@ -97,6 +99,35 @@ def test_seen_and_served_filters() -> None:
     cands = [cand("1"), cand("2"), cand("3")]
     assert keys(SeenFilter().apply(q, cands)) == ["2", "3"]
     assert keys(ServedFilter().apply(q, cands)) == ["1", "3"]
+
+
+def test_muted_keywords_drop_posts_mentioning_them_as_whole_words() -> None:
+    import dataclasses
+
+    def post(key: str, text: str = "", transcript: str = "", tags: dict[str, int] | None = None) -> Candidate:
+        c = cand(key)
+        c.record = dataclasses.replace(c.record, text=text, transcript=transcript, tags=tags or {})  # type: ignore[type-var]
+        return c
+
+    candidates = [
+        post("title", "Season finale SPOILER inside"),
+        post("plural", "no spoilers here"),
+        post("speech", transcript="the world cup final was great"),
+        post("photo", tags={"dog": 2}),
+        post("clean", "a quiet walk"),
+    ]
+    graph = SocialGraph(muted_keywords=frozenset({"spoiler", "world cup", "dog"}))
+    out = MutedKeywordFilter().apply(query(graph=graph), candidates)
+    assert keys(out) == ["plural", "clean"]
+    assert not MutedKeywordFilter().enabled(query())
+
+
+def test_hidden_author_filter() -> None:
+    hiding = UserFeatures(
+        vectors={}, events=2, seen=frozenset(), affinity={}, hidden_authors=frozenset({"troll"})
+    )
+    out = HiddenAuthorFilter().apply(query(user=hiding), [cand("1", "troll"), cand("2", "friend")])
+    assert keys(out) == ["2"]
 
 
 def test_max_age_filter() -> None:

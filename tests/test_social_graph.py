@@ -16,12 +16,19 @@ async def client(redis_client: Any, url: str | None, ttl_s: int = 60) -> SocialG
 
 
 async def test_fetches_then_serves_from_cache(redis_client: Any, host: HostBackend) -> None:
-    host.graphs["5"] = {"following": [1, "a"], "blocked": [2]}
+    host.graphs["5"] = {
+        "following": [1, "a"],
+        "blocked": [2],
+        "muted": [3],
+        "muted_keywords": [" Spoilers ", ""],
+    }
     sg = await client(redis_client, host.url)
     graph = await sg.get(5)
     assert graph.following == {"1", "a"} and graph.blocked == {"2"} and graph.origin == "host"
+    assert graph.muted == {"3"} and graph.muted_keywords == {"spoilers"}
     again = await sg.get(5)
     assert again.origin == "cache" and again.following == graph.following
+    assert again.muted_keywords == {"spoilers"}
     assert host.calls == 1
 
 

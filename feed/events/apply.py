@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
-from feed.config import NEGATIVE_ACTIONS, Settings
+from feed.config import HIDING_ACTIONS, NEGATIVE_ACTIONS, Settings
 from feed.events.ema import action_weight, ema_update
 from feed.events.schemas import InteractionEvent
 from feed.stores import keys
@@ -166,6 +166,8 @@ class EventApplier:
         p.zremrangebyrank(seen, 0, -(self._settings.seen_max + 1))
         if weight != 0.0:
             p.zincrby(keys.user_affinity(event.user_key), weight, post.author_key)
+        if event.action in HIDING_ACTIONS:
+            p.sadd(keys.user_hidden_authors(event.user_key), post.author_key)
         if weight > 0.0 and event.action not in NEGATIVE_ACTIONS:
             Trending.increment(p, trending, event.post_key, weight, event.ts)
 

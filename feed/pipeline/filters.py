@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from feed.pipeline.framework import Candidate, FeedQuery
 
 
@@ -98,3 +100,38 @@ class MaxAgeFilter:
     def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
         oldest = query.now - self._max_age_s
         return [c for c in candidates if c.record is None or c.record.created_at >= oldest]
+
+
+class MutedKeywordFilter:
+    """Drops posts whose text, transcript or detected objects contain a word the user muted
+    (case-insensitive, whole words or phrases)."""
+
+    name = "muted_keywords"
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return bool(query.graph.muted_keywords)
+
+    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
+        pattern = re.compile(
+            r"\b(?:" + "|".join(re.escape(w) for w in sorted(query.graph.muted_keywords)) + r")\b",
+            re.IGNORECASE,
+        )
+
+        def muted(c: Candidate) -> bool:
+            r = c.record
+            return r is not None and bool(pattern.search(" ".join((r.text, r.transcript, *r.tags))))
+
+        return [c for c in candidates if not muted(c)]
+
+
+class HiddenAuthorFilter:
+    """Drops posts by authors the user hid a post of, reported, or blocked through an interaction."""
+
+    name = "hidden_authors"
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return bool(query.user.hidden_authors)
+
+    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
+        hidden = query.user.hidden_authors
+        return [c for c in candidates if c.record is None or c.record.author_key not in hidden]

@@ -24,6 +24,7 @@ class UserFeatures:
     events: int
     seen: frozenset[str]
     affinity: dict[str, float]
+    hidden_authors: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +49,15 @@ class FeatureStore:
         pipe.hmget(keys.user(user_key), ["events", *(vector_field(s) for s in SPACES)])
         pipe.zrevrange(keys.user_seen(user_key), 0, self._seen_max - 1)
         pipe.zrevrange(keys.user_affinity(user_key), 0, 499, withscores=True)
+        pipe.smembers(keys.user_hidden_authors(user_key))
         replies: list[Any] = await pipe.execute()
-        (raw_events, *raw_vectors), seen, affinity = replies
+        (raw_events, *raw_vectors), seen, affinity, hidden = replies
         return UserFeatures(
             vectors={s: vector_from_bytes(v) for s, v in zip(SPACES, raw_vectors, strict=True) if v},
             events=int(raw_events or 0),
             seen=frozenset(s.decode() for s in seen),
             affinity={a.decode(): float(s) for a, s in affinity},
+            hidden_authors=frozenset(a.decode() for a in hidden),
         )
 
     async def served(self, cursor: str) -> frozenset[str]:

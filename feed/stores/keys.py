@@ -44,6 +44,11 @@ def user_seen(key: str) -> str:
     return f"{P}user:{key}:seen"
 
 
+def user_hidden_authors(key: str) -> str:
+    """Set: author keys the user hid a post of, reported or blocked through interactions."""
+    return f"{P}user:{key}:hidden"
+
+
 def user_affinity(key: str) -> str:
     """Zset: author key -> accumulated action weight of the user's interactions."""
     return f"{P}user:{key}:aff"
