@@ -61,6 +61,10 @@ class RankingConfig(BaseModel):
     engagement_weight: float = 0.3
     engagement_prior: float = 10.0  # pseudo-interactions that smooth per-post action rates
     trending_weight: float = 0.5
+    # collaborative filtering (batch layer): its part weighs cf_weight * n / (n + cf_half_events)
+    # for a user with n interactions, so cold users lean on content and popularity
+    cf_weight: float = 1.0
+    cf_half_events: float = 20.0
     affinity_weight: float = 0.3
     freshness_half_life_s: float = 24 * 3600.0
     in_network_factor: float = 1.0
@@ -138,6 +142,13 @@ class Settings(BaseSettings):
 
     social_graph_timeout_s: float = 0.3
     social_graph_ttl_s: int = 60
+
+    cf_factors: int = 64
+    cf_iterations: int = 15
+    cf_regularization: float = 0.05
+    cf_alpha: float = 10.0
+    cf_log_max: int = 5_000_000  # interactions kept for training (oldest trimmed first)
+    cf_retrain_every_s: float = 6 * 3600.0  # schedule of the worker's retrain task; 0 = only on demand
 
     ingest_batch_size: int = 32
     ingest_flush_interval_s: float = 0.05

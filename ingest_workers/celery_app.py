@@ -10,6 +10,7 @@ from feed.config import get_settings
 
 INGEST_QUEUE = "feed.ingest"
 INGEST_TASK = "ingest_workers.ingest_post"
+RETRAIN_TASK = "ingest_workers.retrain_cf"
 
 
 def create_celery_app() -> Celery:
@@ -31,6 +32,10 @@ def create_celery_app() -> Celery:
             "global_keyprefix": "feed:celery:",
         },
     )
+    if settings.cf_retrain_every_s > 0:  # runs where a worker is started with --beat (one per deployment)
+        app.conf.beat_schedule = {
+            "retrain-cf": {"task": RETRAIN_TASK, "schedule": settings.cf_retrain_every_s},
+        }
     return app
 
 

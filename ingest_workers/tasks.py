@@ -23,11 +23,12 @@ import structlog
 from celery.signals import worker_ready
 from celery_batches import Batches, SimpleRequest
 
+from feed.batch import cf
 from feed.config import get_settings
 from feed.stores.post_store import TimelineLimits, commit_ingested, mark_failed
 from feed.stores.records import PostRecord
 from ingest_workers.analyze import Failed, PostAnalyzer, Understood
-from ingest_workers.celery_app import INGEST_TASK, app
+from ingest_workers.celery_app import INGEST_TASK, RETRAIN_TASK, app
 from ingest_workers.fetch import FetchPolicy, MediaFetcher
 from ingest_workers.jobs import IngestJob
 from models.files import ModelUnavailable
@@ -141,3 +142,10 @@ def ingest_post(requests: list[SimpleRequest]) -> None:
         jobs.append(IngestJob.from_dict(payload))
         attempts.append(int(request.kwargs.get("attempt", 0)))
     ingest_batch(jobs, attempts)
+
+
+@app.task(name=RETRAIN_TASK)
+def retrain_cf() -> dict[str, float]:
+    """Retrain the collaborative-filtering model from the interaction log (scheduled by beat)."""
+    result = cf.train(redis_client(), get_settings())
+    return {"pairs": result.pairs, "users": result.users, "items": result.items, "seconds": result.seconds}

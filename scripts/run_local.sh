@@ -46,7 +46,8 @@ fi
 
 .venv/bin/feed-api >"$DATA_DIR/logs/api.log" 2>&1 &
 pids+=($!)
-.venv/bin/feed-worker >"$DATA_DIR/logs/worker.log" 2>&1 &
+# --beat: this worker also runs the schedule (CF retraining every CF_RETRAIN_EVERY_S)
+.venv/bin/feed-worker --beat --schedule "$DATA_DIR/celerybeat-schedule" >"$DATA_DIR/logs/worker.log" 2>&1 &
 worker_pid=$!
 pids+=($worker_pid)
 .venv/bin/feed-consumer >"$DATA_DIR/logs/consumer.log" 2>&1 &

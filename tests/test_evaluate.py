@@ -96,8 +96,14 @@ async def test_replay_through_the_api_gives_every_user_a_feed(engine: Engine, sp
         applied = int(await engine.redis.get(keys.APPLIED_EVENTS) or 0)
         return applied >= events
 
-    feeds, timings = await replay(engine.client, split, idle, limit=5, concurrency=4)
-    assert set(feeds) == set(split.users) and set(timings) == {"posts", "events", "feeds"}
+    retrained = []
+
+    async def retrain() -> None:
+        retrained.append(True)
+
+    feeds, timings = await replay(engine.client, split, idle, retrain=retrain, limit=5, concurrency=4)
+    assert set(feeds) == set(split.users) and set(timings) == {"posts", "events", "retrain", "feeds"}
+    assert retrained == [True]
     seen = split.seen()
     for user, ranked in feeds.items():
         assert ranked and not set(ranked) & seen.get(user, set())

@@ -39,7 +39,18 @@ async def test_engine_ranks_movielens_at_least_as_well_as_popularity(engine: Eng
     async def idle(events: int) -> bool:
         return int(await engine.redis.get(keys.APPLIED_EVENTS) or 0) >= events
 
-    feeds, _ = await replay(engine.client, split, idle)
+    async def retrain() -> None:
+        import asyncio
+
+        import redis
+
+        from feed.batch import cf
+
+        r = redis.Redis.from_url(engine.settings.redis_url)
+        await asyncio.to_thread(cf.train, r, engine.settings)
+        r.close()
+
+    feeds, _ = await replay(engine.client, split, idle, retrain=retrain)
     genres = {m.movie_id: m.genres for m in split.catalogue.values()}
     engine_scores = score(feeds, split.truth, genres, len(split.catalogue))
     popular = score(baselines.popularity(split), split.truth, genres, len(split.catalogue))

@@ -44,6 +44,7 @@ ABLATION = (
     "similarity",
     "engagement",
     "trending_score",
+    "cf",
     "affinity",
     "network",
     "author_diversity",
@@ -60,8 +61,11 @@ def run_engine(
             async def idle(events: int) -> bool:
                 return await asyncio.to_thread(engine.idle, events)
 
+            async def retrain() -> None:
+                await asyncio.to_thread(engine.retrain)
+
             async with httpx.AsyncClient(base_url=engine.url, timeout=60.0) as client:
-                return await replay(client, split, idle)
+                return await replay(client, split, idle, retrain=retrain)
 
         return asyncio.run(go())
 

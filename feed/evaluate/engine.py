@@ -29,6 +29,7 @@ class LocalEngine:
         self._logs: list[Any] = []
         self.url = ""
         self.redis_url = ""
+        self._process_env: dict[str, str] = {}
 
     def __enter__(self) -> LocalEngine:
         redis_port, api_port = free_port(), free_port()
@@ -44,6 +45,7 @@ class LocalEngine:
             "TOKENIZERS_PARALLELISM": "false",
             **self._env,
         }
+        self._process_env = env
         bin_dir = Path(sys.executable).parent
         for name in ("feed-api", "feed-worker", "feed-consumer"):
             log = (self.folder / f"{name}.log").open("w")
@@ -66,6 +68,15 @@ class LocalEngine:
         except httpx.HTTPError:
             return False
         return " ready." in (self.folder / "feed-worker.log").read_text()
+
+    def retrain(self) -> None:
+        """Retrain the collaborative-filtering model now (`python -m feed.batch.cf`)."""
+        subprocess.run(
+            [sys.executable, "-m", "feed.batch.cf"],
+            env={**self._process_env},
+            check=True,
+            capture_output=True,
+        )
 
     def idle(self, events: int) -> bool:
         """Every one of `events` applied (or dropped) and the vector index caught up."""

@@ -53,11 +53,13 @@ async def replay(
     split: Split,
     idle: Idle,
     *,
+    retrain: Callable[[], Awaitable[None]] | None = None,
     limit: int = 20,
     concurrency: int = 32,
     timeout_s: float = 1800.0,
 ) -> tuple[dict[int, list[int]], dict[str, float]]:
-    """Send the catalogue and the history, then ask each evaluated user for a feed.
+    """Send the catalogue and the history, retrain the batch models (as an operator would
+    after a backfill), then ask each evaluated user for a feed.
 
     Returns the feeds (post ids, best first) and the seconds each phase took.
     """
@@ -120,6 +122,11 @@ async def replay(
             raise TimeoutError("events not applied in time")
         await asyncio.sleep(0.2)
     timings["events"] = time.perf_counter() - start
+
+    if retrain is not None:
+        start = time.perf_counter()
+        await retrain()
+        timings["retrain"] = time.perf_counter() - start
 
     start = time.perf_counter()
     pages = await _bounded(

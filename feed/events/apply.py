@@ -148,6 +148,13 @@ class EventApplier:
                 pipe.hincrby(keys.user(u), "events", n)
             for event in todo:
                 self._queue_counters(pipe, event, posts[event.post_key], trending)
+            for event in todo:
+                pipe.xadd(
+                    keys.INTERACTION_LOG,
+                    {"user": event.user_key, "post": event.post_key, "action": event.action, "ts": event.ts},
+                    maxlen=self._settings.cf_log_max,
+                    approximate=True,
+                )
             if todo:
                 pipe.incrby(keys.APPLIED_EVENTS, len(todo))
             await pipe.execute()

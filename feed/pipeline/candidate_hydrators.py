@@ -57,3 +57,20 @@ class TrendingHydrator:
         values = await self._store.trending.values(sorted({c.post_key for c in candidates}), query.now)
         for c in candidates:
             c.trending = values.get(c.post_key, 0.0)
+
+
+class CFFactorsHydrator:
+    """Attaches each candidate's item factors from the current collaborative-filtering model."""
+
+    name = "cf_factors"
+
+    def __init__(self, store: FeatureStore) -> None:
+        self._store = store
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return query.user.cf is not None
+
+    async def hydrate(self, query: FeedQuery, candidates: list[Candidate]) -> None:
+        factors = await self._store.cf_factors(sorted({c.post_key for c in candidates}))
+        for c in candidates:
+            c.cf = factors.get(c.post_key)

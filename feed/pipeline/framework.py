@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol, TypeVar
 
+import numpy as np
 import structlog
 
 from feed.social_graph import SocialGraph
@@ -61,6 +62,7 @@ class Candidate:
     record: PostRecord | None = None
     counts: dict[str, float] = field(default_factory=dict)
     trending: float = 0.0  # decayed positive engagement now
+    cf: np.ndarray | None = None  # item factors in the current CF model
     in_network: bool = False
     parts: dict[str, float] = field(default_factory=dict)
     factors: dict[str, float] = field(default_factory=dict)

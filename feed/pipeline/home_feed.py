@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from feed.config import Settings
-from feed.pipeline.candidate_hydrators import EngagementCountsHydrator, PostRecordHydrator, TrendingHydrator
+from feed.pipeline.candidate_hydrators import (
+    CFFactorsHydrator,
+    EngagementCountsHydrator,
+    PostRecordHydrator,
+    TrendingHydrator,
+)
 from feed.pipeline.filters import (
     BlockedAuthorFilter,
     DuplicateFilter,
@@ -20,6 +25,7 @@ from feed.pipeline.hydrators import ServedPostsHydrator, SocialGraphHydrator, Us
 from feed.pipeline.rerankers import AuthorDiversityReranker
 from feed.pipeline.scorers import (
     AuthorAffinityScorer,
+    CollaborativeScorer,
     EngagementScorer,
     FreshnessScorer,
     NetworkScorer,
@@ -54,6 +60,7 @@ def build_home_feed(
             PostRecordHydrator(store),
             EngagementCountsHydrator(store),
             TrendingHydrator(store),
+            CFFactorsHydrator(store),
         ],
         filters=[
             DuplicateFilter(),
@@ -70,6 +77,7 @@ def build_home_feed(
             SimilarityScorer(r.similarity_weight, r.space_weights),
             EngagementScorer(r),
             TrendingScorer(r.trending_weight),
+            CollaborativeScorer(r.cf_weight, r.cf_half_events),
             AuthorAffinityScorer(r.affinity_weight),
             FreshnessScorer(r.freshness_half_life_s),
             NetworkScorer(r.in_network_factor, r.out_of_network_factor),

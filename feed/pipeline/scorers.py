@@ -143,3 +143,31 @@ class NetworkScorer:
     def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
         for c in candidates:
             c.factors["network"] = self._in if c.in_network else self._out
+
+
+class CollaborativeScorer:
+    """Part `cf`: weight * n / (n + half) * the CF model's predicted preference (the dot
+    product of user and item factors, which implicit ALS fits to 1 for interactions and 0
+    otherwise), clipped to [0, 1]; n is the user's interaction count, so the part grows from
+    nothing for a new user to `weight` for a heavy one. Posts the model does not know get 0.
+    """
+
+    name = "cf"
+
+    def __init__(self, weight: float, half_events: float) -> None:
+        self._weight = weight
+        self._half = half_events
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return query.user.cf is not None
+
+    def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
+        known = [c for c in candidates if c.cf is not None]
+        if query.user.cf is None or not known:
+            return
+        preference = np.clip(np.stack([c.cf for c in known if c.cf is not None]) @ query.user.cf, 0.0, 1.0)
+        scale = self._weight * query.user.events / (query.user.events + self._half)
+        for c in candidates:
+            c.parts["cf"] = 0.0
+        for c, value in zip(known, preference, strict=True):
+            c.parts["cf"] = scale * float(value)

@@ -25,6 +25,7 @@ class UserFeatures:
     seen: frozenset[str]
     affinity: dict[str, float]
     hidden_authors: frozenset[str] = frozenset()
+    cf: np.ndarray | None = None  # factors in the current collaborative-filtering model
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +51,16 @@ class FeatureStore:
         pipe.zrevrange(keys.user_seen(user_key), 0, self._seen_max - 1)
         pipe.zrevrange(keys.user_affinity(user_key), 0, 499, withscores=True)
         pipe.smembers(keys.user_hidden_authors(user_key))
+        pipe.hget(keys.CF_USERS, user_key)
         replies: list[Any] = await pipe.execute()
-        (raw_events, *raw_vectors), seen, affinity, hidden = replies
+        (raw_events, *raw_vectors), seen, affinity, hidden, cf = replies
         return UserFeatures(
             vectors={s: vector_from_bytes(v) for s, v in zip(SPACES, raw_vectors, strict=True) if v},
             events=int(raw_events or 0),
             seen=frozenset(s.decode() for s in seen),
             affinity={a.decode(): float(s) for a, s in affinity},
             hidden_authors=frozenset(a.decode() for a in hidden),
+            cf=vector_from_bytes(cf) if cf else None,
         )
 
     async def served(self, cursor: str) -> frozenset[str]:
@@ -110,6 +113,13 @@ class FeatureStore:
             if record is not None:
                 out[key] = record
         return out
+
+    async def cf_factors(self, post_keys: list[str]) -> dict[str, np.ndarray]:
+        """Item factors of these posts in the current CF model (posts it has not seen are left out)."""
+        if not post_keys:
+            return {}
+        rows: list[Any] = await self.redis.hmget(keys.CF_ITEMS, post_keys)
+        return {k: vector_from_bytes(v) for k, v in zip(post_keys, rows, strict=True) if v}
 
     async def post_counts(self, post_keys: list[str]) -> dict[str, dict[str, float]]:
         """Interaction counts per action for each post (empty dict when none)."""

@@ -10,6 +10,10 @@ INDEX_GROUP = "indexer"
 PENDING_POSTS = P + "pending:posts"  # zset post key -> first time an event waited for it
 DROPPED_EVENTS = P + "stats:events:dropped"  # hash reason -> count
 APPLIED_EVENTS = P + "stats:events:applied"  # string counter
+INTERACTION_LOG = P + "log:interactions"  # stream of applied events {user, post, action, ts} for CF training
+CF_USERS = P + "cf:users"  # hash user key -> float32 factors of the current CF model
+CF_ITEMS = P + "cf:items"  # hash post key -> float32 factors of the current CF model
+CF_META = P + "cf:meta"  # hash: trained_at, users, items, events, factors
 TRENDING = P + "trending"  # zset post key -> decayed positive engagement, in units of TRENDING_META's base
 TRENDING_META = P + "trending:meta"  # hash: base (epoch s), half_life_s
 

@@ -1,0 +1,1 @@
+"""Batch layer: models trained from the interaction log off the serving path."""
