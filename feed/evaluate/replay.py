@@ -2,20 +2,23 @@
 
 Times are shifted so that the split is "now": posts are created at their first rating and
 interactions carry `occurred_at`, both in the past, so freshness and trending see the
-history as it happened. Each movie is its own author (the data set has no authors).
+history as it happened. Each user's interactions are sent one after another in time
+order (users in parallel), so every user's interest vectors come out the same in every
+run. Each movie is its own author (the data set has no authors).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from feed.evaluate.movielens import Split
+from feed.evaluate.movielens import Rating, Split
 
 Idle = Callable[[int], Awaitable[bool]]  # idle(events sent) -> every event applied and every post indexed
 
@@ -100,23 +103,23 @@ async def replay(
     timings["posts"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    await _bounded(
-        split.train,
-        lambda r: _ok(
-            client.post(
-                "/interaction",
-                json={
-                    "user_id": r.user_id,
-                    "post_id": r.movie_id,
-                    "action": r.action,
-                    "occurred_at": _iso(r.ts + shift),
-                    "event_id": f"ml-{r.user_id}-{r.movie_id}-{int(r.ts)}",
-                },
-            ),
-            202,
-        ),
-        concurrency,
-    )
+
+    async def send_history(ratings: list[Rating]) -> None:
+        for r in ratings:  # one user's events one after another, in time order
+            body = {
+                "user_id": r.user_id,
+                "post_id": r.movie_id,
+                "action": r.action,
+                "occurred_at": _iso(r.ts + shift),
+                "event_id": f"ml-{r.user_id}-{r.movie_id}-{int(r.ts)}",
+            }
+            await _ok(client.post("/interaction", json=body), 202)
+
+    by_user: dict[int, list[Rating]] = defaultdict(list)
+    for r in split.train:
+        by_user[r.user_id].append(r)
+    # users in parallel, the longest histories first so the workers finish together
+    await _bounded(sorted(by_user.values(), key=len, reverse=True), send_history, concurrency)
     while not await idle(len(split.train)):
         if time.monotonic() > deadline:
             raise TimeoutError("events not applied in time")
