@@ -51,9 +51,14 @@ async def test_rebase_keeps_values_and_drops_what_decayed_away(redis_client: Any
     assert before["hot"] == pytest.approx(3.0 / 2**10)
 
 
-async def test_a_new_half_life_starts_afresh(redis_client: Any) -> None:
-    await add(redis_client, Trending(redis_client, half_life_s=HOUR), "p", 1.0, 0.0)
+async def test_a_writer_with_a_new_half_life_starts_afresh_but_readers_never_wipe(redis_client: Any) -> None:
+    hourly = Trending(redis_client, half_life_s=HOUR)
+    assert await hourly.top(10, 0.0) == [] and await hourly.values(["p"], 0.0) == {"p": 0.0}  # nothing yet
+    now = (await hourly.base()).base
+    await add(redis_client, hourly, "p", 1.0, now - HOUR)
+    other = Trending(redis_client, half_life_s=2 * HOUR)
+    # a reader configured differently decodes with the stored half-life and writes nothing
+    assert dict(await other.top(10, now)) == pytest.approx({"p": 0.5})
     assert await redis_client.zcard(keys.TRENDING) == 1
-    fresh = Trending(redis_client, half_life_s=2 * HOUR)
-    assert await fresh.top(10, 0.0) == []
-    assert (await fresh.base()).half_life_s == 2 * HOUR
+    assert (await other.base()).half_life_s == 2 * HOUR  # the writer path resets
+    assert await other.top(10, now) == []

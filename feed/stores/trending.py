@@ -6,7 +6,9 @@ order at any moment, top-k is one ZREVRANGE, and a post's value at `now` is
 score * 2**((base - now) / half_life). Backfilled events count at the time they happened.
 Before the scores grow too large, `rebase` rescales the set to a later base (one
 transaction, which also drops posts whose value has decayed to nothing). The base and
-the half-life are kept in a hash; a new half-life starts the counts afresh.
+the half-life are kept in a hash. The writer (the event consumer) starts the counts afresh
+when its configured half-life differs from the stored one; readers never write, and decode
+with the stored half-life, so a process configured differently cannot wipe the set.
 
 Written by hand: it is a handful of Redis calls, and the hourly-bucket alternative needs one
 key per hour of the window (thousands for a catalogue's months-long window).
@@ -15,6 +17,7 @@ key per hour of the window (thousands for a catalogue's months-long window).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +55,7 @@ class Trending:
         self._half_life_s = half_life_s
 
     async def base(self, reader: Redis | Pipeline | None = None) -> TrendingBase:
-        """The current base (created, or reset for a changed half-life, on first use)."""
+        """The current base for writing (created, or reset for a changed half-life, on first use)."""
         raw: Any = await (reader or self._redis).hgetall(keys.TRENDING_META)
         if raw and float(raw[b"half_life_s"]) == self._half_life_s:
             return TrendingBase(float(raw[b"base"]), self._half_life_s)
@@ -87,19 +90,28 @@ class Trending:
             except WatchError:
                 return False  # someone else rebased
 
+    async def _read(self, queue: Callable[[Pipeline], object]) -> tuple[TrendingBase | None, Any]:
+        """The stored base (None before any event) and one queued read, in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys.TRENDING_META)
+        queue(pipe)
+        raw, rows = await pipe.execute()
+        stored = TrendingBase(float(raw[b"base"]), float(raw[b"half_life_s"])) if raw else None
+        return stored, rows
+
     async def top(self, limit: int, now: float) -> list[tuple[str, float]]:
         """The `limit` posts with the most decayed engagement at `now`, with their values."""
-        base = await self.base()
-        rows: list[Any] = await self._redis.zrevrange(keys.TRENDING, 0, limit - 1, withscores=True)
+        base, rows = await self._read(lambda p: p.zrevrange(keys.TRENDING, 0, limit - 1, withscores=True))
+        if base is None:
+            return []
         return [(m.decode(), base.value(float(s), now)) for m, s in rows]
 
     async def values(self, post_keys: list[str], now: float) -> dict[str, float]:
         """Decayed engagement at `now` of these posts (0 for posts with none)."""
         if not post_keys:
             return {}
-        base = await self.base()
-        scores: list[Any] = await self._redis.zmscore(keys.TRENDING, post_keys)
+        base, scores = await self._read(lambda p: p.zmscore(keys.TRENDING, post_keys))
         return {
-            k: base.value(float(s), now) if s is not None else 0.0
+            k: base.value(float(s), now) if base is not None and s is not None else 0.0
             for k, s in zip(post_keys, scores, strict=True)
         }
