@@ -51,13 +51,18 @@ class RankingConfig(BaseModel):
             "report": -3.0,
         }
     )
-    ema_rate: float = 0.2  # step toward a post for weight 1.0; capped at 1.0
+    # Two interest vectors per space, moved by every interaction with a step of
+    # rate * |action weight| (capped at 1): a long-term one that changes slowly, and a
+    # short-term one that follows the last few interactions.
+    ema_rate: float = 0.2
+    short_ema_rate: float = 0.6
     dwell_full_ms: int = 30_000  # dwell of this length counts as the full dwell weight
     # scoring
     similarity_weight: float = 1.0
     # how much each embedding space counts in the similarity part (averaged over the
     # spaces in which both the user and the post have a vector)
     space_weights: dict[str, float] = Field(default_factory=lambda: {"text": 1.0, "image": 1.0})
+    short_term_share: float = 0.4  # share of the short-term vector in similarity (the rest: long-term)
     engagement_weight: float = 0.3
     engagement_prior: float = 10.0  # pseudo-interactions that smooth per-post action rates
     trending_weight: float = 0.5
@@ -69,8 +74,23 @@ class RankingConfig(BaseModel):
     freshness_half_life_s: float = 24 * 3600.0
     in_network_factor: float = 1.0
     out_of_network_factor: float = 0.8
+    # small-author boost: factor 1 + boost * half / (half + interactions the author has received)
+    small_author_boost: float = 0.15
+    small_author_half_reach: float = 50.0
     # rerank
     author_diversity_decay: float = 0.6
+    # near-duplicate suppression (MMR): posts closer than the threshold to a better one lose
+    # up to `strength` of their score (all of it at cos 1), among the best `window` candidates
+    near_duplicate_threshold: float = 0.9
+    near_duplicate_strength: float = 0.9
+    near_duplicate_window: int = 200
+    # exploration: one slot per page (at this 0-based position) goes to the post with the
+    # highest Thompson sample of Beta(prior_a + engagements, prior_b + other impressions)
+    # among posts served fewer than `exploration_max_impressions` times
+    exploration_position: int = 4
+    exploration_max_impressions: int = 200
+    exploration_prior: tuple[float, float] = (1.0, 1.0)
+    exploration_seed: int | None = None  # fixed seed for reproducible runs (evaluation, tests)
     # per-source candidate budgets
     thunder_per_author: int = 20
     thunder_budget: int = 400
@@ -138,7 +158,8 @@ class Settings(BaseSettings):
     event_dedupe_ttl_s: int = 7 * 24 * 3600
     pending_event_ttl_s: int = 3600
     event_reclaim_idle_ms: int = 60_000  # Redis Streams: take over events a dead consumer left unacked
-    served_ttl_s: int = 1800
+    served_ttl_s: int = 1800  # a feed session (cursor) expires this long after its last page
+    session_keep: int = 200  # ranked candidates stored per session for its next pages
 
     social_graph_timeout_s: float = 0.3
     social_graph_ttl_s: int = 60

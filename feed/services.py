@@ -14,12 +14,13 @@ from redis.asyncio import Redis
 
 from feed.config import Settings
 from feed.events.broker import Broker, EventPublisher, create_broker, prepare_event_stream
-from feed.pipeline.framework import Pipeline
 from feed.pipeline.home_feed import build_home_feed
+from feed.pipeline.paging import PagedFeed
 from feed.social_graph import SocialGraphClient
 from feed.stores.feature_store import FeatureStore
 from feed.stores.indexer import IndexSync
 from feed.stores.post_store import PostStore
+from feed.stores.sessions import FeedSessions
 from feed.stores.vectors import VectorIndex, open_vector_index
 
 
@@ -35,7 +36,7 @@ class Services:
     index_sync: IndexSync
     publisher: EventPublisher
     broker: Broker
-    home_feed: Pipeline
+    home_feed: PagedFeed
     celery: Celery
 
 
@@ -46,6 +47,7 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
     index = open_vector_index(settings)
     broker = create_broker(settings)
     features = FeatureStore(redis, settings.seen_max, settings.ranking.trending_half_life_s)
+    sessions = FeedSessions(redis, settings.served_ttl_s)
     async with httpx.AsyncClient() as http:
         graph = SocialGraphClient(
             redis, http, settings.backend_url, settings.social_graph_timeout_s, settings.social_graph_ttl_s
@@ -59,7 +61,9 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
             index_sync=IndexSync(redis, index),
             publisher=EventPublisher(broker, settings.events_topic),
             broker=broker,
-            home_feed=build_home_feed(settings, features, index, graph),
+            home_feed=PagedFeed(
+                build_home_feed(settings, features, index, graph, sessions), sessions, settings.session_keep
+            ),
             celery=celery,
         )
         await prepare_event_stream(settings, redis)
@@ -69,7 +73,7 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
             async with services.index_sync.running(rebuild=rebuild):
                 yield services
         finally:
-            await services.home_feed.drain()
+            await services.home_feed.pipeline.drain()
             await broker.stop()
             await index.close()
             await redis.aclose()

@@ -45,8 +45,8 @@ def event(eid: str, post: str, action: str = "like", user: str = "u1", **kw: Any
     )
 
 
-async def user_vector(r: Any, user: str, space: str = "text") -> np.ndarray | None:
-    raw = await r.hget(keys.user(user), f"vec:{space}")
+async def user_vector(r: Any, user: str, space: str = "text", horizon: str = "vec") -> np.ndarray | None:
+    raw = await r.hget(keys.user(user), f"{horizon}:{space}")
     return vector_from_bytes(raw) if raw else None
 
 
@@ -81,6 +81,25 @@ async def test_interest_is_learnt_per_space_from_the_vectors_each_post_has(
     image = await user_vector(redis_client, "u1", "image")
     assert image is not None and 0.99 < float(image @ dog) < 1.0  # moved a step toward the caption post
     assert await redis_client.hget(keys.user("u1"), "events") == b"2"
+
+
+async def test_the_short_term_vector_follows_recent_interests_faster_than_the_long_term_one(
+    settings: Any, redis_client: Any
+) -> None:
+    for i in range(6):
+        store_post(settings, f"sport{i}", "a", unit(1, 0.05 * i))
+    for i in range(2):
+        store_post(settings, f"cook{i}", "b", unit(0.05 * i, 1))
+    applier = EventApplier(redis_client, settings)
+    await applier.apply([event(f"s{i}", f"sport{i}") for i in range(6)])
+    await applier.apply([event(f"c{i}", f"cook{i}") for i in range(2)])
+    cooking = unit(0, 1)
+    long_term = await user_vector(redis_client, "u1")
+    short_term = await user_vector(redis_client, "u1", horizon="svec")
+    assert long_term is not None and short_term is not None
+    assert float(short_term @ cooking) > 0.9  # two likes were enough to turn it
+    assert float(long_term @ cooking) < 0.6  # still mostly sports
+    assert float(long_term @ unit(1, 0)) > float(long_term @ cooking)
 
 
 async def test_hiding_reporting_or_blocking_hides_the_author_but_not_interested_does_not(

@@ -21,13 +21,14 @@ from feed.pipeline.filters import (
     ServedFilter,
 )
 from feed.pipeline.framework import Candidate, FeedQuery, Pipeline
-from feed.pipeline.rerankers import AuthorDiversityReranker
+from feed.pipeline.rerankers import AuthorDiversityReranker, ExplorationReranker, NearDuplicateReranker
 from feed.pipeline.scorers import (
     AuthorAffinityScorer,
     EngagementScorer,
     FreshnessScorer,
     NetworkScorer,
     SimilarityScorer,
+    SmallAuthorScorer,
 )
 from feed.social_graph import SocialGraph
 from feed.stores.feature_store import UserFeatures
@@ -137,10 +138,11 @@ def test_max_age_filter() -> None:
 
 def test_similarity_scorer_prefers_closer_posts_and_is_neutral_for_cold_users() -> None:
     near, far = cand("near", vector=unit(1, 0.1)), cand("far", vector=unit(-1, 1))
-    SimilarityScorer(1.0, {"text": 1.0, "image": 1.0}).score(query(user=user(vector=unit(1))), [near, far])
+    scorer = SimilarityScorer(1.0, {"text": 1.0, "image": 1.0}, 0.5)
+    scorer.score(query(user=user(vector=unit(1))), [near, far])
     assert near.parts["similarity"] > far.parts["similarity"]
     cold = [cand("x", vector=unit(1)), cand("y", vector=unit(0, 1))]
-    SimilarityScorer(1.0, {"text": 1.0, "image": 1.0}).score(query(), cold)
+    SimilarityScorer(1.0, {"text": 1.0, "image": 1.0}, 0.5).score(query(), cold)
     assert cold[0].parts["similarity"] == cold[1].parts["similarity"] == pytest.approx(0.5)
 
 
@@ -155,13 +157,32 @@ def test_similarity_averages_the_spaces_user_and_post_share() -> None:
     q = query(
         user=UserFeatures(vectors={"text": unit(1), "image": dog}, events=3, seen=frozenset(), affinity={})
     )
-    SimilarityScorer(1.0, {"text": 1.0, "image": 1.0}).score(q, [photo, both, text_only])
+    SimilarityScorer(1.0, {"text": 1.0, "image": 1.0}, 0.5).score(q, [photo, both, text_only])
     assert photo.parts["similarity"] == pytest.approx(1.0)  # image only: cos 1
     assert both.parts["similarity"] == pytest.approx(0.75)  # mean of cos 1 (text) and 0 (image)
     assert text_only.parts["similarity"] == pytest.approx(1.0)
-    SimilarityScorer(1.0, {"text": 1.0, "image": 0.0}).score(q, [photo, both])
+    SimilarityScorer(1.0, {"text": 1.0, "image": 0.0}, 0.5).score(q, [photo, both])
     assert photo.parts["similarity"] == pytest.approx(0.5)  # image space switched off: neutral
     assert both.parts["similarity"] == pytest.approx(1.0)
+
+
+def test_similarity_mixes_long_and_short_term_interests() -> None:
+    sports, cooking = cand("sports", vector=unit(1, 0)), cand("cooking", vector=unit(0, 1))
+    drifting = UserFeatures(
+        vectors={"text": unit(1, 0)},
+        events=9,
+        seen=frozenset(),
+        affinity={},
+        short_vectors={"text": unit(0, 1)},
+    )
+    SimilarityScorer(1.0, {"text": 1.0}, 0.75).score(query(user=drifting), [sports, cooking])
+    assert sports.parts["similarity"] == pytest.approx((1 + 0.25) / 2)
+    assert cooking.parts["similarity"] == pytest.approx((1 + 0.75) / 2)
+    only_short = UserFeatures(
+        vectors={}, events=1, seen=frozenset(), affinity={}, short_vectors={"text": unit(0, 1)}
+    )
+    SimilarityScorer(1.0, {"text": 1.0}, 0.75).score(query(user=only_short), [sports, cooking])
+    assert cooking.parts["similarity"] == pytest.approx(1.0)
 
 
 def test_engagement_scorer_weighs_negative_actions_heavily() -> None:
@@ -200,6 +221,95 @@ def test_author_diversity_decays_repeated_authors() -> None:
     out = AuthorDiversityReranker(0.5).rerank(query(), cands)
     assert keys(out) == ["a1", "b1", "a2"]
     assert out[2].factors["author_diversity"] == 0.5
+
+
+def scored(
+    key: str, score: float, text: np.ndarray | None = None, image: np.ndarray | None = None
+) -> Candidate:
+    c = cand(key, author=key, vector=text)
+    if image is not None:
+        c.record.vectors.clear()  # type: ignore[union-attr]
+        c.record.vectors["image"] = image  # type: ignore[union-attr]
+    c.parts["s"] = score
+    c.rescore()
+    return c
+
+
+def test_near_duplicates_drop_below_different_posts_but_same_topic_posts_stay() -> None:
+    cands = [
+        scored("original", 1.0, unit(1, 0)),
+        scored("repost", 0.95, unit(1, 0.01)),  # cos ~1 with the original
+        scored("same_topic", 0.9, unit(1, 0.8)),  # cos ~0.78: related, not a copy
+        scored("other", 0.6, unit(0, 1)),
+        scored("photo_copy", 0.5, None, image=unit(1, dim=512)),
+        scored("photo", 0.55, None, image=unit(1, 0.001, dim=512)),  # duplicates photo_copy in image space
+        scored("negative", -0.2, unit(1, 0)),
+    ]
+    out = NearDuplicateReranker(threshold=0.9, strength=0.9, window=10).rerank(query(), cands)
+    assert keys(out) == ["original", "same_topic", "other", "photo", "repost", "photo_copy", "negative"]
+    assert out[1].factors["novelty"] == 1.0
+    assert out[4].factors["novelty"] == pytest.approx(0.1, abs=0.01)
+    assert out[-1].score == pytest.approx(-0.2)  # a penalty never lifts a negative score
+    assert [c.score for c in out] == sorted((c.score for c in out), reverse=True)
+
+
+def test_near_duplicates_leave_candidates_beyond_the_window_alone() -> None:
+    cands = [scored("a", 1.0, unit(1)), scored("b", 0.9, unit(0, 1)), scored("copy", 0.8, unit(1))]
+    out = NearDuplicateReranker(threshold=0.9, strength=0.9, window=2).rerank(query(), cands)
+    assert keys(out) == ["a", "b", "copy"] and "novelty" not in out[2].factors
+
+
+def test_small_author_boost_fades_as_the_author_is_reached() -> None:
+    new, known = cand("new"), cand("known")
+    known.author_reach = 950.0
+    SmallAuthorScorer(0.2, 50.0).score(query(), [new, known])
+    assert new.factors["small_author"] == pytest.approx(1.2)
+    assert known.factors["small_author"] == pytest.approx(1.01)
+    assert not SmallAuthorScorer(0.0, 50.0).enabled(query())
+
+
+def exploration_pool() -> list[Candidate]:
+    cands = [scored(f"top{i}", 10.0 - i) for i in range(6)]
+    for c in cands:
+        c.impressions = 1000  # well known
+    shown_bad = scored("shown_bad", 0.5)  # 150 impressions, never engaged with
+    shown_bad.impressions = 150
+    fresh = scored("fresh", 0.3)  # never shown
+    established = scored("established", 0.2)  # served too often to count as fresh
+    established.impressions = 5000
+    established.counts = {"like": 4000}
+    return [*cands, shown_bad, fresh, established]
+
+
+def test_exploration_slot_goes_to_an_unproven_post_by_thompson_sampling() -> None:
+    wins: dict[str, int] = {}
+    for seed in range(200):
+        reranker = ExplorationReranker(position=2, max_impressions=200, prior=(1.0, 1.0), seed=seed)
+        out = reranker.rerank(query(limit=5), exploration_pool())
+        explored = out[2]
+        wins[explored.post_key] = wins.get(explored.post_key, 0) + 1
+        assert explored.score == pytest.approx(8.0)  # the score of the post it displaced
+        assert [c.score for c in out] == sorted((c.score for c in out), reverse=True)
+        assert len(out) == 9 and keys(out)[:2] == ["top0", "top1"]
+    assert "established" not in wins and "top0" not in wins
+    assert wins["fresh"] > 100  # Beta(1, 1) beats Beta(1, 151) almost always
+    assert wins.get("shown_bad", 0) < 10
+    again = ExplorationReranker(2, 200, (1.0, 1.0), seed=7)
+    assert keys(again.rerank(query(limit=5), exploration_pool())) == keys(
+        ExplorationReranker(2, 200, (1.0, 1.0), seed=7).rerank(query(limit=5), exploration_pool())
+    )  # reproducible with a seed
+    assert not ExplorationReranker(5, 200, (1.0, 1.0), None).enabled(query(limit=5))
+
+
+def test_an_engaged_with_post_keeps_winning_exploration() -> None:
+    pool = exploration_pool()
+    pool[6].counts = {"like": 120, "share": 20}  # shown_bad turns out to be loved
+    wins = sum(
+        ExplorationReranker(2, 200, (1.0, 1.0), seed=s).rerank(query(limit=5), list(pool))[2].post_key
+        == "shown_bad"
+        for s in range(100)
+    )
+    assert wins > 60
 
 
 class _Source:

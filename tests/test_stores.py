@@ -34,8 +34,8 @@ def rec(
     return PostRecord(key, key, author, author, created_at or time.time(), "text", key, vectors)
 
 
-def text(*values: float) -> dict[str, np.ndarray]:
-    return {"text": unit(*values)}
+def text(*values: float) -> list[tuple[str, np.ndarray]]:
+    return [("text", unit(*values))]
 
 
 async def test_commit_is_atomic_idempotent_and_respects_deletion(settings: Any, redis_client: Any) -> None:
@@ -95,13 +95,25 @@ async def test_vector_index_fuses_spaces_and_takes_posts_without_some_vectors(in
         ]
     )
     assert await index.count() == 5
-    only_image = await index.nearest({"image": dog}, 3, [])
+    only_image = await index.nearest([("image", dog)], 3, [])
     assert [h.post_key for h in only_image] == ["photo", "both", "car"]
-    fused = [h.post_key for h in await index.nearest({"text": unit(1, 0), "image": dog}, 10, [])]
+    fused = [h.post_key for h in await index.nearest([("text", unit(1, 0)), ("image", dog)], 10, [])]
     assert fused[0] == "both"  # near in both spaces wins the fusion
     assert set(fused) == {"photo", "both", "words", "car"}
-    excluded = [h.post_key for h in await index.nearest({"text": unit(1, 0), "image": dog}, 10, ["b"])]
+    excluded = [h.post_key for h in await index.nearest([("text", unit(1, 0)), ("image", dog)], 10, ["b"])]
     assert "both" not in excluded
+
+
+async def test_vector_index_fuses_several_queries_in_one_space(index: VectorIndex) -> None:
+    """A long-term and a short-term interest vector in the same space: both lists count."""
+    await index.upsert(
+        [rec(f"p{i}", f"a{i}", unit(1, 0.1 * i)) for i in range(4)]
+        + [rec(f"q{i}", f"b{i}", unit(0.1 * i, 1)) for i in range(4)]
+    )
+    long_only = [h.post_key for h in await index.nearest(text(1, 0), 2, [])]
+    assert long_only == ["p0", "p1"]
+    fused = [h.post_key for h in await index.nearest([*text(1, 0), *text(0, 1)], 4, [])]
+    assert set(fused) == {"p0", "p1", "q0", "q1"}
 
 
 async def test_edge_shard_survives_reopen(tmp_path: Path) -> None:
@@ -130,7 +142,7 @@ async def test_a_shard_with_an_old_layout_is_set_aside_and_rebuilt_from_the_reco
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("shard.incompatible-")]
     assert await IndexSync(redis_client, idx).rebuild(batch=2) == 5
     assert await idx.count() == 5
-    assert {h.post_key for h in await idx.nearest({"image": unit(0, 1, dim=512)}, 10, [])} == {
+    assert {h.post_key for h in await idx.nearest([("image", unit(0, 1, dim=512))], 10, [])} == {
         f"p{i}" for i in range(5)
     }
     await idx.close()
@@ -172,6 +184,6 @@ async def test_feature_store_reads(settings: Any, redis_client: Any) -> None:
     assert [e.post_key for e in await store.recent(2)] == ["new", "b1"]
     posts = await store.posts(["new", "missing"])
     assert list(posts) == ["new"] and posts["new"].author_id == "a"
-    await store.record_served("cur", ["new"], ttl_s=60)
-    assert await store.served("cur") == frozenset({"new"})
+    await store.record_impressions(["new", "new", "b1"])
+    assert await store.impressions(["new", "b1", "old"]) == {"new": 2.0, "b1": 1.0, "old": 0.0}
     r.close()

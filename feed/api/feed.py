@@ -30,7 +30,7 @@ class FeedController(Controller):
             cursor=data.cursor or uuid.uuid4().hex,
             now=time.time(),
         )
-        result = await services.home_feed.run(query)
+        result = await services.home_feed.page(query, continuing=data.cursor is not None)
         items = [
             FeedItem(
                 post_id=c.record.post_id,

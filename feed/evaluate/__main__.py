@@ -23,7 +23,9 @@ YEAR_S = 365 * 24 * 3600
 # Movies are a catalogue, not a stream of posts: they do not expire, age over a year rather
 # than a day, and what is popular is measured over months.
 CATALOGUE_RANKING: dict[str, Any] = {"trending_half_life_s": 3 * YEAR_S, "trending_weight": 1.5}
-CATALOGUE_DISABLED = ["freshness"]  # a film's age since its first rating says little about its appeal
+# A film's age since its first rating says little about its appeal; and an offline replay cannot
+# reward exploration (what it buys, learning about unproven posts, happens only online).
+CATALOGUE_DISABLED = ["freshness", "exploration"]
 
 
 def catalogue_profile(ranking: dict[str, Any], disabled: list[str]) -> dict[str, str]:
@@ -48,6 +50,8 @@ ABLATION = (
     "affinity",
     "network",
     "author_diversity",
+    "near_duplicates",
+    "small_author",
 )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from feed.events.ema import action_weight, ema_update
 from feed.events.schemas import InteractionEvent
 from feed.stores import keys
 from feed.stores.post_store import DELETED, FAILED
-from feed.stores.records import SPACES, vector_field, vector_from_bytes, vector_to_bytes
+from feed.stores.records import SPACES, short_vector_field, vector_field, vector_from_bytes, vector_to_bytes
 from feed.stores.trending import Trending, TrendingBase
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,11 @@ class EventApplier:
         self._settings = settings
         self._ranking = settings.ranking
         self._trending = Trending(redis, settings.ranking.trending_half_life_s)
+        # (user hash field of a space's vector, EMA rate): the long- and the short-term vector
+        self._horizons: list[tuple[Callable[[str], str], float]] = [
+            (vector_field, settings.ranking.ema_rate),
+            (short_vector_field, settings.ranking.short_ema_rate),
+        ]
 
     async def apply(self, events: list[InteractionEvent], max_tries: int = 20) -> ApplyResult:
         """Apply a batch; safe to call again with the same events."""
@@ -122,28 +128,29 @@ class EventApplier:
             done = await pipe.mget(done_keys)
             trending = await self._trending.base(pipe)
             todo = [e for e, d in zip(events, done, strict=True) if d is None]
-            fields = [vector_field(s) for s in SPACES]
+            fields = [field_of(s) for field_of, _ in self._horizons for s in SPACES]
             vectors: dict[tuple[str, str], np.ndarray | None] = {}
             counts: dict[str, int] = defaultdict(int)
             for u in user_keys:
                 raw: list[Any] = await pipe.hmget(keys.user(u), fields)
-                for space, value in zip(SPACES, raw, strict=True):
-                    vectors[u, space] = vector_from_bytes(value) if value else None
+                for name, value in zip(fields, raw, strict=True):
+                    vectors[u, name] = vector_from_bytes(value) if value else None
             touched: set[tuple[str, str]] = set()
             for event in sorted(todo, key=lambda e: e.ts):
                 weight = action_weight(event.action, event.dwell_ms, self._ranking)
                 for space, post_vector in posts[event.post_key].vectors.items():
-                    slot = (event.user_key, space)
-                    vectors[slot] = ema_update(vectors[slot], post_vector, weight, self._ranking.ema_rate)
-                    touched.add(slot)
+                    for field_of, rate in self._horizons:
+                        slot = (event.user_key, field_of(space))
+                        vectors[slot] = ema_update(vectors[slot], post_vector, weight, rate)
+                        touched.add(slot)
                 counts[event.user_key] += 1
             pipe.multi()  # type: ignore[no-untyped-call]
-            for u, space in sorted(touched):
-                vec = vectors[u, space]
+            for u, name in sorted(touched):
+                vec = vectors[u, name]
                 if vec is None:
-                    pipe.hdel(keys.user(u), vector_field(space))
+                    pipe.hdel(keys.user(u), name)
                 else:
-                    pipe.hset(keys.user(u), vector_field(space), vector_to_bytes(vec))
+                    pipe.hset(keys.user(u), name, vector_to_bytes(vec))
             for u, n in counts.items():
                 pipe.hincrby(keys.user(u), "events", n)
             for event in todo:
@@ -168,6 +175,7 @@ class EventApplier:
         ttl = self._settings.event_dedupe_ttl_s
         p.set(keys.event_done(event.event_id), 1, ex=ttl)
         p.hincrby(keys.post_counts(event.post_key), event.action, 1)
+        p.zincrby(keys.AUTHOR_REACH, 1, post.author_key)
         seen = keys.user_seen(event.user_key)
         p.zadd(seen, {event.post_key: event.ts})
         p.zremrangebyrank(seen, 0, -(self._settings.seen_max + 1))

@@ -74,3 +74,39 @@ class CFFactorsHydrator:
         factors = await self._store.cf_factors(sorted({c.post_key for c in candidates}))
         for c in candidates:
             c.cf = factors.get(c.post_key)
+
+
+class ImpressionsHydrator:
+    """Attaches how many times each candidate was served (for exploration)."""
+
+    name = "impressions"
+
+    def __init__(self, store: FeatureStore) -> None:
+        self._store = store
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return True
+
+    async def hydrate(self, query: FeedQuery, candidates: list[Candidate]) -> None:
+        counts = await self._store.impressions(sorted({c.post_key for c in candidates}))
+        for c in candidates:
+            c.impressions = counts.get(c.post_key, 0.0)
+
+
+class AuthorReachHydrator:
+    """Attaches how many interactions each candidate's author has received (after `post_records`)."""
+
+    name = "author_reach"
+
+    def __init__(self, store: FeatureStore) -> None:
+        self._store = store
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return True
+
+    async def hydrate(self, query: FeedQuery, candidates: list[Candidate]) -> None:
+        authors = sorted({c.record.author_key for c in candidates if c.record is not None})
+        reach = await self._store.author_reach(authors)
+        for c in candidates:
+            if c.record is not None:
+                c.author_reach = reach.get(c.record.author_key, 0.0)

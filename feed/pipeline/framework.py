@@ -7,6 +7,11 @@ drop candidates; scorers run in order and add score parts; rerankers reorder the
 scored list; the selector keeps the top `limit`; side effects run after the
 response, off its path. Every component has a `name` and `enabled(query)`, can be
 switched off by name, and a failing one is logged and skipped, never fatal.
+
+A run may start from an already ranked list instead (the rest of a feed session's
+ranking, see `paging.py`): sources, scorers and rerankers are then skipped, and the
+query hydrators, candidate hydrators and filters still run, so a post deleted or an
+author blocked since the first page does not come back.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ class Candidate:
     counts: dict[str, float] = field(default_factory=dict)
     trending: float = 0.0  # decayed positive engagement now
     cf: np.ndarray | None = None  # item factors in the current CF model
+    impressions: float = 0.0  # times the engine served the post
+    author_reach: float = 0.0  # interactions the post's author has received
     in_network: bool = False
     parts: dict[str, float] = field(default_factory=dict)
     factors: dict[str, float] = field(default_factory=dict)
@@ -135,16 +142,18 @@ class StageReport:
     ms: float
     count_in: int
     count_out: int
-    status: str = "ok"  # ok | disabled | failed | timeout
+    status: str = "ok"  # ok | disabled | skipped | ranked_before | failed | timeout
     error: str | None = None
 
 
 @dataclass(slots=True)
 class FeedResult:
-    """Selected candidates, best first, and the per-component report."""
+    """Selected candidates, best first, the per-component report, and the ranked candidates
+    after the selected ones (what later pages of the session continue with)."""
 
     items: list[Candidate]
     stages: list[StageReport]
+    rest: list[Candidate] = field(default_factory=list)
 
 
 @dataclass
@@ -203,8 +212,11 @@ class Pipeline:
         report.ms = (time.perf_counter() - start) * 1000
         return result, report
 
-    async def run(self, query: FeedQuery) -> FeedResult:
-        """Run every enabled stage; returns the top `query.limit` candidates and the report."""
+    async def run(self, query: FeedQuery, ranked: list[Candidate] | None = None) -> FeedResult:
+        """Run every enabled stage; returns the top `query.limit` candidates and the report.
+
+        With `ranked` (scored earlier, best first), no source, scorer or reranker runs.
+        """
         reports: list[StageReport] = []
 
         # Query hydrators, in parallel.
@@ -214,16 +226,11 @@ class Pipeline:
         ):
             reports.append(report)
 
-        # Sources, in parallel, each with a timeout.
-        sources = self._enabled("source", self.sources, query, reports, 0)
-        fetched = await asyncio.gather(
-            *(self._timed("source", s, 0, partial(s.fetch, query), self.source_timeout_s) for s in sources)
-        )
-        candidates: list[Candidate] = []
-        for found, report in fetched:
-            report.count_out = len(found or [])
-            reports.append(report)
-            candidates.extend(found or [])
+        if ranked is None:
+            candidates = await self._fetch(query, reports)
+        else:
+            candidates = ranked
+            self._ranked_before("source", self.sources, reports, len(ranked))
 
         # Candidate hydrators, in order (later ones may use earlier features).
         for ch in self._enabled(
@@ -235,11 +242,15 @@ class Pipeline:
             reports.append(report)
 
         candidates = self._run_sync("filter", self.filters, query, candidates, reports, "apply")
-        self._run_sync("scorer", self.scorers, query, candidates, reports, "score")
-        for c in candidates:
-            c.rescore()
-        candidates.sort(key=lambda c: c.score, reverse=True)
-        candidates = self._run_sync("reranker", self.rerankers, query, candidates, reports, "rerank")
+        if ranked is None:
+            self._run_sync("scorer", self.scorers, query, candidates, reports, "score")
+            for c in candidates:
+                c.rescore()
+            candidates.sort(key=lambda c: c.score, reverse=True)
+            candidates = self._run_sync("reranker", self.rerankers, query, candidates, reports, "rerank")
+        else:
+            self._ranked_before("scorer", self.scorers, reports, len(candidates))
+            self._ranked_before("reranker", self.rerankers, reports, len(candidates))
         selected = candidates[: query.limit]
 
         for effect in self.side_effects:
@@ -247,7 +258,26 @@ class Pipeline:
                 task = asyncio.create_task(self._side_effect(effect, query, selected))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
-        return FeedResult(selected, reports)
+        return FeedResult(selected, reports, candidates[query.limit :])
+
+    async def _fetch(self, query: FeedQuery, reports: list[StageReport]) -> list[Candidate]:
+        """Sources, in parallel, each with a timeout."""
+        sources = self._enabled("source", self.sources, query, reports, 0)
+        fetched = await asyncio.gather(
+            *(self._timed("source", s, 0, partial(s.fetch, query), self.source_timeout_s) for s in sources)
+        )
+        candidates: list[Candidate] = []
+        for found, report in fetched:
+            report.count_out = len(found or [])
+            reports.append(report)
+            candidates.extend(found or [])
+        return candidates
+
+    @staticmethod
+    def _ranked_before(
+        stage: str, components: Sequence[Component], reports: list[StageReport], n: int
+    ) -> None:
+        reports.extend(StageReport(stage, c.name, 0.0, n, n, status="ranked_before") for c in components)
 
     def _run_sync(
         self,

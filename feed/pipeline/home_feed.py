@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from feed.config import Settings
 from feed.pipeline.candidate_hydrators import (
+    AuthorReachHydrator,
     CFFactorsHydrator,
     EngagementCountsHydrator,
+    ImpressionsHydrator,
     PostRecordHydrator,
     TrendingHydrator,
 )
@@ -22,7 +24,7 @@ from feed.pipeline.filters import (
 )
 from feed.pipeline.framework import Pipeline
 from feed.pipeline.hydrators import ServedPostsHydrator, SocialGraphHydrator, UserFeaturesHydrator
-from feed.pipeline.rerankers import AuthorDiversityReranker
+from feed.pipeline.rerankers import AuthorDiversityReranker, ExplorationReranker, NearDuplicateReranker
 from feed.pipeline.scorers import (
     AuthorAffinityScorer,
     CollaborativeScorer,
@@ -30,17 +32,23 @@ from feed.pipeline.scorers import (
     FreshnessScorer,
     NetworkScorer,
     SimilarityScorer,
+    SmallAuthorScorer,
     TrendingScorer,
 )
-from feed.pipeline.side_effects import RecordServedSideEffect
+from feed.pipeline.side_effects import RecordImpressionsSideEffect
 from feed.pipeline.sources import FreshSource, PhoenixSource, ThunderSource, TrendingSource
 from feed.social_graph import SocialGraphClient
 from feed.stores.feature_store import FeatureStore
+from feed.stores.sessions import FeedSessions
 from feed.stores.vectors import VectorIndex
 
 
 def build_home_feed(
-    settings: Settings, store: FeatureStore, index: VectorIndex, graph: SocialGraphClient
+    settings: Settings,
+    store: FeatureStore,
+    index: VectorIndex,
+    graph: SocialGraphClient,
+    sessions: FeedSessions,
 ) -> Pipeline:
     """The home-feed pipeline; components named in DISABLED_COMPONENTS are switched off."""
     r = settings.ranking
@@ -48,7 +56,7 @@ def build_home_feed(
         hydrators=[
             UserFeaturesHydrator(store),
             SocialGraphHydrator(graph),
-            ServedPostsHydrator(store),
+            ServedPostsHydrator(sessions),
         ],
         sources=[
             ThunderSource(store, r.thunder_per_author, r.thunder_budget, settings.timeline_max_age_s),
@@ -61,6 +69,8 @@ def build_home_feed(
             EngagementCountsHydrator(store),
             TrendingHydrator(store),
             CFFactorsHydrator(store),
+            ImpressionsHydrator(store),
+            AuthorReachHydrator(store),
         ],
         filters=[
             DuplicateFilter(),
@@ -74,19 +84,26 @@ def build_home_feed(
             MaxAgeFilter(settings.timeline_max_age_s),
         ],
         scorers=[
-            SimilarityScorer(r.similarity_weight, r.space_weights),
+            SimilarityScorer(r.similarity_weight, r.space_weights, r.short_term_share),
             EngagementScorer(r),
             TrendingScorer(r.trending_weight),
             CollaborativeScorer(r.cf_weight, r.cf_half_events),
             AuthorAffinityScorer(r.affinity_weight),
             FreshnessScorer(r.freshness_half_life_s),
             NetworkScorer(r.in_network_factor, r.out_of_network_factor),
+            SmallAuthorScorer(r.small_author_boost, r.small_author_half_reach),
         ],
         rerankers=[
+            NearDuplicateReranker(
+                r.near_duplicate_threshold, r.near_duplicate_strength, r.near_duplicate_window
+            ),
             AuthorDiversityReranker(r.author_diversity_decay),
+            ExplorationReranker(
+                r.exploration_position, r.exploration_max_impressions, r.exploration_prior, r.exploration_seed
+            ),
         ],
         side_effects=[
-            RecordServedSideEffect(store, settings.served_ttl_s),
+            RecordImpressionsSideEffect(store),
         ],
         disabled=frozenset(settings.disabled_components),
         source_timeout_s=r.source_timeout_s,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from feed.pipeline.framework import FeedQuery
 from feed.social_graph import SocialGraphClient
 from feed.stores.feature_store import FeatureStore
+from feed.stores.sessions import FeedSessions
 
 
 class UserFeaturesHydrator:
@@ -42,11 +43,11 @@ class ServedPostsHydrator:
 
     name = "served_posts"
 
-    def __init__(self, store: FeatureStore) -> None:
-        self._store = store
+    def __init__(self, sessions: FeedSessions) -> None:
+        self._sessions = sessions
 
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
     async def hydrate(self, query: FeedQuery) -> None:
-        query.served = await self._store.served(query.cursor)
+        query.served = await self._sessions.served(query.cursor)

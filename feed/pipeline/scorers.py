@@ -8,39 +8,50 @@ import numpy as np
 
 from feed.config import RankingConfig
 from feed.pipeline.framework import Candidate, FeedQuery
+from feed.stores.records import PostRecord
 
 
 class SimilarityScorer:
-    """Part `similarity`: weight * (1 + cos) / 2, in [0, weight], where cos is the
-    space-weighted mean of cos(user vector, post vector) over the embedding spaces in
-    which both have a vector (text, image).
+    """Part `similarity`: weight * (1 + cos) / 2, in [0, weight].
 
-    A post sharing no space with the user (or a user with no vector yet) gets the
-    neutral value, cos = 0.
+    For each of the user's horizons (long-term and short-term interest vectors), cos is the
+    space-weighted mean of cos(user vector, post vector) over the embedding spaces in which
+    both have a vector (text, image); the horizons mix as (1 - short_share) * long +
+    short_share * short, or count alone when the other is missing. A post sharing no space
+    with the user (or a user with no vector yet) gets the neutral value, cos = 0.
     """
 
     name = "similarity"
 
-    def __init__(self, weight: float, space_weights: dict[str, float]) -> None:
+    def __init__(self, weight: float, space_weights: dict[str, float], short_share: float) -> None:
         self._weight = weight
         self._space_weights = space_weights
+        self._short_share = short_share
 
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        scored = [c for c in candidates if c.record is not None]
-        total = np.zeros(len(scored), dtype=np.float64)
-        weights = np.zeros(len(scored), dtype=np.float64)
-        for space, user_vector in query.user.vectors.items():
+    def _cosines(self, user: dict[str, np.ndarray], posts: list[PostRecord]) -> tuple[np.ndarray, np.ndarray]:
+        """Space-weighted mean cosine per post, and whether any space was shared."""
+        total = np.zeros(len(posts), dtype=np.float64)
+        weights = np.zeros(len(posts), dtype=np.float64)
+        for space, user_vector in user.items():
             w = self._space_weights.get(space, 0.0)
-            rows = [i for i, c in enumerate(scored) if c.record is not None and space in c.record.vectors]
+            rows = [i for i, p in enumerate(posts) if space in p.vectors]
             if w <= 0.0 or not rows:
                 continue
-            matrix = np.stack([scored[i].record.vectors[space] for i in rows])  # type: ignore[union-attr]
+            matrix = np.stack([posts[i].vectors[space] for i in rows])
             total[rows] += w * (matrix @ user_vector)
             weights[rows] += w
-        cosines = np.divide(total, weights, out=np.zeros_like(total), where=weights > 0)
+        return np.divide(total, weights, out=np.zeros_like(total), where=weights > 0), weights > 0
+
+    def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
+        scored = [c for c in candidates if c.record is not None]
+        posts = [c.record for c in scored if c.record is not None]
+        long_cos, has_long = self._cosines(query.user.vectors, posts)
+        short_cos, has_short = self._cosines(query.user.short_vectors, posts)
+        share = np.where(has_short, np.where(has_long, self._short_share, 1.0), 0.0)
+        cosines = (1.0 - share) * long_cos + share * short_cos
         for c, cos in zip(scored, cosines, strict=True):
             c.parts["similarity"] = self._weight * (1.0 + float(cos)) / 2.0
 
@@ -171,3 +182,22 @@ class CollaborativeScorer:
             c.parts["cf"] = 0.0
         for c, value in zip(known, preference, strict=True):
             c.parts["cf"] = scale * float(value)
+
+
+class SmallAuthorScorer:
+    """Factor `small_author`: 1 + boost * half / (half + reach), where reach is the number of
+    interactions the author's posts have received; a new creator's posts get up to 1 + boost,
+    an established author's tend to 1."""
+
+    name = "small_author"
+
+    def __init__(self, boost: float, half_reach: float) -> None:
+        self._boost = boost
+        self._half = half_reach
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return self._boost > 0.0
+
+    def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
+        for c in candidates:
+            c.factors["small_author"] = 1.0 + self._boost * self._half / (self._half + c.author_reach)

@@ -6,17 +6,16 @@ from feed.pipeline.framework import Candidate, FeedQuery
 from feed.stores.feature_store import FeatureStore
 
 
-class RecordServedSideEffect:
-    """Records the served posts under the feed session's cursor, so the next page skips them."""
+class RecordImpressionsSideEffect:
+    """Counts an impression for every served post (exploration learns from these)."""
 
-    name = "record_served"
+    name = "record_impressions"
 
-    def __init__(self, store: FeatureStore, ttl_s: int) -> None:
+    def __init__(self, store: FeatureStore) -> None:
         self._store = store
-        self._ttl_s = ttl_s
 
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
     async def run(self, query: FeedQuery, selected: list[Candidate]) -> None:
-        await self._store.record_served(query.cursor, [c.post_key for c in selected], self._ttl_s)
+        await self._store.record_impressions([c.post_key for c in selected])

@@ -35,8 +35,8 @@ class ThunderSource:
 class PhoenixSource:
     """Out-of-network: nearest neighbours of the user's interest vectors in the vector index.
 
-    Each embedding space the user has a vector in (text, image) is searched, and the
-    lists are fused by reciprocal rank inside the index.
+    Every interest vector the user has (long- and short-term, in each embedding space:
+    text, image) is searched, and the lists are fused by reciprocal rank inside the index.
     """
 
     name = "phoenix"
@@ -50,7 +50,7 @@ class PhoenixSource:
 
     async def fetch(self, query: FeedQuery) -> list[Candidate]:
         excluded = sorted(query.graph.blocked | query.graph.muted | {query.user_key})
-        hits = await self._index.nearest(query.user.vectors, self._budget, excluded)
+        hits = await self._index.nearest(query.user.interest_queries(), self._budget, excluded)
         return [Candidate(h.post_key, self.name, source_score=h.score) for h in hits]
 
 

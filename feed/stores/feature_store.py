@@ -5,20 +5,23 @@ Each method does one round trip (a pipeline where it touches several keys).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from redis.asyncio import Redis
 
 from feed.stores import keys
-from feed.stores.records import SPACES, PostRecord, vector_field, vector_from_bytes
+from feed.stores.records import SPACES, PostRecord, short_vector_field, vector_field, vector_from_bytes
 from feed.stores.trending import Trending
 
 
 @dataclass(frozen=True, slots=True)
 class UserFeatures:
-    """What the engine has learnt about a user: an interest vector per embedding space, and more."""
+    """What the engine has learnt about a user: interest vectors per embedding space, and more.
+
+    `vectors` are the long-term interests, `short_vectors` follow the last few interactions.
+    """
 
     vectors: dict[str, np.ndarray]
     events: int
@@ -26,6 +29,11 @@ class UserFeatures:
     affinity: dict[str, float]
     hidden_authors: frozenset[str] = frozenset()
     cf: np.ndarray | None = None  # factors in the current collaborative-filtering model
+    short_vectors: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def interest_queries(self) -> list[tuple[str, np.ndarray]]:
+        """(space, vector) of every interest vector, long-term ones first."""
+        return [*self.vectors.items(), *self.short_vectors.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,35 +55,27 @@ class FeatureStore:
     async def user_features(self, user_key: str) -> UserFeatures:
         """Interest vectors, event count, seen posts and author affinity of a user."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(keys.user(user_key), ["events", *(vector_field(s) for s in SPACES)])
+        pipe.hmget(
+            keys.user(user_key),
+            ["events", *(vector_field(s) for s in SPACES), *(short_vector_field(s) for s in SPACES)],
+        )
         pipe.zrevrange(keys.user_seen(user_key), 0, self._seen_max - 1)
         pipe.zrevrange(keys.user_affinity(user_key), 0, 499, withscores=True)
         pipe.smembers(keys.user_hidden_authors(user_key))
         pipe.hget(keys.CF_USERS, user_key)
         replies: list[Any] = await pipe.execute()
         (raw_events, *raw_vectors), seen, affinity, hidden, cf = replies
+        n = len(SPACES)
+        long_term, short_term = raw_vectors[:n], raw_vectors[n:]
         return UserFeatures(
-            vectors={s: vector_from_bytes(v) for s, v in zip(SPACES, raw_vectors, strict=True) if v},
+            vectors={s: vector_from_bytes(v) for s, v in zip(SPACES, long_term, strict=True) if v},
+            short_vectors={s: vector_from_bytes(v) for s, v in zip(SPACES, short_term, strict=True) if v},
             events=int(raw_events or 0),
             seen=frozenset(s.decode() for s in seen),
             affinity={a.decode(): float(s) for a, s in affinity},
             hidden_authors=frozenset(a.decode() for a in hidden),
             cf=vector_from_bytes(cf) if cf else None,
         )
-
-    async def served(self, cursor: str) -> frozenset[str]:
-        """Post keys already served in this feed session."""
-        members: set[Any] = await self.redis.smembers(keys.served(cursor))
-        return frozenset(m.decode() for m in members)
-
-    async def record_served(self, cursor: str, post_keys: list[str], ttl_s: int) -> None:
-        """Add served post keys to the session; the session expires `ttl_s` after its last page."""
-        if not post_keys:
-            return
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.sadd(keys.served(cursor), *post_keys)
-        pipe.expire(keys.served(cursor), ttl_s)
-        await pipe.execute()
 
     async def timelines(
         self, author_keys: list[str], per_author: int, newer_than: float
@@ -113,6 +113,28 @@ class FeatureStore:
             if record is not None:
                 out[key] = record
         return out
+
+    async def record_impressions(self, post_keys: list[str]) -> None:
+        """Count one more impression for each of these posts."""
+        if post_keys:
+            pipe = self.redis.pipeline(transaction=False)
+            for key in post_keys:
+                pipe.zincrby(keys.IMPRESSIONS, 1, key)
+            await pipe.execute()
+
+    async def impressions(self, post_keys: list[str]) -> dict[str, float]:
+        """Times each post was served (0 for never)."""
+        if not post_keys:
+            return {}
+        counts: list[float | None] = await self.redis.zmscore(keys.IMPRESSIONS, post_keys)
+        return {k: c or 0.0 for k, c in zip(post_keys, counts, strict=True)}
+
+    async def author_reach(self, author_keys: list[str]) -> dict[str, float]:
+        """Interactions each author's posts received (0 for none)."""
+        if not author_keys:
+            return {}
+        counts: list[float | None] = await self.redis.zmscore(keys.AUTHOR_REACH, author_keys)
+        return {k: c or 0.0 for k, c in zip(author_keys, counts, strict=True)}
 
     async def cf_factors(self, post_keys: list[str]) -> dict[str, np.ndarray]:
         """Item factors of these posts in the current CF model (posts it has not seen are left out)."""

@@ -16,6 +16,8 @@ CF_ITEMS = P + "cf:items"  # hash post key -> float32 factors of the current CF 
 CF_META = P + "cf:meta"  # hash: trained_at, users, items, events, factors
 TRENDING = P + "trending"  # zset post key -> decayed positive engagement, in units of TRENDING_META's base
 TRENDING_META = P + "trending:meta"  # hash: base (epoch s), half_life_s
+IMPRESSIONS = P + "impressions"  # zset post key -> times the engine served it in a feed
+AUTHOR_REACH = P + "authors:reach"  # zset author key -> interactions with the author's posts
 
 
 def post(key: str) -> str:
@@ -71,6 +73,11 @@ def pending_events(post_key: str) -> str:
 def served(cursor: str) -> str:
     """Set: post keys already served in a feed session (pagination)."""
     return f"{P}served:{cursor}"
+
+
+def session_ranking(cursor: str) -> str:
+    """List: msgpack-encoded ranked candidates left for the next pages of a feed session."""
+    return f"{P}session:{cursor}"
 
 
 def social_graph(user_key: str) -> str:

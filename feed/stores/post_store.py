@@ -82,6 +82,8 @@ class PostStore:
         )
         pipe.delete(keys.post(key), keys.post_counts(key))
         pipe.zrem(keys.RECENT_POSTS, key)
+        pipe.zrem(keys.TRENDING, key)
+        pipe.zrem(keys.IMPRESSIONS, key)
         if record_author is not None:
             pipe.zrem(keys.timeline(record_author.decode()), key)
         pipe.xadd(keys.INDEX_STREAM, {"op": "delete", "post": key})

@@ -37,8 +37,13 @@ def vector_from_bytes(raw: bytes) -> np.ndarray:
 
 
 def vector_field(space: str) -> str:
-    """Hash field holding a post's or user's vector in `space`."""
+    """Hash field holding a post's vector, or a user's long-term interest vector, in `space`."""
     return f"vec:{space}"
+
+
+def short_vector_field(space: str) -> str:
+    """Hash field holding a user's short-term interest vector in `space`."""
+    return f"svec:{space}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ fuses the ranked lists by reciprocal rank fusion (RRF) inside Qdrant.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +36,9 @@ def _as_lists(vectors: dict[str, np.ndarray]) -> dict[str, list[float]]:
     return {space: v.astype(float).tolist() for space, v in vectors.items()}
 
 
+Queries = Sequence[tuple[str, np.ndarray]]  # (embedding space, query vector) pairs
+
+
 @dataclass(frozen=True, slots=True)
 class VectorHit:
     """A nearest-neighbour answer: the post key and its cosine similarity."""
@@ -56,12 +60,11 @@ class VectorIndex(Protocol):
     async def delete(self, post_keys: list[str]) -> None:
         """Remove these posts' points; unknown keys are ignored."""
 
-    async def nearest(
-        self, queries: dict[str, np.ndarray], limit: int, exclude_authors: list[str]
-    ) -> list[VectorHit]:
-        """Posts nearest to the query vectors (one per space), skipping posts by `exclude_authors`.
+    async def nearest(self, queries: Queries, limit: int, exclude_authors: list[str]) -> list[VectorHit]:
+        """Posts nearest to the query vectors, skipping posts by `exclude_authors`.
 
-        One space: hits scored by cosine. Several: each space's `limit` nearest, fused by RRF.
+        One query: hits scored by cosine. Several (any spaces, a space may repeat): each
+        query's `limit` nearest, fused by RRF.
         """
 
     async def count(self) -> int:
@@ -123,9 +126,7 @@ class EdgeVectorIndex:
             ids: list[int | str] = [point_id(k) for k in post_keys]
             self._shard.update(self._qe.UpdateOperation.delete_points(ids))  # type: ignore[arg-type]
 
-    async def nearest(
-        self, queries: dict[str, np.ndarray], limit: int, exclude_authors: list[str]
-    ) -> list[VectorHit]:
+    async def nearest(self, queries: Queries, limit: int, exclude_authors: list[str]) -> list[VectorHit]:
         qe = self._qe
         if not queries:
             return []
@@ -134,7 +135,7 @@ class EdgeVectorIndex:
             flt = qe.Filter(
                 must_not=[qe.FieldCondition(key="author", match=qe.MatchAny(any=exclude_authors))]
             )
-        nearest = [qe.Query.Nearest(v, using=space) for space, v in _as_lists(queries).items()]
+        nearest = [qe.Query.Nearest(v.astype(float).tolist(), using=space) for space, v in queries]
         if len(nearest) == 1:
             request = qe.QueryRequest(limit=limit, query=nearest[0], with_payload=["post"], filter=flt)
         else:
@@ -223,9 +224,7 @@ class ServerVectorIndex:
                 points_selector=models.PointIdsList(points=[point_id(k) for k in post_keys]),
             )
 
-    async def nearest(
-        self, queries: dict[str, np.ndarray], limit: int, exclude_authors: list[str]
-    ) -> list[VectorHit]:
+    async def nearest(self, queries: Queries, limit: int, exclude_authors: list[str]) -> list[VectorHit]:
         from qdrant_client import models
 
         await self._ensure_collection()
@@ -236,9 +235,9 @@ class ServerVectorIndex:
             flt = models.Filter(
                 must_not=[models.FieldCondition(key="author", match=models.MatchAny(any=exclude_authors))]
             )
-        vectors = _as_lists(queries)
+        vectors = [(space, v.astype(float).tolist()) for space, v in queries]
         if len(vectors) == 1:
-            ((space, vector),) = vectors.items()
+            ((space, vector),) = vectors
             result = await self._client.query_points(
                 self._collection,
                 query=vector,
@@ -251,8 +250,7 @@ class ServerVectorIndex:
             result = await self._client.query_points(
                 self._collection,
                 prefetch=[
-                    models.Prefetch(query=v, using=space, limit=limit, filter=flt)
-                    for space, v in vectors.items()
+                    models.Prefetch(query=v, using=space, limit=limit, filter=flt) for space, v in vectors
                 ],
                 query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
                 limit=limit,

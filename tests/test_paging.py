@@ -1,0 +1,139 @@
+"""Feed sessions on real Redis: pages keep the first ranking's order, never repeat, and work
+across API replicas (two `PagedFeed`s sharing only Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from feed.pipeline.candidate_hydrators import PostRecordHydrator
+from feed.pipeline.filters import BlockedAuthorFilter, DuplicateFilter, MissingPostFilter, ServedFilter
+from feed.pipeline.framework import Candidate, FeedQuery, Pipeline
+from feed.pipeline.hydrators import ServedPostsHydrator
+from feed.pipeline.paging import PagedFeed
+from feed.social_graph import SocialGraph
+from feed.stores.feature_store import FeatureStore
+from feed.stores.post_store import PostStore, TimelineLimits, commit_ingested
+from feed.stores.records import PostRecord
+from feed.stores.sessions import FeedSessions
+from tests.helpers import unit
+
+N = 30
+RANKING = sorted((f"p{i}" for i in range(N)), key=lambda k: -((int(k[1:]) * 7 + 13) % N))  # first call's
+
+
+class _AllPosts:
+    """A source returning every post; `shuffle` changes each post's score on every call, so a
+    page that re-ranked instead of continuing the stored ranking would show it."""
+
+    name = "all_posts"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def enabled(self, q: FeedQuery) -> bool:
+        return True
+
+    async def fetch(self, q: FeedQuery) -> list[Candidate]:
+        self.calls += 1
+        return [
+            Candidate(f"p{i}", self.name, parts={"s": float((i * 7 + self.calls * 13) % N)}) for i in range(N)
+        ]
+
+
+class _Graph:
+    name = "social_graph"
+    blocked: frozenset[str] = frozenset()
+
+    def enabled(self, q: FeedQuery) -> bool:
+        return True
+
+    async def hydrate(self, q: FeedQuery) -> None:
+        q.graph = SocialGraph(blocked=self.blocked)
+
+
+def replica(redis: Any, source: _AllPosts, graph: _Graph, keep: int = 100) -> PagedFeed:
+    store, sessions = FeatureStore(redis), FeedSessions(redis, ttl_s=60)
+    pipeline = Pipeline(
+        hydrators=[ServedPostsHydrator(sessions), graph],
+        sources=[source],
+        candidate_hydrators=[PostRecordHydrator(store)],
+        filters=[DuplicateFilter(), MissingPostFilter(), BlockedAuthorFilter(), ServedFilter()],
+    )
+    return PagedFeed(pipeline, sessions, keep)
+
+
+def store_posts(settings: Any) -> None:
+    import redis
+
+    r = redis.Redis.from_url(settings.redis_url)
+    for i in range(N):
+        record = PostRecord(
+            f"p{i}", f"p{i}", f"a{i % 5}", f"a{i % 5}", time.time(), "text", "t", {"text": unit(1)}
+        )
+        commit_ingested(r, record, TimelineLimits(100, 10**9, 100))
+    r.close()
+
+
+def query(cursor: str, limit: int) -> FeedQuery:
+    return FeedQuery(user_id="u", user_key="u", limit=limit, cursor=cursor, now=time.time())
+
+
+async def test_pages_continue_the_first_ranking_on_any_replica(settings: Any, redis_client: Any) -> None:
+    store_posts(settings)
+    source, graph = _AllPosts(), _Graph()
+    a, b = replica(redis_client, source, graph), replica(redis_client, source, graph)
+    first = await a.page(query("c1", 10), continuing=False)
+    assert source.calls == 1
+    order = [c.post_key for c in first.items]
+    second = await b.page(query("c1", 10), continuing=True)  # another replica
+    order += [c.post_key for c in second.items]
+    assert source.calls == 1  # no re-ranking: the stored ranking continued
+    assert {s.status for s in second.stages if s.stage == "source"} == {"ranked_before"}
+    assert second.items[0].parts and second.items[0].score > 0  # explanations survive
+    third = await a.page(query("c1", 10), continuing=True)
+    order += [c.post_key for c in third.items]
+    assert len(order) == len(set(order)) == N
+    assert order == RANKING
+    assert (await a.page(query("c1", 10), continuing=True)).items == []  # the end
+
+
+async def test_a_post_deleted_or_an_author_blocked_between_pages_does_not_come_back(
+    settings: Any, redis_client: Any
+) -> None:
+    store_posts(settings)
+    source, graph = _AllPosts(), _Graph()
+    feed = replica(redis_client, source, graph)
+    first = [c.post_key for c in (await feed.page(query("c2", 5), continuing=False)).items]
+    upcoming = next(k for k in RANKING[5:] if not k.endswith(("0", "5")))
+    await PostStore(redis_client).delete(upcoming)
+    graph.blocked = frozenset({"a0"})  # the author of p0, p5, p10, ...
+    rest: list[str] = []
+    while items := (await feed.page(query("c2", 5), continuing=True)).items:
+        rest += [c.post_key for c in items]
+    assert first == RANKING[:5]
+    assert rest == [k for k in RANKING[5:] if k != upcoming and int(k[1:]) % 5]
+
+
+async def test_the_pipeline_runs_again_when_the_stored_ranking_runs_out(
+    settings: Any, redis_client: Any
+) -> None:
+    store_posts(settings)
+    source, graph = _AllPosts(), _Graph()
+    feed = replica(redis_client, source, graph, keep=5)  # only one more page is stored
+    served: list[str] = []
+    while items := (await feed.page(query("c3", 5), continuing=bool(served))).items:
+        served += [c.post_key for c in items]
+    assert len(served) == len(set(served)) == N
+    assert source.calls == 4  # 10 posts per run (a page + 5 stored), and one run that found none left
+
+
+async def test_concurrent_pages_of_one_session_never_share_a_post(settings: Any, redis_client: Any) -> None:
+    store_posts(settings)
+    source, graph = _AllPosts(), _Graph()
+    replicas = [replica(redis_client, source, graph) for _ in range(3)]
+    await replicas[0].page(query("c4", 3), continuing=False)
+    pages = await asyncio.gather(*(r.page(query("c4", 3), continuing=True) for r in replicas))
+    keys = [c.post_key for p in pages for c in p.items]
+    assert len(keys) == len(set(keys)) == 9
