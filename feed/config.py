@@ -95,6 +95,7 @@ class RankingConfig(BaseModel):
     thunder_per_author: int = 20
     thunder_budget: int = 400
     phoenix_budget: int = 400
+    collaborative_budget: int = 200
     trending_budget: int = 200
     fresh_budget: int = 200
     trending_half_life_s: float = 6 * 3600.0  # positive engagement loses half its weight in this time

@@ -15,9 +15,12 @@ from feed.events.apply import EventApplier
 from feed.events.schemas import InteractionEvent
 from feed.pipeline.framework import Candidate, FeedQuery
 from feed.pipeline.scorers import CollaborativeScorer
+from feed.pipeline.sources import CollaborativeSource
 from feed.stores import keys
-from feed.stores.feature_store import UserFeatures
+from feed.stores.feature_store import FeatureStore, UserFeatures
+from feed.stores.indexer import IndexSync
 from feed.stores.records import vector_from_bytes
+from feed.stores.vectors import EdgeVectorIndex, space_dims
 from tests.conftest import Engine
 from tests.helpers import unit, wait_for
 from tests.test_e2e import feed, interact, seed
@@ -68,6 +71,51 @@ def test_empty_log_keeps_the_current_model(settings: Any) -> None:
     assert cf.train(r, settings).pairs == 0
     assert r.hexists(keys.CF_USERS, "u")
     r.close()
+
+
+async def test_a_retrain_reaches_the_vector_index_and_the_collaborative_source(
+    settings: Any, redis_client: Any, tmp_path: Any
+) -> None:
+    settings = settings.model_copy(update={"cf_factors": 8, "cf_iterations": 10})
+    index = EdgeVectorIndex(tmp_path / "shard", space_dims(settings))
+    sync = IndexSync(redis_client, index)
+    posts = ["a", "b", "c", "d", "e"]
+    for post in posts:
+        store_post(settings, post, f"author-{post}", unit(1))
+    applier = EventApplier(redis_client, settings)
+    n = 0
+    for name, liked in (("u1", "abc"), ("u2", "abc"), ("u3", "ab"), ("u4", "de"), ("u5", "de")):
+        for post in liked:
+            n += 1
+            await applier.apply([event(n, name, post)])
+    await sync.catch_up()
+    assert await index.count() == 5
+    r = redis.Redis.from_url(settings.redis_url)
+    cf.train(r, settings)
+    await sync.catch_up()  # applies the retrain's `cf` operation
+
+    user = await FeatureStore(redis_client).user_features("u3")
+    assert user.cf is not None and user.cf_version > 0
+    q = FeedQuery(user_id="u3", user_key="u3", limit=3, cursor="c", now=time.time(), user=user)
+    source = CollaborativeSource(index, budget=3)
+    assert source.enabled(q)
+    found = [c.post_key for c in await source.fetch(q)]
+    assert set(found) == {"a", "b", "c"}  # users who liked what u3 liked also liked c, not d or e
+
+    store_post(settings, "c", "author-c", unit(1))  # ingested again: the point is replaced
+    await sync.catch_up()
+    assert "c" in [c.post_key for c in await source.fetch(q)]  # its factors were copied back
+
+    # a newer model hides the old model's factors until the index has the new ones
+    old_version = user.cf_version
+    cf.train(r, settings)
+    newer = await FeatureStore(redis_client).user_features("u3")
+    assert newer.cf is not None and newer.cf_version > old_version
+    assert await index.nearest_cf(newer.cf, newer.cf_version, 3, []) == []
+    await sync.catch_up()
+    assert len(await index.nearest_cf(newer.cf, newer.cf_version, 3, [])) == 3
+    r.close()
+    await index.close()
 
 
 def test_collaborative_scorer_grows_with_the_users_history() -> None:

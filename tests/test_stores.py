@@ -18,7 +18,7 @@ from feed.stores.records import PostRecord
 from feed.stores.vectors import EdgeVectorIndex, ServerVectorIndex, VectorIndex
 from tests.helpers import unit
 
-DIMS = {"text": 384, "image": 512}
+DIMS = {"text": 384, "image": 512, "cf": 4}
 
 
 def rec(
@@ -114,6 +114,25 @@ async def test_vector_index_fuses_several_queries_in_one_space(index: VectorInde
     assert long_only == ["p0", "p1"]
     fused = [h.post_key for h in await index.nearest([*text(1, 0), *text(0, 1)], 4, [])]
     assert set(fused) == {"p0", "p1", "q0", "q1"}
+
+
+def factors(*values: float) -> np.ndarray:
+    return np.array(values, dtype=np.float32)
+
+
+async def test_cf_factors_are_searched_by_dot_product_within_their_model_only(index: VectorIndex) -> None:
+    await index.upsert([rec("a", "x", unit(1)), rec("b", "y", unit(1)), rec("c", "z", unit(1))])
+    stored = await index.set_cf(
+        {"a": factors(2, 0, 0, 0), "b": factors(0, 1, 0, 0), "ghost": factors(1, 1, 0, 0)}, version=1
+    )
+    assert stored == 2  # posts the index does not have are skipped
+    hits = await index.nearest_cf(factors(1, 1, 0, 0), 1, 10, [])
+    assert [h.post_key for h in hits] == ["a", "b"] and hits[0].score == pytest.approx(2.0)  # dot, not cosine
+    assert [h.post_key for h in await index.nearest_cf(factors(1, 1, 0, 0), 1, 10, ["x"])] == ["b"]
+    assert await index.nearest_cf(factors(1, 0, 0, 0), 2, 10, []) == []  # no post has model 2 yet
+    await index.set_cf({"b": factors(0, 1, 0, 0)}, version=2)
+    assert [h.post_key for h in await index.nearest_cf(factors(1, 1, 0, 0), 2, 10, [])] == ["b"]
+    assert await index.set_cf({}, version=3) == 0
 
 
 async def test_edge_shard_survives_reopen(tmp_path: Path) -> None:

@@ -5,8 +5,11 @@
 cancel positive ones; pairs left at zero or below are dropped), fits ALS, and swaps the
 new user and item factors in atomically: they are written under temporary keys and
 RENAMEd over the serving ones in one MULTI/EXEC, so a feed never mixes two models and
-serving never waits for training. Run it on demand (`python -m feed.batch.cf`) or let the
-ingest worker run it every CF_RETRAIN_EVERY_S.
+serving never waits for training. The same transaction queues a `cf` operation on the
+index stream: the process that owns the vector index then copies the item factors into
+it (named vector `cf`, tagged with the model version) for the CF candidate source.
+Run it on demand (`python -m feed.batch.cf`) or let the ingest worker run it every
+CF_RETRAIN_EVERY_S.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ def swap(
         for i in range(0, len(batch), _CHUNK):
             r.hset(staging, mapping={k: vector_to_bytes(v) for k, v in batch[i : i + _CHUNK]})
     dims = len(next(iter(item_factors.values())))
+    version = time.time_ns() // 1000  # microseconds: unique per retrain, and ordered
     with r.pipeline(transaction=True) as pipe:
         pipe.rename(staging_users, keys.CF_USERS)
         pipe.rename(staging_items, keys.CF_ITEMS)
@@ -121,8 +125,10 @@ def swap(
                 "items": len(item_factors),
                 "pairs": pairs,
                 "factors": dims,
+                "version": version,
             },
         )
+        pipe.xadd(keys.INDEX_STREAM, {"op": "cf", "post": "", "version": version})
         pipe.execute()
 
 

@@ -41,6 +41,7 @@ COLUMNS = ("NDCG@10", "Recall@20", "HitRate@10", "coverage", "genre_diversity")
 # what `--ablate` switches off, one at a time (names from feed/pipeline/home_feed.py)
 ABLATION = (
     "phoenix",
+    "collaborative",
     "trending",
     "fresh",
     "similarity",

@@ -36,7 +36,13 @@ from feed.pipeline.scorers import (
     TrendingScorer,
 )
 from feed.pipeline.side_effects import RecordImpressionsSideEffect
-from feed.pipeline.sources import FreshSource, PhoenixSource, ThunderSource, TrendingSource
+from feed.pipeline.sources import (
+    CollaborativeSource,
+    FreshSource,
+    PhoenixSource,
+    ThunderSource,
+    TrendingSource,
+)
 from feed.social_graph import SocialGraphClient
 from feed.stores.feature_store import FeatureStore
 from feed.stores.sessions import FeedSessions
@@ -61,6 +67,7 @@ def build_home_feed(
         sources=[
             ThunderSource(store, r.thunder_per_author, r.thunder_budget, settings.timeline_max_age_s),
             PhoenixSource(index, r.phoenix_budget),
+            CollaborativeSource(index, r.collaborative_budget),
             TrendingSource(store, r.trending_budget),
             FreshSource(store, r.fresh_budget),
         ],

@@ -54,6 +54,28 @@ class PhoenixSource:
         return [Candidate(h.post_key, self.name, source_score=h.score) for h in hits]
 
 
+class CollaborativeSource:
+    """Out-of-network by collaborative filtering: the posts whose CF item factors have the
+    highest dot product with the user's, found in the vector index (users who engaged like
+    this user engaged with them), from the model the user's factors belong to."""
+
+    name = "collaborative"
+
+    def __init__(self, index: VectorIndex, budget: int) -> None:
+        self._index = index
+        self._budget = budget
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return query.user.cf is not None and query.user.cf_version > 0
+
+    async def fetch(self, query: FeedQuery) -> list[Candidate]:
+        if query.user.cf is None:
+            return []
+        excluded = sorted(query.graph.blocked | query.graph.muted | {query.user_key})
+        hits = await self._index.nearest_cf(query.user.cf, query.user.cf_version, self._budget, excluded)
+        return [Candidate(h.post_key, self.name, source_score=h.score) for h in hits]
+
+
 class TrendingSource:
     """Popular now: posts with the most positive engagement, decayed with a half-life."""
 

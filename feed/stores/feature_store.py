@@ -29,6 +29,7 @@ class UserFeatures:
     affinity: dict[str, float]
     hidden_authors: frozenset[str] = frozenset()
     cf: np.ndarray | None = None  # factors in the current collaborative-filtering model
+    cf_version: int = 0  # that model's version
     short_vectors: dict[str, np.ndarray] = field(default_factory=dict)
 
     def interest_queries(self) -> list[tuple[str, np.ndarray]]:
@@ -54,7 +55,7 @@ class FeatureStore:
 
     async def user_features(self, user_key: str) -> UserFeatures:
         """Interest vectors, event count, seen posts and author affinity of a user."""
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=True)  # the CF factors and their model version from one model
         pipe.hmget(
             keys.user(user_key),
             ["events", *(vector_field(s) for s in SPACES), *(short_vector_field(s) for s in SPACES)],
@@ -63,8 +64,9 @@ class FeatureStore:
         pipe.zrevrange(keys.user_affinity(user_key), 0, 499, withscores=True)
         pipe.smembers(keys.user_hidden_authors(user_key))
         pipe.hget(keys.CF_USERS, user_key)
+        pipe.hget(keys.CF_META, "version")
         replies: list[Any] = await pipe.execute()
-        (raw_events, *raw_vectors), seen, affinity, hidden, cf = replies
+        (raw_events, *raw_vectors), seen, affinity, hidden, cf, cf_version = replies
         n = len(SPACES)
         long_term, short_term = raw_vectors[:n], raw_vectors[n:]
         return UserFeatures(
@@ -75,6 +77,7 @@ class FeatureStore:
             affinity={a.decode(): float(s) for a, s in affinity},
             hidden_authors=frozenset(a.decode() for a in hidden),
             cf=vector_from_bytes(cf) if cf else None,
+            cf_version=int(cf_version or 0),
         )
 
     async def timelines(

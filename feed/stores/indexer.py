@@ -4,6 +4,8 @@ Ingest workers never open the embedded Qdrant shard: they append `upsert` and
 `delete` operations to a Redis stream, and the one process that owns the index
 (the API) applies them here. Entries are acknowledged only after the index has
 them, and entries left pending by a crash are applied first on the next start.
+A `cf` operation (a retrain swapped a new CF model in) copies the current model's
+item factors into the index.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 import structlog
 from redis.asyncio import Redis
 
 from feed.aio import cancel_and_wait
 from feed.stores import keys
 from feed.stores.feature_store import FeatureStore
+from feed.stores.records import vector_from_bytes
 from feed.stores.streams import ensure_group
-from feed.stores.vectors import VectorIndex
+from feed.stores.vectors import CF, VectorIndex
 
 log = structlog.get_logger(__name__)
 
@@ -54,9 +58,12 @@ class IndexSync:
             return 0
         upserts: list[str] = []
         deletes: list[str] = []
+        new_model = False
         for _, fields in entries:
             key = fields[b"post"].decode()
-            if fields[b"op"] == b"delete":
+            if fields[b"op"] == b"cf":
+                new_model = True
+            elif fields[b"op"] == b"delete":
                 deletes.append(key)
                 upserts = [k for k in upserts if k != key]
             else:
@@ -66,8 +73,44 @@ class IndexSync:
         await self._index.upsert(list(records.values()))
         # An upserted post whose record is gone was deleted after its op: drop it from the index too.
         await self._index.delete(deletes + [k for k in upserts if k not in records])
+        if new_model or records:
+            await self.sync_cf(only_posts=None if new_model else list(records))
         await self._redis.xack(keys.INDEX_STREAM, keys.INDEX_GROUP, *[eid for eid, _ in entries])
         return len(entries)
+
+    async def sync_cf(self, only_posts: list[str] | None = None, batch: int = 1000) -> int:
+        """Copy the current CF model's item factors into the index (only for `only_posts` if
+        given: posts upserted again lose their factors); returns how many points got them.
+
+        A retrain that swaps the model in meanwhile restarts the copy, so the index never
+        tags one model's factors with another's version.
+        """
+        while True:
+            meta: list[Any] = await self._redis.hmget(keys.CF_META, ["version", "factors"])
+            raw, factors = meta[0], int(meta[1] or 0)
+            if raw is None:
+                return 0
+            if factors != self._index.dims.get(CF):  # a model trained with another CF_FACTORS
+                log.warning("cf_factors_not_indexed", model=factors, index=self._index.dims.get(CF))
+                return 0
+            version, total = int(raw), 0
+            if only_posts is not None:
+                total = await self._index.set_cf(await self._features.cf_factors(only_posts), version)
+            else:
+                async for chunk in self._cf_chunks(batch):
+                    total += await self._index.set_cf(chunk, version)
+            if await self._redis.hget(keys.CF_META, "version") == raw:
+                return total
+
+    async def _cf_chunks(self, batch: int) -> AsyncIterator[dict[str, np.ndarray]]:
+        chunk: dict[str, np.ndarray] = {}
+        async for key, value in self._redis.hscan_iter(keys.CF_ITEMS, count=batch):
+            chunk[key.decode()] = vector_from_bytes(value)
+            if len(chunk) >= batch:
+                yield chunk
+                chunk = {}
+        if chunk:
+            yield chunk
 
     async def rebuild(self, batch: int = 512) -> int:
         """Upsert every stored post record into the index (after it was created empty); returns the count."""
@@ -81,7 +124,7 @@ class IndexSync:
                 keys_seen = []
         total += await self._upsert_records(keys_seen)
         if total:
-            log.info("vector_index_rebuilt", posts=total)
+            log.info("vector_index_rebuilt", posts=total, cf_factors=await self.sync_cf())
         return total
 
     async def _upsert_records(self, post_keys: list[str]) -> int:

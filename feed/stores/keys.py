@@ -5,7 +5,7 @@ from __future__ import annotations
 P = "feed:"
 
 RECENT_POSTS = P + "posts:recent"  # zset post key -> created_at
-INDEX_STREAM = P + "index:ops"  # stream of {op: upsert|delete, post: key} for the vector index
+INDEX_STREAM = P + "index:ops"  # stream of {op: upsert|delete|cf, post: key} for the vector index
 INDEX_GROUP = "indexer"
 PENDING_POSTS = P + "pending:posts"  # zset post key -> first time an event waited for it
 DROPPED_EVENTS = P + "stats:events:dropped"  # hash reason -> count
@@ -13,7 +13,7 @@ APPLIED_EVENTS = P + "stats:events:applied"  # string counter
 INTERACTION_LOG = P + "log:interactions"  # stream of applied events {user, post, action, ts} for CF training
 CF_USERS = P + "cf:users"  # hash user key -> float32 factors of the current CF model
 CF_ITEMS = P + "cf:items"  # hash post key -> float32 factors of the current CF model
-CF_META = P + "cf:meta"  # hash: trained_at, users, items, events, factors
+CF_META = P + "cf:meta"  # hash: trained_at, users, items, pairs, factors, version
 TRENDING = P + "trending"  # zset post key -> decayed positive engagement, in units of TRENDING_META's base
 TRENDING_META = P + "trending:meta"  # hash: base (epoch s), half_life_s
 IMPRESSIONS = P + "impressions"  # zset post key -> times the engine served it in a feed

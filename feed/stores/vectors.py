@@ -5,6 +5,10 @@ vector per embedding space the post has (`text`, `image`), payload from
 `PostRecord.payload()`, and answer the same queries, so the pipeline does not know
 which one it talks to. A query with vectors in several spaces searches each and
 fuses the ranked lists by reciprocal rank fusion (RRF) inside Qdrant.
+
+The batch layer's item factors are one more named vector, `cf` (dot product), with the
+model's version in the payload (`cf_version`): a search by a user's factors only looks at
+points of the model the factors come from.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from feed.stores.records import IMAGE, TEXT, PostRecord
 log = structlog.get_logger(__name__)
 
 RRF_K = 60  # the usual RRF constant: rank r contributes 1 / (RRF_K + r)
+CF = "cf"  # named vector of the CF item factors
+CF_VERSION = "cf_version"  # payload: the CF model the point's factors come from
 
 
 def space_dims(settings: Settings) -> dict[str, int]:
-    """Vector size per embedding space."""
-    return {TEXT: settings.text_dim, IMAGE: settings.clip_dim}
+    """Vector size per embedding space (cosine), and of the CF item factors (dot product)."""
+    return {TEXT: settings.text_dim, IMAGE: settings.clip_dim, CF: settings.cf_factors}
 
 
 def _as_lists(vectors: dict[str, np.ndarray]) -> dict[str, list[float]]:
@@ -50,6 +56,8 @@ class VectorHit:
 class VectorIndex(Protocol):
     """Narrow interface over the post vector store."""
 
+    dims: dict[str, int]  # vector size per named vector
+
     async def prepare(self) -> bool:
         """Open or create the store; True when it starts empty (new, or replaced because its
         layout changed), so the caller should rebuild it from the stored post records."""
@@ -66,6 +74,16 @@ class VectorIndex(Protocol):
         One query: hits scored by cosine. Several (any spaces, a space may repeat): each
         query's `limit` nearest, fused by RRF.
         """
+
+    async def set_cf(self, factors: dict[str, np.ndarray], version: int) -> int:
+        """Store these posts' CF item factors, of model `version`; posts the index does not
+        have are skipped. Returns how many were stored."""
+
+    async def nearest_cf(
+        self, user: np.ndarray, version: int, limit: int, exclude_authors: list[str]
+    ) -> list[VectorHit]:
+        """Posts with the highest dot product with a user's CF factors, among those whose
+        factors come from model `version`, skipping posts by `exclude_authors`."""
 
     async def count(self) -> int:
         """Number of points stored."""
@@ -85,9 +103,12 @@ class EdgeVectorIndex:
         import qdrant_edge as qe
 
         self._qe = qe
+        self.dims = dims
         config = qe.EdgeConfig(
             vectors={
-                space: qe.EdgeVectorParams(size=size, distance=qe.Distance.Cosine)
+                space: qe.EdgeVectorParams(
+                    size=size, distance=qe.Distance.Dot if space == CF else qe.Distance.Cosine
+                )
                 for space, size in dims.items()
             }
         )
@@ -108,6 +129,9 @@ class EdgeVectorIndex:
             self._shard.update(qe.UpdateOperation.create_field_index("author", qe.PayloadSchemaType.Keyword))
             self._shard.update(
                 qe.UpdateOperation.create_field_index("created_at", qe.PayloadSchemaType.Float)
+            )
+            self._shard.update(
+                qe.UpdateOperation.create_field_index(CF_VERSION, qe.PayloadSchemaType.Integer)
             )
 
     async def prepare(self) -> bool:
@@ -148,6 +172,41 @@ class EdgeVectorIndex:
         hits = self._shard.query(request)
         return [VectorHit(str((h.payload or {})["post"]), float(h.score)) for h in hits]
 
+    async def set_cf(self, factors: dict[str, np.ndarray], version: int) -> int:
+        qe = self._qe
+        if not factors:
+            return 0
+        ids = {point_id(k): v for k, v in factors.items()}
+        present = [str(r.id) for r in self._shard.retrieve(list(ids), False, False)]
+        if present:
+            self._shard.update(
+                qe.UpdateOperation.update_vectors(
+                    [qe.PointVectors(i, {CF: ids[i].astype(float).tolist()}) for i in present]
+                )
+            )
+            self._shard.update(qe.UpdateOperation.set_payload(present, {CF_VERSION: version}))
+        return len(present)
+
+    async def nearest_cf(
+        self, user: np.ndarray, version: int, limit: int, exclude_authors: list[str]
+    ) -> list[VectorHit]:
+        qe = self._qe
+        must_not = (
+            [qe.FieldCondition(key="author", match=qe.MatchAny(any=exclude_authors))]
+            if exclude_authors
+            else []
+        )
+        flt = qe.Filter(
+            must=[qe.FieldCondition(key=CF_VERSION, match=qe.MatchValue(version))], must_not=must_not
+        )
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(user.astype(float).tolist(), using=CF),
+            with_payload=["post"],
+            filter=flt,
+        )
+        return [VectorHit(str((h.payload or {})["post"]), float(h.score)) for h in self._shard.query(request)]
+
     async def count(self) -> int:
         return int(self._shard.info().points_count)
 
@@ -167,7 +226,7 @@ class ServerVectorIndex:
 
         self._client = AsyncQdrantClient(location=url, api_key=api_key)
         self._collection = collection
-        self._dims = dims
+        self.dims = dims
         self._ready = False
         self._created = False
 
@@ -185,8 +244,10 @@ class ServerVectorIndex:
             await self._client.create_collection(
                 self._collection,
                 vectors_config={
-                    space: models.VectorParams(size=size, distance=models.Distance.COSINE)
-                    for space, size in self._dims.items()
+                    space: models.VectorParams(
+                        size=size, distance=models.Distance.DOT if space == CF else models.Distance.COSINE
+                    )
+                    for space, size in self.dims.items()
                 },
             )
             await self._client.create_payload_index(
@@ -194,6 +255,9 @@ class ServerVectorIndex:
             )
             await self._client.create_payload_index(
                 self._collection, "created_at", models.PayloadSchemaType.FLOAT
+            )
+            await self._client.create_payload_index(
+                self._collection, CF_VERSION, models.PayloadSchemaType.INTEGER
             )
         self._ready = True
 
@@ -256,6 +320,49 @@ class ServerVectorIndex:
                 limit=limit,
                 with_payload=["post"],
             )
+        return [VectorHit(str((p.payload or {})["post"]), float(p.score)) for p in result.points]
+
+    async def set_cf(self, factors: dict[str, np.ndarray], version: int) -> int:
+        from qdrant_client import models
+
+        await self._ensure_collection()
+        if not factors:
+            return 0
+        ids = {point_id(k): v for k, v in factors.items()}
+        found = await self._client.retrieve(self._collection, list(ids), with_payload=False)
+        present = [str(p.id) for p in found]
+        if present:
+            await self._client.update_vectors(
+                self._collection,
+                points=[
+                    models.PointVectors(id=i, vector={CF: ids[i].astype(float).tolist()}) for i in present
+                ],
+            )
+            await self._client.set_payload(
+                self._collection, {CF_VERSION: version}, points=models.PointIdsList(points=list(present))
+            )
+        return len(present)
+
+    async def nearest_cf(
+        self, user: np.ndarray, version: int, limit: int, exclude_authors: list[str]
+    ) -> list[VectorHit]:
+        from qdrant_client import models
+
+        await self._ensure_collection()
+        must_not: list[models.Condition] = []
+        if exclude_authors:
+            must_not.append(models.FieldCondition(key="author", match=models.MatchAny(any=exclude_authors)))
+        result = await self._client.query_points(
+            self._collection,
+            query=user.astype(float).tolist(),
+            using=CF,
+            limit=limit,
+            query_filter=models.Filter(
+                must=[models.FieldCondition(key=CF_VERSION, match=models.MatchValue(value=version))],
+                must_not=must_not,
+            ),
+            with_payload=["post"],
+        )
         return [VectorHit(str((p.payload or {})["post"]), float(p.score)) for p in result.points]
 
     async def count(self) -> int:
