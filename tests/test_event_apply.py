@@ -61,6 +61,7 @@ async def test_like_updates_vector_counters_seen_affinity_trending(settings: Any
     assert await redis_client.zscore(keys.user_seen("u1"), "p1") is not None
     assert await redis_client.zscore(keys.user_affinity("u1"), "auth") == 1.0
     assert await redis_client.zscore(keys.TRENDING, "p1") is not None
+    assert await redis_client.zscore(keys.AUTHOR_REACH, "auth") == 1.0
     assert await redis_client.hget(keys.user("u1"), "events") == b"1"
 
 

@@ -205,4 +205,6 @@ async def test_feature_store_reads(settings: Any, redis_client: Any) -> None:
     assert list(posts) == ["new"] and posts["new"].author_id == "a"
     await store.record_impressions(["new", "new", "b1"])
     assert await store.impressions(["new", "b1", "old"]) == {"new": 2.0, "b1": 1.0, "old": 0.0}
+    await redis_client.zadd(keys.AUTHOR_REACH, {"a": 7})
+    assert await store.author_reach(["a", "b"]) == {"a": 7.0, "b": 0.0}
     r.close()

@@ -4,6 +4,7 @@ API, an ingest worker and an event consumer as processes, in a temporary data fo
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,8 @@ from feed.stores import keys
 
 
 class LocalEngine:
-    """Context manager: starts everything with `env` overrides, stops everything on exit."""
+    """Context manager: starts everything with `env` overrides, stops everything on exit and
+    deletes its folder (kept, with the processes' logs, when starting or the run failed)."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="feed-eval-"))
@@ -57,7 +59,7 @@ class LocalEngine:
         deadline = time.monotonic() + 300
         while not self._ready():
             if time.monotonic() > deadline or any(p.poll() is not None for p in self._procs):
-                self.__exit__(None, None, None)
+                self.__exit__(RuntimeError, None, None)
                 raise RuntimeError(f"the engine did not start; logs in {self.folder}")
             time.sleep(0.2)
         return self
@@ -102,3 +104,5 @@ class LocalEngine:
                 proc.kill()
         for log in self._logs:
             log.close()
+        if exc_type is None:
+            shutil.rmtree(self.folder, ignore_errors=True)
