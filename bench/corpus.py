@@ -1,0 +1,148 @@
+"""A synthetic corpus for the serving benchmark, written through the engine's own stores.
+
+Posts get random unit 384-d text vectors (no model calls) and are committed with
+`commit_ingested` (Redis records, timelines, recent index) and upserted into the vector
+index (`EdgeVectorIndex` or `ServerVectorIndex`); authors' post counts follow a power
+law. Users get an interaction history applied by the real `EventApplier`: interest
+vectors, seen sets, affinity, engagement counters and trending. The follow graph (users
+follow mostly the big authors) is written as JSON for `bench.host` to serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from feed.config import Settings
+from feed.events.apply import EventApplier
+from feed.events.schemas import InteractionEvent
+from feed.stores import keys
+from feed.stores.post_store import TimelineLimits, commit_ingested
+from feed.stores.records import PostRecord
+from feed.stores.vectors import VectorIndex
+
+ACTIONS = ("view", "view", "view", "click", "like", "like", "dwell", "share", "comment", "hide")
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """How big the corpus is; `seed` makes it reproducible."""
+
+    posts: int = 100_000
+    authors: int = 5_000
+    users: int = 2_000
+    events_per_user: int = 20
+    follows_per_user: int = 200
+    dim: int = 384
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What was written, for the load generator and the numpy floor."""
+
+    post_keys: list[str]
+    vectors: np.ndarray  # float32, one row per post (same order as post_keys)
+    users: list[str]
+    graph: dict[str, dict[str, list[str]]]
+    seconds: dict[str, float]
+
+
+def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    """n random unit float32 vectors."""
+    v = rng.standard_normal((n, dim), dtype=np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v
+
+
+def power_law_authors(rng: np.random.Generator, posts: int, authors: int) -> np.ndarray:
+    """Author index of each post; author k has a share proportional to 1 / (k + 1)."""
+    weights = 1.0 / np.arange(1, authors + 1)
+    return rng.choice(authors, size=posts, p=weights / weights.sum())
+
+
+def build(settings: Settings, index: VectorIndex, spec: CorpusSpec, threads: int = 4) -> Corpus:
+    """Write the corpus to settings.redis_url and `index` (both empty)."""
+    rng = np.random.default_rng(spec.seed)
+    seconds: dict[str, float] = {}
+    vectors = unit_rows(rng, spec.posts, spec.dim)
+    author_of = power_law_authors(rng, spec.posts, spec.authors)
+    now = time.time()
+    ages = rng.uniform(0, settings.timeline_max_age_s * 0.9, spec.posts)
+    records = [
+        PostRecord(
+            key=f"p{i}",
+            post_id=f"p{i}",
+            author_id=f"a{author_of[i]}",
+            author_key=f"a{author_of[i]}",
+            created_at=now - float(ages[i]),
+            post_type="text",
+            text=f"post {i}",
+            vectors={"text": vectors[i]},
+        )
+        for i in range(spec.posts)
+    ]
+
+    start = time.perf_counter()
+    limits = TimelineLimits(settings.timeline_max_len, settings.timeline_max_age_s, settings.recent_posts_max)
+    clients = [redis.Redis.from_url(settings.redis_url) for _ in range(threads)]
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda i: commit_ingested(clients[i % threads], records[i], limits), range(spec.posts)))
+    clients[0].delete(keys.INDEX_STREAM)  # the index is written directly below, not replayed by the API
+    for c in clients:
+        c.close()
+    seconds["posts_to_redis"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    asyncio.run(_upsert(index, records))
+    seconds["posts_to_index"] = time.perf_counter() - start
+
+    users = [f"u{i}" for i in range(spec.users)]
+    start = time.perf_counter()
+    asyncio.run(_history(settings, rng, spec, users))
+    seconds["history"] = time.perf_counter() - start
+
+    big = np.argsort(np.bincount(author_of, minlength=spec.authors))[::-1]
+    graph = {}
+    for u in users:
+        k = min(spec.follows_per_user, spec.authors)
+        # most follows go to the big authors, some to a random tail
+        biggest = big[: min(k * 2, spec.authors)]
+        head = biggest[rng.choice(len(biggest), size=k // 2, replace=False)]
+        tail = rng.choice(spec.authors, size=k - k // 2, replace=False)
+        graph[u] = {"following": sorted({f"a{a}" for a in (*head, *tail)}), "blocked": []}
+    return Corpus([r.key for r in records], vectors, users, graph, seconds)
+
+
+async def _upsert(index: VectorIndex, records: list[PostRecord], batch: int = 2_000) -> None:
+    await index.prepare()
+    for i in range(0, len(records), batch):
+        await index.upsert(records[i : i + batch])
+    await index.close()
+
+
+async def _history(settings: Settings, rng: np.random.Generator, spec: CorpusSpec, users: list[str]) -> None:
+    r = AsyncRedis.from_url(settings.redis_url)
+    applier = EventApplier(r, settings)
+    events: list[InteractionEvent] = []
+    now = time.time()
+    for u in users:
+        for j, post in enumerate(rng.choice(spec.posts, size=spec.events_per_user, replace=False)):
+            action = ACTIONS[int(rng.integers(len(ACTIONS)))]
+            events.append(InteractionEvent(f"{u}-{j}", u, u, f"p{post}", f"p{post}", action, now - 3600 + j))
+    for i in range(0, len(events), 500):
+        await applier.apply(events[i : i + 500])
+    await r.aclose()
+
+
+def write_graph(corpus: Corpus, path: Path) -> None:
+    """The follow graph as JSON (user id -> {following, blocked}) for `bench.host`."""
+    path.write_text(json.dumps(corpus.graph))

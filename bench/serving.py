@@ -1,0 +1,305 @@
+"""Serving benchmark: `POST /feed`, `POST /interaction` and the event consumer on a synthetic
+corpus, against the bare numpy floor, in one run.
+
+    python -m bench.serving [--posts 100000] [--candidates 10000] [--limit 50]
+                            [--concurrency 16] [--duration 15] [--qdrant-url URL]
+
+It starts its own Redis-compatible server, writes the corpus through the engine's stores
+(`bench.corpus`: random unit 384-d vectors, power-law authors, users with a history),
+serves the follow graph from a stand-in host (`bench.host`), starts `feed-api` (and later
+`feed-consumer`) as processes, and drives them with a closed-loop client on loopback
+(`bench.load`). Source budgets are set so that a feed sees about `--candidates`
+candidates. The floor is the time of numpy scoring the same number of candidate vectors
+(one matrix-vector product and a top-`limit` selection) in this process. The consumer is
+measured on the backlog `/interaction` left: it starts after that phase and the clock
+runs from its first applied event to its last. Prints one table and writes JSON to
+bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import redis
+
+from bench.corpus import Corpus, CorpusSpec, build, write_graph
+from bench.load import LoadResult, closed_loop
+from feed.config import Settings
+from feed.redis_server import free_port, start_server
+from feed.stores import keys
+from feed.stores.vectors import EdgeVectorIndex, ServerVectorIndex, VectorIndex, space_dims
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def budgets(candidates: int) -> dict[str, int]:
+    """Source budgets that add up to `candidates`: in-network and nearest neighbours take most."""
+    return {
+        "thunder_budget": int(candidates * 0.4),
+        "thunder_per_author": 40,
+        "phoenix_budget": int(candidates * 0.4),
+        "trending_budget": int(candidates * 0.1),
+        "fresh_budget": int(candidates * 0.1),
+    }
+
+
+def numpy_floor(vectors: np.ndarray, n: int, limit: int, repeats: int = 200) -> float:
+    """Median ms of scoring `n` candidate vectors against a user vector and taking the top `limit`."""
+    rng = np.random.default_rng(1)
+    matrix = np.ascontiguousarray(vectors[rng.choice(len(vectors), size=n, replace=False)])
+    user = vectors[0]
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        scores = matrix @ user
+        top = np.argpartition(-scores, limit)[:limit]
+        top[np.argsort(-scores[top])]
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_http(url: str, timeout_s: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1.0).raise_for_status()
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer")
+
+
+def run_consumer(
+    env: dict[str, str], redis_url: str, expected: int, timeout_s: float = 600.0
+) -> dict[str, float]:
+    """Start `feed-consumer` on the backlog; events/s from its first applied event to the last."""
+    r = redis.Redis.from_url(redis_url)
+    before = int(r.get(keys.APPLIED_EVENTS) or 0)
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.Popen([str(bin_dir / "feed-consumer")], env=env)
+    try:
+        first = last = 0.0
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            applied = int(r.get(keys.APPLIED_EVENTS) or 0) - before
+            now = time.perf_counter()
+            if applied and not first:
+                first = now
+            if applied >= expected:
+                last = now
+                break
+            time.sleep(0.01)
+        seconds = (last or time.perf_counter()) - (first or time.perf_counter())
+        return {"events": float(expected), "seconds": seconds, "events_per_s": expected / max(seconds, 1e-9)}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        r.close()
+
+
+def feed_phase(
+    url: str, users: list[str], limit: int, concurrency: int, duration: float
+) -> tuple[LoadResult, list[float]]:
+    took: list[float] = []
+    pick = random.Random(2)
+    result = asyncio.run(
+        closed_loop(
+            "feed",
+            f"{url}/feed",
+            lambda i: {"user_id": pick.choice(users), "limit": limit},
+            concurrency,
+            duration,
+            200,
+            on_answer=lambda body: took.append(float(body["took_ms"])),
+        )
+    )
+    return result, took
+
+
+def interaction_phase(url: str, corpus: Corpus, concurrency: int, duration: float) -> LoadResult:
+    pick = random.Random(3)
+    actions = ("view", "click", "like", "dwell", "share")
+    return asyncio.run(
+        closed_loop(
+            "interaction",
+            f"{url}/interaction",
+            lambda i: {
+                "user_id": pick.choice(corpus.users),
+                "post_id": pick.choice(corpus.post_keys),
+                "action": pick.choice(actions),
+                "dwell_ms": 5000,
+            },
+            concurrency,
+            duration,
+            202,
+        )
+    )
+
+
+def explain(url: str, user: str, limit: int) -> dict[str, Any]:
+    """One feed with `explain`: stage timings and candidate counts."""
+    body = httpx.post(
+        f"{url}/feed", json={"user_id": user, "limit": limit, "explain": True}, timeout=30
+    ).json()
+    return {f"{s['stage']}:{s['name']}": (s["ms"], s["count_out"], s["status"]) for s in body["stages"]}
+
+
+def candidates_seen(url: str, user: str, limit: int) -> dict[str, int]:
+    """Candidates per source and after de-duplication, for one feed (explain)."""
+    body = httpx.post(
+        f"{url}/feed", json={"user_id": user, "limit": limit, "explain": True}, timeout=30
+    ).json()
+    stages = {s["name"]: s for s in body["stages"]}
+    out = {s["name"]: s["count_out"] for s in body["stages"] if s["stage"] == "source"}
+    out["after_duplicates"] = stages["duplicates"]["count_out"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--posts", type=int, default=100_000)
+    parser.add_argument("--authors", type=int, default=5_000)
+    parser.add_argument("--users", type=int, default=2_000)
+    parser.add_argument("--candidates", type=int, default=10_000)
+    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--qdrant-url", help="a Qdrant server; default: the embedded Edge shard")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="feed-bench-"))
+    redis_port, api_port, host_port = free_port(), free_port(), free_port()
+    procs: list[subprocess.Popen[bytes]] = [start_server(redis_port, folder / "redis")]
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    ranking = budgets(args.candidates)
+    settings = Settings(redis_url=redis_url, data_dir=folder, qdrant_url=args.qdrant_url)
+    settings = settings.model_copy(update={"ranking": settings.ranking.model_copy(update=ranking)})
+    index: VectorIndex
+    if args.qdrant_url:
+        index = ServerVectorIndex(args.qdrant_url, settings.qdrant_collection, space_dims(settings))
+    else:
+        index = EdgeVectorIndex(settings.qdrant_path, space_dims(settings))
+    spec = CorpusSpec(posts=args.posts, authors=args.authors, users=args.users)
+    report: dict[str, Any] = {
+        "spec": spec.__dict__,
+        "ranking": ranking,
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    try:
+        print(f"writing {args.posts} posts, {args.users} users ...", flush=True)
+        corpus = build(settings, index, spec)
+        report["corpus_seconds"] = corpus.seconds
+        write_graph(corpus, folder / "graph.json")
+        procs.append(
+            subprocess.Popen([sys.executable, "-m", "bench.host", str(folder / "graph.json"), str(host_port)])
+        )
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "DATA_DIR": str(folder),
+            "API_PORT": str(api_port),
+            "BACKEND_URL": f"http://127.0.0.1:{host_port}",
+            "LOG_LEVEL": "WARNING",
+            "RANKING": json.dumps(ranking),
+            "HF_HUB_OFFLINE": "1",
+            **({"QDRANT_URL": args.qdrant_url} if args.qdrant_url else {}),
+        }
+        bin_dir = Path(sys.executable).parent
+        api = subprocess.Popen([str(bin_dir / "feed-api")], env=env)
+        procs.append(api)
+        url = f"http://127.0.0.1:{api_port}"
+        wait_http(f"{url}/health")
+        wait_http(f"http://127.0.0.1:{host_port}/internal/social-graph/u0/")
+        report["candidates"] = candidates_seen(url, corpus.users[0], args.limit)
+        asyncio.run(
+            closed_loop(
+                "warm-up",
+                f"{url}/feed",
+                lambda i: {"user_id": corpus.users[i % len(corpus.users)], "limit": args.limit},
+                4,
+                3.0,
+                200,
+            )
+        )
+        report["stages_warm"] = explain(url, corpus.users[1], args.limit)
+        feed, took = feed_phase(url, corpus.users, args.limit, args.concurrency, args.duration)
+        floor = numpy_floor(corpus.vectors, report["candidates"]["after_duplicates"], args.limit)
+        report["feed"] = feed.summary()
+        report["feed"]["server_took_p50_ms"] = float(np.percentile(took, 50)) if took else 0.0
+        report["floor_ms"] = floor
+        report["api_rss_mb"] = rss_mb(api.pid)
+        report["raw_vector_mb"] = corpus.vectors.nbytes / 2**20
+        interactions = interaction_phase(url, corpus, args.concurrency * 2, args.duration)
+        report["interaction"] = interactions.summary()
+        report["consumer"] = run_consumer(env, redis_url, len(interactions.latencies_ms))
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    f, i, c = report["feed"], report["interaction"], report["consumer"]
+    ratio = f["server_took_p50_ms"] / floor
+    table = "\n".join(
+        [
+            f"{args.posts} posts, {report['candidates']['after_duplicates']} candidates, limit {args.limit}, "
+            f"concurrency {args.concurrency}, {args.duration:.0f} s per phase; {platform.machine()}, "
+            f"{os.cpu_count()} CPUs; index: {'Qdrant server' if args.qdrant_url else 'embedded Qdrant Edge'}",
+            "",
+            "| figure | value |",
+            "|---|---|",
+            f"| POST /feed | {f['req_per_s']:.0f} req/s; p50 {f['p50_ms']:.1f} ms, p90 {f['p90_ms']:.1f}, "
+            f"p99 {f['p99_ms']:.1f}, max {f['max_ms']:.1f}; {f['errors']:.0f} errors |",
+            f"| /feed pipeline (server `took_ms`, p50) / numpy floor ({floor:.2f} ms) | "
+            f"{f['server_took_p50_ms']:.1f} ms / {floor:.2f} ms = {ratio:.1f}x |",
+            f"| POST /interaction | {i['req_per_s']:.0f} req/s accepted; p50 {i['p50_ms']:.1f} ms, "
+            f"p99 {i['p99_ms']:.1f} ms; {i['errors']:.0f} errors |",
+            f"| event consumer | {c['events_per_s']:.0f} events/s "
+            f"({c['events']:.0f} events in {c['seconds']:.1f} s) |",
+            f"| API memory | {report['api_rss_mb']:.0f} MB resident; "
+            f"raw post vectors {report['raw_vector_mb']:.0f} MB |",
+        ]
+    )
+    print(table)
+    print("stages of one warm request (ms, candidates out, status):")
+    for name, row in report["stages_warm"].items():
+        print(f"  {name:40s} {row[0]:9.2f} {row[1]:7d} {row[2]}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    report["machine"] = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+    (args.out / f"serving-{stamp}.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}/serving-{stamp}.json")
+
+
+if __name__ == "__main__":
+    main()
