@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -191,6 +192,7 @@ def main() -> None:
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="feed-bench-"))
+    failed = True
     redis_port, api_port, host_port = free_port(), free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = [start_server(redis_port, folder / "redis")]
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
@@ -255,6 +257,7 @@ def main() -> None:
         interactions = interaction_phase(url, corpus, args.concurrency * 2, args.duration)
         report["interaction"] = interactions.summary()
         report["consumer"] = run_consumer(env, redis_url, len(interactions.latencies_ms))
+        failed = False
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -263,6 +266,8 @@ def main() -> None:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if not failed:
+            shutil.rmtree(folder, ignore_errors=True)
 
     f, i, c = report["feed"], report["interaction"], report["consumer"]
     ratio = f["server_took_p50_ms"] / floor

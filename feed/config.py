@@ -161,6 +161,7 @@ class Settings(BaseSettings):
     event_reclaim_idle_ms: int = 60_000  # Redis Streams: take over events a dead consumer left unacked
     served_ttl_s: int = 1800  # a feed session (cursor) expires this long after its last page
     session_keep: int = 200  # ranked candidates stored per session for its next pages
+    session_ranking_ttl_s: int = 600  # how long they are kept after the last page
 
     social_graph_timeout_s: float = 0.3
     social_graph_ttl_s: int = 60

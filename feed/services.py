@@ -47,7 +47,7 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
     index = open_vector_index(settings)
     broker = create_broker(settings)
     features = FeatureStore(redis, settings.seen_max, settings.ranking.trending_half_life_s)
-    sessions = FeedSessions(redis, settings.served_ttl_s)
+    sessions = FeedSessions(redis, settings.served_ttl_s, settings.session_ranking_ttl_s)
     async with httpx.AsyncClient() as http:
         graph = SocialGraphClient(
             redis, http, settings.backend_url, settings.social_graph_timeout_s, settings.social_graph_ttl_s

@@ -7,6 +7,8 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from feed.pipeline.candidate_hydrators import PostRecordHydrator
 from feed.pipeline.filters import BlockedAuthorFilter, DuplicateFilter, MissingPostFilter, ServedFilter
 from feed.pipeline.framework import Candidate, FeedQuery, Pipeline
@@ -54,7 +56,7 @@ class _Graph:
 
 
 def replica(redis: Any, source: _AllPosts, graph: _Graph, keep: int = 100) -> PagedFeed:
-    store, sessions = FeatureStore(redis), FeedSessions(redis, ttl_s=60)
+    store, sessions = FeatureStore(redis), FeedSessions(redis, ttl_s=60, ranking_ttl_s=60)
     pipeline = Pipeline(
         hydrators=[ServedPostsHydrator(sessions), graph],
         sources=[source],
@@ -137,3 +139,35 @@ async def test_concurrent_pages_of_one_session_never_share_a_post(settings: Any,
     pages = await asyncio.gather(*(r.page(query("c4", 3), continuing=True) for r in replicas))
     keys = [c.post_key for p in pages for c in p.items]
     assert len(keys) == len(set(keys)) == 9
+
+
+async def test_sessions_store_rankings_compactly_and_give_back_the_score_parts(redis_client: Any) -> None:
+    from feed.stores import keys
+    from feed.stores.sessions import SessionItem
+
+    sessions = FeedSessions(redis_client, ttl_s=60, ranking_ttl_s=30)
+    rest = [
+        SessionItem(
+            f"post{i}",
+            "phoenix",
+            2.0 - i / 100,
+            {"similarity": 0.5 + i / 1000, "engagement": 0.25},
+            {"freshness": 0.75},
+            in_network=i % 2 == 0,
+        )
+        for i in range(200)
+    ]
+    rest[3] = SessionItem("odd", "fresh", 1.5, {"similarity": 0.125, "cf": 0.5}, {}, False)  # other parts
+    await sessions.save("s", ["first"], rest)
+    assert 0 < await redis_client.ttl(keys.session_ranking("s")) <= 30
+    assert await redis_client.ttl(keys.served("s")) > 30
+    per_item = await redis_client.memory_usage(keys.session_ranking("s")) / 200
+    assert per_item < 80, per_item
+    got = await sessions.take("s", 5)
+    assert [g.post_key for g in got] == ["post0", "post1", "post2", "odd", "post4"]
+    assert got[3] == SessionItem("odd", "fresh", 1.5, {"similarity": 0.125, "cf": 0.5}, {}, False)
+    assert got[1].parts == pytest.approx({"similarity": 0.501, "engagement": 0.25})
+    assert got[1].factors == {"freshness": 0.75} and got[1].score == 1.99 and not got[1].in_network
+    assert await sessions.served("s") == frozenset({"first"})
+    await sessions.save("s", ["post0"], [])  # a fresh run with nothing left
+    assert await sessions.take("s", 5) == []

@@ -80,6 +80,11 @@ def session_ranking(cursor: str) -> str:
     return f"{P}session:{cursor}"
 
 
+def session_layout(cursor: str) -> str:
+    """String: msgpack names of the score parts and factors stored with a session's ranking."""
+    return f"{P}session:{cursor}:layout"
+
+
 def social_graph(user_key: str) -> str:
     """String: cached JSON social graph of a user."""
     return f"{P}sg:{user_key}"

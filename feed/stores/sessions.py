@@ -2,23 +2,25 @@
 
 A session is the set of post keys already served under a cursor, plus the ranked
 candidates the pipeline had left after the last page it ran. The next page pops from
-that list (LPOP with a count is atomic, so two API replicas answering the same cursor
-never hand out the same post) and keeps the order the first ranking gave. Both keys
-expire `ttl_s` after the session's last page.
+that list (LPOP with a count, in a transaction with the layout it needs to decode the
+items, so two API replicas answering the same cursor never hand out the same post) and
+keeps the order the first ranking gave.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+import numpy as np
 from redis.asyncio import Redis
 
 from feed.stores import keys
 
 
-class SessionItem(msgspec.Struct, array_like=True, frozen=True):
+class SessionItem(msgspec.Struct, frozen=True):
     """A ranked candidate as stored for a later page: where it came from and its score parts."""
 
     post_key: str
@@ -29,16 +31,60 @@ class SessionItem(msgspec.Struct, array_like=True, frozen=True):
     in_network: bool = False
 
 
+class _Stored(msgspec.Struct, array_like=True, frozen=True):
+    """The compact stored form: part and factor values as float32 in the session's layout
+    order (NaN where a candidate lacks one), so names are stored once per session."""
+
+    post_key: str
+    source: str
+    score: float
+    in_network: bool
+    values: bytes
+
+
+class _Layout(msgspec.Struct, array_like=True, frozen=True):
+    parts: list[str]
+    factors: list[str]
+
+
 _encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(SessionItem).decode
+_decode_item = msgspec.msgpack.Decoder(_Stored).decode
+_decode_layout = msgspec.msgpack.Decoder(_Layout).decode
+
+
+def _pack(item: SessionItem, layout: _Layout) -> bytes:
+    values = [item.parts.get(n, math.nan) for n in layout.parts]
+    values += [item.factors.get(n, math.nan) for n in layout.factors]
+    raw = np.asarray(values, dtype="<f4").tobytes()
+    return _encode(_Stored(item.post_key, item.source, item.score, item.in_network, raw))
+
+
+def _unpack(raw: bytes, layout: _Layout) -> SessionItem:
+    stored = _decode_item(raw)
+    values = np.frombuffer(stored.values, dtype="<f4").tolist()
+    n = len(layout.parts)
+    return SessionItem(
+        stored.post_key,
+        stored.source,
+        stored.score,
+        {k: v for k, v in zip(layout.parts, values[:n], strict=True) if not math.isnan(v)},
+        {k: v for k, v in zip(layout.factors, values[n:], strict=True) if not math.isnan(v)},
+        stored.in_network,
+    )
 
 
 class FeedSessions:
-    """Pagination state per cursor, shared by every API replica through Redis."""
+    """Pagination state per cursor, shared by every API replica through Redis.
 
-    def __init__(self, redis: Redis, ttl_s: int) -> None:
+    The served set lives `ttl_s` after the session's last page; the stored ranking
+    (about 70 bytes a candidate) `ranking_ttl_s`, usually shorter: after it expires the next
+    page re-ranks, still without what was served.
+    """
+
+    def __init__(self, redis: Redis, ttl_s: int, ranking_ttl_s: int) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
+        self._ranking_ttl_s = ranking_ttl_s
 
     async def served(self, cursor: str) -> frozenset[str]:
         """Post keys already served under this cursor."""
@@ -47,8 +93,14 @@ class FeedSessions:
 
     async def take(self, cursor: str, n: int) -> list[SessionItem]:
         """Pop the next `n` ranked items of the session (fewer when it runs out)."""
-        raw: list[bytes] | None = await self._redis.lpop(keys.session_ranking(cursor), n)  # type: ignore[assignment]
-        return [_decode(r) for r in raw or []]
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.lpop(keys.session_ranking(cursor), n)
+        pipe.get(keys.session_layout(cursor))
+        raw, layout = await pipe.execute()
+        if not raw or layout is None:
+            return []
+        decoded = _decode_layout(layout)
+        return [_unpack(r, decoded) for r in raw]
 
     async def mark_served(self, cursor: str, post_keys: Sequence[str]) -> None:
         """Add post keys to the session's served set."""
@@ -61,13 +113,23 @@ class FeedSessions:
     async def save(self, cursor: str, page: Sequence[str], rest: Sequence[SessionItem] | None) -> None:
         """Record a served page; `rest` (when the pipeline ran) replaces the stored ranking."""
         pipe = self._redis.pipeline(transaction=True)
-        served, ranking = keys.served(cursor), keys.session_ranking(cursor)
+        served, ranking, layout_key = (
+            keys.served(cursor),
+            keys.session_ranking(cursor),
+            keys.session_layout(cursor),
+        )
         if page:
             pipe.sadd(served, *page)
         pipe.expire(served, self._ttl_s)
         if rest is not None:
-            pipe.delete(ranking)
+            pipe.delete(ranking, layout_key)
             if rest:
-                pipe.rpush(ranking, *(_encode(item) for item in rest))
-        pipe.expire(ranking, self._ttl_s)
+                layout = _Layout(
+                    sorted({n for item in rest for n in item.parts}),
+                    sorted({n for item in rest for n in item.factors}),
+                )
+                pipe.rpush(ranking, *(_pack(item, layout) for item in rest))
+                pipe.set(layout_key, _encode(layout))
+        pipe.expire(ranking, self._ranking_ttl_s)
+        pipe.expire(layout_key, self._ranking_ttl_s)
         await pipe.execute()
