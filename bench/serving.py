@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -167,6 +168,29 @@ def explain(url: str, user: str, limit: int) -> dict[str, Any]:
     return {f"{s['stage']}:{s['name']}": (s["ms"], s["count_out"], s["status"]) for s in body["stages"]}
 
 
+def profile_top(collapsed: Path, n: int = 15) -> dict[str, list[tuple[str, float]]]:
+    """From py-spy's collapsed stacks: the functions with the most samples on top of the stack
+    (self), and the engine's functions with the most anywhere in it (inclusive), as shares
+    of all samples."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]  # per function, not per line
+        samples = int(count)
+        total += samples
+        own[frames[-1]] = own.get(frames[-1], 0) + samples
+        for frame in set(frames):
+            if "(feed/" in frame and "site-packages" not in frame:  # the engine's own functions
+                inclusive[frame] = inclusive.get(frame, 0) + samples
+
+    def top(counts: dict[str, int]) -> list[tuple[str, float]]:
+        return [(f, c / max(total, 1)) for f, c in sorted(counts.items(), key=lambda kv: -kv[1])[:n]]
+
+    return {"self": top(own), "inclusive": top(inclusive)}
+
+
 def candidates_seen(url: str, user: str, limit: int) -> dict[str, int]:
     """Candidates per source and after de-duplication, for one feed (explain)."""
     body = httpx.post(
@@ -189,6 +213,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--qdrant-url", help="a Qdrant server; default: the embedded Edge shard")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--profile", action="store_true", help="sample the API with py-spy during /feed")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="feed-bench-"))
@@ -247,7 +272,30 @@ def main() -> None:
             )
         )
         report["stages_warm"] = explain(url, corpus.users[1], args.limit)
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen(
+                [
+                    str(bin_dir / "py-spy"),
+                    "record",
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                    "-o",
+                    str(folder / "profile.txt"),
+                    "-d",
+                    str(int(args.duration)),
+                    "-p",
+                    str(api.pid),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
         feed, took = feed_phase(url, corpus.users, args.limit, args.concurrency, args.duration)
+        if spy is not None:
+            spy.wait(60)
+            report["profile"] = profile_top(folder / "profile.txt")
         floor = numpy_floor(corpus.vectors, report["candidates"]["after_duplicates"], args.limit)
         report["feed"] = feed.summary()
         report["feed"]["server_took_p50_ms"] = float(np.percentile(took, 50)) if took else 0.0
@@ -292,6 +340,10 @@ def main() -> None:
         ]
     )
     print(table)
+    for kind, rows in report.get("profile", {}).items():
+        print(f"profile of the API during /feed, {kind} share of samples:")
+        for frame, share in rows:
+            print(f"  {share:6.1%}  {frame}")
     print("stages of one warm request (ms, candidates out, status):")
     for name, row in report["stages_warm"].items():
         print(f"  {name:40s} {row[0]:9.2f} {row[1]:7d} {row[2]}")
