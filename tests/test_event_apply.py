@@ -171,3 +171,18 @@ async def test_events_on_failed_posts_are_dropped_with_a_reason(settings: Any, r
     result = await EventApplier(redis_client, settings).apply([event("e1", "f")])
     assert result.dropped == 1
     assert await redis_client.hget(keys.DROPPED_EVENTS, "failed_post") == b"1"
+
+
+async def test_concurrent_batches_for_the_same_user_lose_no_update(settings: Any, redis_client: Any) -> None:
+    """Optimistic transactions: a batch whose user changed after it read them retries."""
+    import asyncio
+
+    for i in range(40):
+        store_post(settings, f"q{i}", "a", unit(1, 0.1 * i))
+    appliers = [EventApplier(redis_client, settings) for _ in range(4)]
+    batches = [[event(f"c{k}-{i}", f"q{k * 10 + i}") for i in range(10)] for k in range(4)]
+    results = await asyncio.gather(*(a.apply(b) for a, b in zip(appliers, batches, strict=True)))
+    assert sum(r.applied for r in results) == 40
+    assert await redis_client.hget(keys.user("u1"), "events") == b"40"
+    assert await redis_client.zcard(keys.user_seen("u1")) == 40
+    assert await redis_client.zscore(keys.user_affinity("u1"), "a") == 40.0

@@ -125,14 +125,19 @@ class EventApplier:
         done_keys = [keys.event_done(e.event_id) for e in events]
         async with self._redis.pipeline(transaction=True) as pipe:
             await pipe.watch(*done_keys, *[keys.user(u) for u in user_keys], keys.TRENDING_META)
-            done = await pipe.mget(done_keys)
+            # Read everything in one round trip on another connection: WATCH came first, so
+            # a write after these reads still makes the EXEC below fail and the batch retry.
+            fields = [field_of(s) for field_of, _ in self._horizons for s in SPACES]
+            reader = self._redis.pipeline(transaction=False)
+            reader.mget(done_keys)
+            for u in user_keys:
+                reader.hmget(keys.user(u), fields)
+            done, *user_rows = await reader.execute()
             trending = await self._trending.base(pipe)
             todo = [e for e, d in zip(events, done, strict=True) if d is None]
-            fields = [field_of(s) for field_of, _ in self._horizons for s in SPACES]
             vectors: dict[tuple[str, str], np.ndarray | None] = {}
             counts: dict[str, int] = defaultdict(int)
-            for u in user_keys:
-                raw: list[Any] = await pipe.hmget(keys.user(u), fields)
+            for u, raw in zip(user_keys, user_rows, strict=True):
                 for name, value in zip(fields, raw, strict=True):
                     vectors[u, name] = vector_from_bytes(value) if value else None
             touched: set[tuple[str, str]] = set()
