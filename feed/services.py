@@ -17,11 +17,13 @@ from feed.events.broker import Broker, EventPublisher, create_broker, prepare_ev
 from feed.pipeline.home_feed import build_home_feed
 from feed.pipeline.paging import PagedFeed
 from feed.social_graph import SocialGraphClient
+from feed.stores.catalog import PostCatalog
+from feed.stores.catalog_sync import CatalogSync
 from feed.stores.feature_store import FeatureStore
 from feed.stores.indexer import IndexSync
 from feed.stores.post_store import PostStore
 from feed.stores.sessions import FeedSessions
-from feed.stores.vectors import VectorIndex, open_vector_index
+from feed.stores.vectors import VectorIndex, open_vector_index, space_dims
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,8 @@ class Services:
     features: FeatureStore
     index: VectorIndex
     index_sync: IndexSync
+    catalog: PostCatalog
+    catalog_sync: CatalogSync
     publisher: EventPublisher
     broker: Broker
     home_feed: PagedFeed
@@ -42,12 +46,14 @@ class Services:
 
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Services]:
-    """Connect everything; the vector index is kept in sync by a background task while open."""
+    """Connect everything; the post catalogue is loaded first, and it and the vector index are
+    kept in sync by background tasks while open."""
     redis = Redis.from_url(settings.redis_url, max_connections=512)
     index = open_vector_index(settings)
     broker = create_broker(settings)
     features = FeatureStore(redis, settings.seen_max, settings.ranking.trending_half_life_s)
     sessions = FeedSessions(redis, settings.served_ttl_s, settings.session_ranking_ttl_s)
+    catalog = PostCatalog(space_dims(settings))
     async with httpx.AsyncClient() as http:
         graph = SocialGraphClient(
             redis, http, settings.backend_url, settings.social_graph_timeout_s, settings.social_graph_ttl_s
@@ -59,10 +65,14 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
             features=features,
             index=index,
             index_sync=IndexSync(redis, index),
+            catalog=catalog,
+            catalog_sync=CatalogSync(redis, catalog),
             publisher=EventPublisher(broker, settings.events_topic),
             broker=broker,
             home_feed=PagedFeed(
-                build_home_feed(settings, features, index, graph, sessions), sessions, settings.session_keep
+                build_home_feed(settings, catalog, features, index, graph, sessions),
+                sessions,
+                settings.session_keep,
             ),
             celery=celery,
         )
@@ -70,7 +80,8 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
         await broker.connect()
         try:
             rebuild = await index.prepare()
-            async with services.index_sync.running(rebuild=rebuild):
+            await services.catalog_sync.load()
+            async with services.index_sync.running(rebuild=rebuild), services.catalog_sync.running():
                 yield services
         finally:
             await services.home_feed.pipeline.drain()

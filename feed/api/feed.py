@@ -33,14 +33,13 @@ class FeedController(Controller):
         result = await services.home_feed.page(query, continuing=data.cursor is not None)
         items = [
             FeedItem(
-                post_id=c.record.post_id,
-                author_id=c.record.author_id,
-                score=round(c.score, 6),
-                source=c.source,
-                score_parts={**c.parts, **c.factors},
+                post_id=p.post_id,
+                author_id=p.author_id,
+                score=round(p.score, 6),
+                source=p.source,
+                score_parts={**p.parts, **p.factors},
             )
-            for c in result.items
-            if c.record is not None
+            for p in result.items
         ]
         stages = None
         if data.explain:

@@ -32,6 +32,7 @@ from feed.events.schemas import InteractionEvent
 from feed.stores import keys
 from feed.stores.post_store import DELETED, FAILED
 from feed.stores.records import SPACES, short_vector_field, vector_field, vector_from_bytes, vector_to_bytes
+from feed.stores.streams import pack_keys
 from feed.stores.trending import Trending, TrendingBase
 
 log = structlog.get_logger(__name__)
@@ -169,6 +170,15 @@ class EventApplier:
                 )
             if todo:
                 pipe.incrby(keys.APPLIED_EVENTS, len(todo))
+                pipe.xadd(
+                    keys.CHANGES_STREAM,
+                    {
+                        "posts": pack_keys(sorted({e.post_key for e in todo})),
+                        "authors": pack_keys(sorted({posts[e.post_key].author_key for e in todo})),
+                    },
+                    maxlen=keys.CHANGES_MAXLEN,
+                    approximate=True,
+                )
             await pipe.execute()
         return len(todo), len(events) - len(todo)
 

@@ -1,112 +1,147 @@
-"""Candidate hydrators: add stored features to candidates (one Redis round trip each)."""
+"""Candidate hydrators: fill feature columns of the batch, from the post catalogue (in memory)
+or, for what it does not hold, from Redis."""
 
 from __future__ import annotations
 
-from feed.pipeline.framework import Candidate, FeedQuery
+import numpy as np
+
+from feed.pipeline.framework import Candidates, FeedQuery
+from feed.stores.catalog import NO_ROW, PostCatalog
 from feed.stores.feature_store import FeatureStore
 
 
-class PostRecordHydrator:
-    """Attaches each candidate's stored post (author, time, vector); deleted posts get none."""
+def _gather(column: np.ndarray, candidates: Candidates, missing: float = 0.0) -> np.ndarray:
+    """`column` at the candidates' rows; `missing` for posts the catalogue does not have."""
+    known = candidates.known()
+    out = column[np.where(known, candidates.rows, 0)]
+    out[~known] = missing
+    return out
 
-    name = "post_records"
 
-    def __init__(self, store: FeatureStore) -> None:
-        self._store = store
+class PostFeaturesHydrator:
+    """Sets `alive`, `author` and `created_at`, and marks posts by followed authors in-network."""
+
+    name = "post_features"
+
+    def __init__(self, catalog: PostCatalog) -> None:
+        self._catalog = catalog
 
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    async def hydrate(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        records = await self._store.posts(sorted({c.post_key for c in candidates}))
-        for c in candidates:
-            c.record = records.get(c.post_key)
-            if c.record is not None and c.record.author_key in query.graph.following:
-                c.in_network = True
+    async def hydrate(self, query: FeedQuery, candidates: Candidates) -> None:
+        catalog = self._catalog
+        candidates.alive = _gather(catalog.alive, candidates, False)
+        candidates.author = _gather(catalog.author, candidates, NO_ROW)
+        candidates.created_at = _gather(catalog.created_at, candidates, -np.inf)
+        if query.graph.following:
+            candidates.in_network |= np.isin(candidates.author, catalog.authors_of(query.graph.following))
 
 
 class EngagementCountsHydrator:
-    """Attaches each candidate's interaction counts per action."""
+    """Sets `counts`: interactions with each candidate per action."""
 
     name = "engagement_counts"
 
-    def __init__(self, store: FeatureStore) -> None:
-        self._store = store
+    def __init__(self, catalog: PostCatalog) -> None:
+        self._catalog = catalog
 
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    async def hydrate(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        counts = await self._store.post_counts(sorted({c.post_key for c in candidates}))
-        for c in candidates:
-            c.counts = counts.get(c.post_key, {})
+    async def hydrate(self, query: FeedQuery, candidates: Candidates) -> None:
+        candidates.counts = _gather(self._catalog.counts, candidates)
 
 
 class TrendingHydrator:
-    """Attaches each candidate's decayed positive engagement (its trending value now)."""
+    """Sets `trending`: each candidate's decayed positive engagement now."""
 
     name = "trending_values"
 
-    def __init__(self, store: FeatureStore) -> None:
-        self._store = store
+    def __init__(self, catalog: PostCatalog) -> None:
+        self._catalog = catalog
 
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    async def hydrate(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        values = await self._store.trending.values(sorted({c.post_key for c in candidates}), query.now)
-        for c in candidates:
-            c.trending = values.get(c.post_key, 0.0)
+    async def hydrate(self, query: FeedQuery, candidates: Candidates) -> None:
+        values = self._catalog.trending_values(np.where(candidates.known(), candidates.rows, 0), query.now)
+        values[~candidates.known()] = 0.0
+        candidates.trending = values
 
 
 class CFFactorsHydrator:
-    """Attaches each candidate's item factors from the current collaborative-filtering model."""
+    """Sets `cf` and `cf_known`: item factors from the collaborative-filtering model the
+    user's factors come from (none when the catalogue holds another model's)."""
 
     name = "cf_factors"
 
-    def __init__(self, store: FeatureStore) -> None:
-        self._store = store
+    def __init__(self, catalog: PostCatalog) -> None:
+        self._catalog = catalog
 
     def enabled(self, query: FeedQuery) -> bool:
         return query.user.cf is not None
 
-    async def hydrate(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        factors = await self._store.cf_factors(sorted({c.post_key for c in candidates}))
-        for c in candidates:
-            c.cf = factors.get(c.post_key)
+    async def hydrate(self, query: FeedQuery, candidates: Candidates) -> None:
+        catalog = self._catalog
+        if catalog.cf is None or catalog.cf_version != query.user.cf_version:
+            candidates.cf_known = np.zeros(len(candidates), dtype=bool)
+            return
+        candidates.cf = _gather(catalog.cf, candidates)
+        candidates.cf_known = _gather(catalog.cf_known, candidates, False)
 
 
 class ImpressionsHydrator:
-    """Attaches how many times each candidate was served (for exploration)."""
+    """Sets `impressions`: how many times each candidate was served (for exploration)."""
 
     name = "impressions"
 
-    def __init__(self, store: FeatureStore) -> None:
-        self._store = store
+    def __init__(self, catalog: PostCatalog) -> None:
+        self._catalog = catalog
 
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    async def hydrate(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        counts = await self._store.impressions(sorted({c.post_key for c in candidates}))
-        for c in candidates:
-            c.impressions = counts.get(c.post_key, 0.0)
+    async def hydrate(self, query: FeedQuery, candidates: Candidates) -> None:
+        candidates.impressions = _gather(self._catalog.impressions, candidates)
 
 
 class AuthorReachHydrator:
-    """Attaches how many interactions each candidate's author has received (after `post_records`)."""
+    """Sets `author_reach`: interactions each candidate's author has received."""
 
     name = "author_reach"
 
-    def __init__(self, store: FeatureStore) -> None:
-        self._store = store
+    def __init__(self, catalog: PostCatalog) -> None:
+        self._catalog = catalog
 
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    async def hydrate(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        authors = sorted({c.record.author_key for c in candidates if c.record is not None})
-        reach = await self._store.author_reach(authors)
-        for c in candidates:
-            if c.record is not None:
-                c.author_reach = reach.get(c.record.author_key, 0.0)
+    async def hydrate(self, query: FeedQuery, candidates: Candidates) -> None:
+        authors = _gather(self._catalog.author, candidates, NO_ROW)
+        reach = self._catalog.reach[np.where(authors >= 0, authors, 0)]
+        reach[authors < 0] = 0.0
+        candidates.author_reach = reach
+
+
+class PostTextsHydrator:
+    """Sets `texts` (text, transcript and detected objects of each candidate, from Redis) when
+    the user muted keywords; the catalogue keeps no text, so only those feeds pay for it."""
+
+    name = "post_texts"
+
+    def __init__(self, catalog: PostCatalog, store: FeatureStore) -> None:
+        self._catalog = catalog
+        self._store = store
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return bool(query.graph.muted_keywords)
+
+    async def hydrate(self, query: FeedQuery, candidates: Candidates) -> None:
+        keys = self._catalog.keys
+        known = candidates.known()
+        post_keys = [
+            keys[r] if k else "" for r, k in zip(candidates.rows.tolist(), known.tolist(), strict=True)
+        ]
+        texts = await self._store.post_texts(sorted({k for k in post_keys if k}))
+        candidates.texts = np.array([texts.get(k, "") for k in post_keys], dtype=object)

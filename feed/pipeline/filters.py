@@ -1,10 +1,15 @@
-"""Filters: drop candidates the user must not see (run in order)."""
+"""Filters: drop candidates the user must not see. Each returns a mask of the candidates to
+keep; the pipeline runs them in order and drops the union of what they reject."""
 
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 
-from feed.pipeline.framework import Candidate, FeedQuery
+import numpy as np
+
+from feed.pipeline.framework import Candidates, FeedQuery, required
+from feed.stores.catalog import PostCatalog
 
 
 class DuplicateFilter:
@@ -15,75 +20,102 @@ class DuplicateFilter:
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        seen: set[str] = set()
-        kept: list[Candidate] = []
-        for c in candidates:
-            if c.post_key not in seen:
-                seen.add(c.post_key)
-                kept.append(c)
-        return kept
+    def apply(self, query: FeedQuery, candidates: Candidates) -> np.ndarray:
+        keep = np.zeros(len(candidates), dtype=bool)
+        keep[np.unique(candidates.rows, return_index=True)[1]] = True
+        return keep
 
 
 class MissingPostFilter:
-    """Drops candidates with no stored post (deleted, or not ingested yet)."""
+    """Drops candidates the catalogue does not have (deleted, or not ingested yet)."""
 
     name = "missing_posts"
 
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        return [c for c in candidates if c.record is not None]
+    def apply(self, query: FeedQuery, candidates: Candidates) -> np.ndarray:
+        return required(candidates.alive, "alive")
 
 
-class OwnPostFilter:
+class _AuthorFilter(ABC):
+    """Drops posts by the authors `authors(query)` names."""
+
+    def __init__(self, catalog: PostCatalog) -> None:
+        self._catalog = catalog
+
+    @abstractmethod
+    def authors(self, query: FeedQuery) -> frozenset[str]:
+        """The author keys whose posts to drop."""
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return bool(self.authors(query))
+
+    def apply(self, query: FeedQuery, candidates: Candidates) -> np.ndarray:
+        codes = self._catalog.authors_of(self.authors(query))
+        return ~np.isin(required(candidates.author, "author"), codes)
+
+
+class OwnPostFilter(_AuthorFilter):
     """Drops the user's own posts."""
 
     name = "own_posts"
 
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
-
-    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        return [c for c in candidates if c.record is None or c.record.author_key != query.user_key]
+    def authors(self, query: FeedQuery) -> frozenset[str]:
+        return frozenset({query.user_key})
 
 
-class BlockedAuthorFilter:
+class BlockedAuthorFilter(_AuthorFilter):
     """Drops posts by authors the user blocked or muted."""
 
     name = "blocked_authors"
 
+    def authors(self, query: FeedQuery) -> frozenset[str]:
+        return query.graph.blocked | query.graph.muted
+
+
+class HiddenAuthorFilter(_AuthorFilter):
+    """Drops posts by authors the user hid a post of, reported, or blocked through an interaction."""
+
+    name = "hidden_authors"
+
+    def authors(self, query: FeedQuery) -> frozenset[str]:
+        return query.user.hidden_authors
+
+
+class _PostFilter(ABC):
+    """Drops the posts `posts(query)` names."""
+
+    def __init__(self, catalog: PostCatalog) -> None:
+        self._catalog = catalog
+
+    @abstractmethod
+    def posts(self, query: FeedQuery) -> frozenset[str]:
+        """The post keys to drop."""
+
     def enabled(self, query: FeedQuery) -> bool:
-        return bool(query.graph.blocked or query.graph.muted)
+        return bool(self.posts(query))
 
-    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        hidden = query.graph.blocked | query.graph.muted
-        return [c for c in candidates if c.record is None or c.record.author_key not in hidden]
+    def apply(self, query: FeedQuery, candidates: Candidates) -> np.ndarray:
+        return ~np.isin(candidates.rows, self._catalog.rows_of(self.posts(query)))
 
 
-class SeenFilter:
+class SeenFilter(_PostFilter):
     """Drops posts the user already interacted with."""
 
     name = "seen"
 
-    def enabled(self, query: FeedQuery) -> bool:
-        return bool(query.user.seen)
-
-    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        return [c for c in candidates if c.post_key not in query.user.seen]
+    def posts(self, query: FeedQuery) -> frozenset[str]:
+        return query.user.seen
 
 
-class ServedFilter:
+class ServedFilter(_PostFilter):
     """Drops posts already served on earlier pages of this feed session."""
 
     name = "served"
 
-    def enabled(self, query: FeedQuery) -> bool:
-        return bool(query.served)
-
-    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        return [c for c in candidates if c.post_key not in query.served]
+    def posts(self, query: FeedQuery) -> frozenset[str]:
+        return query.served
 
 
 class MaxAgeFilter:
@@ -97,9 +129,9 @@ class MaxAgeFilter:
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        oldest = query.now - self._max_age_s
-        return [c for c in candidates if c.record is None or c.record.created_at >= oldest]
+    def apply(self, query: FeedQuery, candidates: Candidates) -> np.ndarray:
+        created = required(candidates.created_at, "created_at")
+        return np.asarray(created >= query.now - self._max_age_s)
 
 
 class MutedKeywordFilter:
@@ -111,27 +143,10 @@ class MutedKeywordFilter:
     def enabled(self, query: FeedQuery) -> bool:
         return bool(query.graph.muted_keywords)
 
-    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
+    def apply(self, query: FeedQuery, candidates: Candidates) -> np.ndarray:
         pattern = re.compile(
             r"\b(?:" + "|".join(re.escape(w) for w in sorted(query.graph.muted_keywords)) + r")\b",
             re.IGNORECASE,
         )
-
-        def muted(c: Candidate) -> bool:
-            r = c.record
-            return r is not None and bool(pattern.search(" ".join((r.text, r.transcript, *r.tags))))
-
-        return [c for c in candidates if not muted(c)]
-
-
-class HiddenAuthorFilter:
-    """Drops posts by authors the user hid a post of, reported, or blocked through an interaction."""
-
-    name = "hidden_authors"
-
-    def enabled(self, query: FeedQuery) -> bool:
-        return bool(query.user.hidden_authors)
-
-    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        hidden = query.user.hidden_authors
-        return [c for c in candidates if c.record is None or c.record.author_key not in hidden]
+        texts = required(candidates.texts, "texts")
+        return np.fromiter((not pattern.search(t) for t in texts), dtype=bool, count=len(texts))

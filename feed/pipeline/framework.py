@@ -17,7 +17,7 @@ author blocked since the first page does not come back.
 from __future__ import annotations
 
 import asyncio
-import math
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +28,8 @@ import numpy as np
 import structlog
 
 from feed.social_graph import SocialGraph
+from feed.stores.catalog import NO_ROW, PostCatalog
 from feed.stores.feature_store import UserFeatures
-from feed.stores.records import PostRecord
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +37,7 @@ T = TypeVar("T")
 C = TypeVar("C", bound="Component")
 
 NO_USER = UserFeatures(vectors={}, events=0, seen=frozenset(), affinity={})
+_EMPTY = np.empty(0)
 
 
 @dataclass(slots=True)
@@ -54,31 +55,156 @@ class FeedQuery:
 
 
 @dataclass(slots=True)
-class Candidate:
-    """A post on its way through the pipeline.
+class Candidates:
+    """The candidates of one request as aligned columns: entry i of every array is candidate i.
 
-    `parts` are additive score parts, `factors` multiply their sum; `score` is set by
-    `Candidate.rescore()` after the scorers and adjusted by rerankers.
+    `rows` are post catalogue rows (NO_ROW for a post the catalogue does not have); `source`
+    indexes `source_names`. Candidate hydrators fill the feature columns (None until then),
+    scorers add `parts` (summed) and `factors` (multiplied), and `rescore()` sets
+    `score = sum(parts) * prod(factors)`. Selecting, filtering and reordering all go
+    through `take`, which indexes every column at once.
     """
 
-    post_key: str
-    source: str
-    source_score: float = 0.0
-    record: PostRecord | None = None
-    counts: dict[str, float] = field(default_factory=dict)
-    trending: float = 0.0  # decayed positive engagement now
-    cf: np.ndarray | None = None  # item factors in the current CF model
-    impressions: float = 0.0  # times the engine served the post
-    author_reach: float = 0.0  # interactions the post's author has received
-    in_network: bool = False
-    parts: dict[str, float] = field(default_factory=dict)
-    factors: dict[str, float] = field(default_factory=dict)
-    score: float = 0.0
+    rows: np.ndarray
+    source: np.ndarray
+    source_score: np.ndarray
+    in_network: np.ndarray
+    source_names: tuple[str, ...] = ()
+    author: np.ndarray | None = None  # author code in the catalogue (NO_ROW: unknown)
+    alive: np.ndarray | None = None  # the post is in the catalogue
+    created_at: np.ndarray | None = None
+    counts: np.ndarray | None = None  # (n, len(ACTIONS)) interactions per action
+    trending: np.ndarray | None = None  # decayed positive engagement now
+    impressions: np.ndarray | None = None  # times the engine served the post
+    author_reach: np.ndarray | None = None  # interactions the post's author has received
+    cf: np.ndarray | None = None  # (n, factors) item factors of the user's CF model
+    cf_known: np.ndarray | None = None  # the model has factors for the post
+    texts: np.ndarray | None = None  # (object) text, transcript and detected objects, when needed
+    parts: dict[str, np.ndarray] = field(default_factory=dict)
+    factors: dict[str, np.ndarray] = field(default_factory=dict)
+    score: np.ndarray = field(default_factory=lambda: _EMPTY)
 
-    def rescore(self) -> float:
-        """score = (sum of parts) * (product of factors)."""
-        self.score = sum(self.parts.values()) * math.prod(self.factors.values())
-        return self.score
+    @classmethod
+    def of(
+        cls,
+        rows: np.ndarray,
+        source: str,
+        source_score: np.ndarray | None = None,
+        in_network: bool = False,
+    ) -> Candidates:
+        """A batch from one source."""
+        n = len(rows)
+        return cls(
+            rows=np.asarray(rows, dtype=np.int64),
+            source=np.zeros(n, dtype=np.int16),
+            source_score=np.zeros(n) if source_score is None else np.asarray(source_score, dtype=np.float64),
+            in_network=np.full(n, in_network),
+            source_names=(source,),
+            score=np.zeros(n),
+        )
+
+    @classmethod
+    def concat(cls, batches: Sequence[Candidates]) -> Candidates:
+        """Source batches one after the other (before hydration)."""
+        names = tuple(name for b in batches for name in b.source_names)
+        offsets = np.cumsum([0, *(len(b.source_names) for b in batches)])
+        n = sum(len(b) for b in batches)
+        return cls(
+            rows=np.concatenate([b.rows for b in batches]) if batches else np.empty(0, dtype=np.int64),
+            source=np.concatenate([b.source + o for b, o in zip(batches, offsets, strict=False)])
+            if batches
+            else np.empty(0, dtype=np.int16),
+            source_score=np.concatenate([b.source_score for b in batches]) if batches else _EMPTY,
+            in_network=np.concatenate([b.in_network for b in batches]) if batches else np.empty(0, bool),
+            source_names=names,
+            score=np.zeros(n),
+        )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, index: np.ndarray | slice) -> Candidates:
+        """The candidates at `index` (positions, a boolean mask or a slice), in its order."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                value = value[index]
+            elif isinstance(value, dict):
+                value = {k: v[index] for k, v in value.items()}
+            out[f.name] = value
+        return Candidates(**out)
+
+    def rescore(self) -> np.ndarray:
+        """score = (sum of parts) * (product of factors); returns it."""
+        total = np.zeros(len(self))
+        for part in self.parts.values():
+            total += part
+        for factor in self.factors.values():
+            total *= factor
+        self.score = total
+        return total
+
+    def known(self) -> np.ndarray:
+        """Mask of candidates the catalogue has."""
+        return np.asarray(self.rows != NO_ROW)
+
+    def sort(self) -> Candidates:
+        """By score, best first (ties keep their order)."""
+        return self.take(np.argsort(-self.score, kind="stable"))
+
+
+def required(column: np.ndarray | None, name: str) -> np.ndarray:
+    """A feature column a stage needs; raises (the stage fails and is skipped) when the
+    candidate hydrator that fills it is switched off."""
+    if column is None:
+        raise RuntimeError(f"needs the `{name}` column (its candidate hydrator is off)")
+    return column
+
+
+@dataclass(frozen=True, slots=True)
+class RankedPost:
+    """A ranked candidate as the pipeline hands it out: the post, its source and score parts."""
+
+    post_key: str
+    post_id: int | str
+    author_id: int | str
+    source: str
+    score: float
+    parts: dict[str, float]
+    factors: dict[str, float]
+    in_network: bool = False
+
+
+def ranked_posts(catalog: PostCatalog, batch: Candidates) -> list[RankedPost]:
+    """The batch's known candidates as `RankedPost`s, in order."""
+    batch = batch.take(batch.known())
+    rows = batch.rows.tolist()
+    authors = catalog.author[batch.rows].tolist()
+    parts = {k: v.tolist() for k, v in batch.parts.items()}
+    factors = {k: v.tolist() for k, v in batch.factors.items()}
+    return [
+        RankedPost(
+            catalog.keys[row],
+            catalog.post_ids[row],
+            catalog.author_ids[author],
+            batch.source_names[source],
+            score,
+            {k: v[i] for k, v in parts.items()},
+            {k: v[i] for k, v in factors.items()},
+            in_network,
+        )
+        for i, (row, author, source, score, in_network) in enumerate(
+            zip(
+                rows,
+                authors,
+                batch.source.tolist(),
+                batch.score.tolist(),
+                batch.in_network.tolist(),
+                strict=True,
+            )
+        )
+    ]
 
 
 class Component(Protocol):
@@ -98,37 +224,37 @@ class QueryHydrator(Component, Protocol):
 
 
 class Source(Component, Protocol):
-    async def fetch(self, query: FeedQuery) -> list[Candidate]:
+    async def fetch(self, query: FeedQuery) -> Candidates:
         """Candidates from this source, at most its budget."""
         ...
 
 
 class CandidateHydrator(Component, Protocol):
-    async def hydrate(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        """Add features to the candidates in place."""
+    async def hydrate(self, query: FeedQuery, candidates: Candidates) -> None:
+        """Fill its feature columns of the batch."""
         ...
 
 
 class Filter(Component, Protocol):
-    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        """The candidates to keep, in order."""
+    def apply(self, query: FeedQuery, candidates: Candidates) -> np.ndarray:
+        """Mask of the candidates to keep."""
         ...
 
 
 class Scorer(Component, Protocol):
-    def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        """Set this scorer's part or factor on every candidate."""
+    def score(self, query: FeedQuery, candidates: Candidates) -> None:
+        """Set this scorer's part or factor column."""
         ...
 
 
 class Reranker(Component, Protocol):
-    def rerank(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        """The candidates reordered (scores may be adjusted), best first."""
+    def rerank(self, query: FeedQuery, candidates: Candidates) -> Candidates:
+        """The candidates (scored, best first) reordered, best first; scores may be adjusted."""
         ...
 
 
 class SideEffect(Component, Protocol):
-    async def run(self, query: FeedQuery, selected: list[Candidate]) -> None:
+    async def run(self, query: FeedQuery, selected: list[RankedPost]) -> None:
         """Work that needs the result but not the response (recording, metrics)."""
         ...
 
@@ -148,18 +274,19 @@ class StageReport:
 
 @dataclass(slots=True)
 class FeedResult:
-    """Selected candidates, best first, the per-component report, and the ranked candidates
+    """Selected posts, best first, the per-component report, and up to `keep` ranked posts
     after the selected ones (what later pages of the session continue with)."""
 
-    items: list[Candidate]
+    items: list[RankedPost]
     stages: list[StageReport]
-    rest: list[Candidate] = field(default_factory=list)
+    rest: list[RankedPost] = field(default_factory=list)
 
 
 @dataclass
 class Pipeline:
-    """An explicit, ordered assembly of components (see `home_feed.py`)."""
+    """An explicit, ordered assembly of components (see `home_feed.py`) over a post catalogue."""
 
+    catalog: PostCatalog
     hydrators: Sequence[QueryHydrator] = ()
     sources: Sequence[Source] = ()
     candidate_hydrators: Sequence[CandidateHydrator] = ()
@@ -212,8 +339,23 @@ class Pipeline:
         report.ms = (time.perf_counter() - start) * 1000
         return result, report
 
-    async def run(self, query: FeedQuery, ranked: list[Candidate] | None = None) -> FeedResult:
-        """Run every enabled stage; returns the top `query.limit` candidates and the report.
+    def _sync(
+        self, stage: str, component: Component, count_in: int, call: Callable[[], T]
+    ) -> tuple[T | None, StageReport]:
+        start = time.perf_counter()
+        report = StageReport(stage, component.name, 0.0, count_in, count_in)
+        result: T | None = None
+        try:
+            result = call()
+        except Exception as exc:
+            report.status, report.error = "failed", repr(exc)
+            log.exception("stage_failed", stage=stage, component=component.name)
+        report.ms = (time.perf_counter() - start) * 1000
+        return result, report
+
+    async def run(self, query: FeedQuery, ranked: Candidates | None = None, keep: int = 0) -> FeedResult:
+        """Run every enabled stage; returns the top `query.limit` posts, the `keep` after
+        them, and the report.
 
         With `ranked` (scored earlier, best first), no source, scorer or reranker runs.
         """
@@ -241,37 +383,56 @@ class Pipeline:
             )
             reports.append(report)
 
-        candidates = self._run_sync("filter", self.filters, query, candidates, reports, "apply")
+        candidates = self._filter(query, candidates, reports)
         if ranked is None:
-            self._run_sync("scorer", self.scorers, query, candidates, reports, "score")
-            for c in candidates:
-                c.rescore()
-            candidates.sort(key=lambda c: c.score, reverse=True)
-            candidates = self._run_sync("reranker", self.rerankers, query, candidates, reports, "rerank")
+            n = len(candidates)
+            for scorer in self._enabled("scorer", self.scorers, query, reports, n):
+                _, report = self._sync("scorer", scorer, n, partial(scorer.score, query, candidates))
+                reports.append(report)
+            candidates.rescore()
+            candidates = candidates.sort()
+            for reranker in self._enabled("reranker", self.rerankers, query, reports, n):
+                out, report = self._sync("reranker", reranker, n, partial(reranker.rerank, query, candidates))
+                candidates = out if out is not None else candidates
+                reports.append(report)
         else:
             self._ranked_before("scorer", self.scorers, reports, len(candidates))
             self._ranked_before("reranker", self.rerankers, reports, len(candidates))
-        selected = candidates[: query.limit]
+        selected = ranked_posts(self.catalog, candidates.take(slice(0, query.limit)))
+        rest = ranked_posts(self.catalog, candidates.take(slice(query.limit, query.limit + keep)))
 
         for effect in self.side_effects:
             if not self._inactive_status(effect, query):
                 task = asyncio.create_task(self._side_effect(effect, query, selected))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
-        return FeedResult(selected, reports, candidates[query.limit :])
+        return FeedResult(selected, reports, rest)
 
-    async def _fetch(self, query: FeedQuery, reports: list[StageReport]) -> list[Candidate]:
+    async def _fetch(self, query: FeedQuery, reports: list[StageReport]) -> Candidates:
         """Sources, in parallel, each with a timeout."""
         sources = self._enabled("source", self.sources, query, reports, 0)
         fetched = await asyncio.gather(
             *(self._timed("source", s, 0, partial(s.fetch, query), self.source_timeout_s) for s in sources)
         )
-        candidates: list[Candidate] = []
+        batches: list[Candidates] = []
         for found, report in fetched:
-            report.count_out = len(found or [])
+            report.count_out = len(found) if found is not None else 0
             reports.append(report)
-            candidates.extend(found or [])
-        return candidates
+            if found is not None:
+                batches.append(found)
+        return Candidates.concat(batches)
+
+    def _filter(self, query: FeedQuery, candidates: Candidates, reports: list[StageReport]) -> Candidates:
+        """Filters, in order, each on what the ones before kept (a failing one keeps all)."""
+        keep = np.ones(len(candidates), dtype=bool)
+        for flt in self._enabled("filter", self.filters, query, reports, len(candidates)):
+            n = int(keep.sum())
+            mask, report = self._sync("filter", flt, n, partial(flt.apply, query, candidates))
+            if mask is not None:
+                keep &= mask
+            report.count_out = int(keep.sum())
+            reports.append(report)
+        return candidates if keep.all() else candidates.take(keep)
 
     @staticmethod
     def _ranked_before(
@@ -279,37 +440,7 @@ class Pipeline:
     ) -> None:
         reports.extend(StageReport(stage, c.name, 0.0, n, n, status="ranked_before") for c in components)
 
-    def _run_sync(
-        self,
-        stage: str,
-        components: Sequence[Filter] | Sequence[Scorer] | Sequence[Reranker],
-        query: FeedQuery,
-        candidates: list[Candidate],
-        reports: list[StageReport],
-        method: str,
-    ) -> list[Candidate]:
-        """Run filters / scorers / rerankers in order; a failing one leaves the list unchanged."""
-        for component in components:
-            n = len(candidates)
-            status = self._inactive_status(component, query)
-            if status:
-                reports.append(StageReport(stage, component.name, 0.0, n, n, status=status))
-                continue
-            start = time.perf_counter()
-            report = StageReport(stage, component.name, 0.0, n, n)
-            try:
-                out = getattr(component, method)(query, candidates)
-                if out is not None:
-                    candidates = out
-            except Exception as exc:
-                report.status, report.error = "failed", repr(exc)
-                log.exception("stage_failed", stage=stage, component=component.name)
-            report.ms = (time.perf_counter() - start) * 1000
-            report.count_out = len(candidates)
-            reports.append(report)
-        return candidates
-
-    async def _side_effect(self, effect: SideEffect, query: FeedQuery, selected: list[Candidate]) -> None:
+    async def _side_effect(self, effect: SideEffect, query: FeedQuery, selected: list[RankedPost]) -> None:
         try:
             await effect.run(query, selected)
         except Exception:

@@ -8,7 +8,8 @@ from feed.pipeline.candidate_hydrators import (
     CFFactorsHydrator,
     EngagementCountsHydrator,
     ImpressionsHydrator,
-    PostRecordHydrator,
+    PostFeaturesHydrator,
+    PostTextsHydrator,
     TrendingHydrator,
 )
 from feed.pipeline.filters import (
@@ -44,6 +45,7 @@ from feed.pipeline.sources import (
     TrendingSource,
 )
 from feed.social_graph import SocialGraphClient
+from feed.stores.catalog import PostCatalog
 from feed.stores.feature_store import FeatureStore
 from feed.stores.sessions import FeedSessions
 from feed.stores.vectors import VectorIndex
@@ -51,6 +53,7 @@ from feed.stores.vectors import VectorIndex
 
 def build_home_feed(
     settings: Settings,
+    catalog: PostCatalog,
     store: FeatureStore,
     index: VectorIndex,
     graph: SocialGraphClient,
@@ -59,50 +62,52 @@ def build_home_feed(
     """The home-feed pipeline; components named in DISABLED_COMPONENTS are switched off."""
     r = settings.ranking
     return Pipeline(
+        catalog=catalog,
         hydrators=[
             UserFeaturesHydrator(store),
             SocialGraphHydrator(graph),
             ServedPostsHydrator(sessions),
         ],
         sources=[
-            ThunderSource(store, r.thunder_per_author, r.thunder_budget, settings.timeline_max_age_s),
-            PhoenixSource(index, r.phoenix_budget),
-            CollaborativeSource(index, r.collaborative_budget),
-            TrendingSource(store, r.trending_budget),
-            FreshSource(store, r.fresh_budget),
+            ThunderSource(catalog, r.thunder_per_author, r.thunder_budget, settings.timeline_max_age_s),
+            PhoenixSource(catalog, index, r.phoenix_budget),
+            CollaborativeSource(catalog, index, r.collaborative_budget),
+            TrendingSource(catalog, r.trending_budget),
+            FreshSource(catalog, r.fresh_budget),
         ],
         candidate_hydrators=[
-            PostRecordHydrator(store),
-            EngagementCountsHydrator(store),
-            TrendingHydrator(store),
-            CFFactorsHydrator(store),
-            ImpressionsHydrator(store),
-            AuthorReachHydrator(store),
+            PostFeaturesHydrator(catalog),
+            EngagementCountsHydrator(catalog),
+            TrendingHydrator(catalog),
+            CFFactorsHydrator(catalog),
+            ImpressionsHydrator(catalog),
+            AuthorReachHydrator(catalog),
+            PostTextsHydrator(catalog, store),
         ],
         filters=[
             DuplicateFilter(),
             MissingPostFilter(),
-            OwnPostFilter(),
-            BlockedAuthorFilter(),
-            HiddenAuthorFilter(),
+            OwnPostFilter(catalog),
+            BlockedAuthorFilter(catalog),
+            HiddenAuthorFilter(catalog),
             MutedKeywordFilter(),
-            SeenFilter(),
-            ServedFilter(),
+            SeenFilter(catalog),
+            ServedFilter(catalog),
             MaxAgeFilter(settings.timeline_max_age_s),
         ],
         scorers=[
-            SimilarityScorer(r.similarity_weight, r.space_weights, r.short_term_share),
+            SimilarityScorer(catalog, r.similarity_weight, r.space_weights, r.short_term_share),
             EngagementScorer(r),
             TrendingScorer(r.trending_weight),
             CollaborativeScorer(r.cf_weight, r.cf_half_events),
-            AuthorAffinityScorer(r.affinity_weight),
+            AuthorAffinityScorer(catalog, r.affinity_weight),
             FreshnessScorer(r.freshness_half_life_s),
             NetworkScorer(r.in_network_factor, r.out_of_network_factor),
             SmallAuthorScorer(r.small_author_boost, r.small_author_half_reach),
         ],
         rerankers=[
             NearDuplicateReranker(
-                r.near_duplicate_threshold, r.near_duplicate_strength, r.near_duplicate_window
+                catalog, r.near_duplicate_threshold, r.near_duplicate_strength, r.near_duplicate_window
             ),
             AuthorDiversityReranker(r.author_diversity_decay),
             ExplorationReranker(

@@ -13,24 +13,37 @@ from __future__ import annotations
 
 import dataclasses
 
-from feed.pipeline.framework import Candidate, FeedQuery, FeedResult, Pipeline, StageReport
+import numpy as np
+
+from feed.pipeline.framework import Candidates, FeedQuery, FeedResult, Pipeline, RankedPost, StageReport
+from feed.stores.catalog import PostCatalog
 from feed.stores.sessions import FeedSessions, SessionItem
 
 
-def to_item(c: Candidate) -> SessionItem:
-    """The stored form of a ranked candidate."""
-    return SessionItem(c.post_key, c.source, c.score, c.parts, c.factors, c.in_network)
+def to_item(post: RankedPost) -> SessionItem:
+    """The stored form of a ranked post."""
+    return SessionItem(post.post_key, post.source, post.score, post.parts, post.factors, post.in_network)
 
 
-def to_candidate(item: SessionItem) -> Candidate:
-    """A stored candidate back in the pipeline, with its earlier score and parts."""
-    return Candidate(
-        item.post_key,
-        item.source,
-        in_network=item.in_network,
-        parts=dict(item.parts),
-        factors=dict(item.factors),
-        score=item.score,
+def to_candidates(catalog: PostCatalog, items: list[SessionItem]) -> Candidates:
+    """Stored posts back in the pipeline as a batch, with their earlier scores and parts."""
+    names = sorted({i.source for i in items})
+    code = {name: c for c, name in enumerate(names)}
+    return Candidates(
+        rows=catalog.rows_of(i.post_key for i in items),
+        source=np.array([code[i.source] for i in items], dtype=np.int16),
+        source_score=np.zeros(len(items)),
+        in_network=np.array([i.in_network for i in items], dtype=bool),
+        source_names=tuple(names),
+        parts={
+            p: np.array([i.parts.get(p, 0.0) for i in items])
+            for p in sorted({p for i in items for p in i.parts})
+        },
+        factors={
+            f: np.array([i.factors.get(f, 1.0) for i in items])
+            for f in sorted({f for i in items for f in i.factors})
+        },
+        score=np.array([i.score for i in items], dtype=np.float64),
     )
 
 
@@ -46,7 +59,7 @@ class PagedFeed:
 
     async def page(self, query: FeedQuery, continuing: bool) -> FeedResult:
         """The next `query.limit` posts of the session `query.cursor` (a new one unless `continuing`)."""
-        items: list[Candidate] = []
+        items: list[RankedPost] = []
         stages: list[StageReport] = []
         popped: list[str] = []
         for _ in range(self.STORED_TRIES if continuing else 0):
@@ -55,7 +68,8 @@ class PagedFeed:
             popped += [s.post_key for s in stored]
             if stored:
                 result = await self.pipeline.run(
-                    dataclasses.replace(query, limit=need), ranked=[to_candidate(s) for s in stored]
+                    dataclasses.replace(query, limit=need),
+                    ranked=to_candidates(self.pipeline.catalog, stored),
                 )
                 items, stages = items + result.items, stages + result.stages
             if len(stored) < need or len(items) == query.limit:
@@ -64,8 +78,10 @@ class PagedFeed:
             await self._sessions.mark_served(query.cursor, popped)
         rest = None
         if len(items) < query.limit:
-            result = await self.pipeline.run(dataclasses.replace(query, limit=query.limit - len(items)))
+            result = await self.pipeline.run(
+                dataclasses.replace(query, limit=query.limit - len(items)), keep=self._keep
+            )
             items, stages = items + result.items, stages + result.stages
-            rest = [to_item(c) for c in result.rest[: self._keep]]
+            rest = [to_item(p) for p in result.rest]
         await self._sessions.save(query.cursor, [c.post_key for c in items], rest)
         return FeedResult(items, stages)

@@ -1,13 +1,13 @@
-"""Rerankers: reorder the scored list (run in order, best first in and out)."""
+"""Rerankers: reorder the scored batch (run in order, best first in and out)."""
 
 from __future__ import annotations
 
 import zlib
-from collections import defaultdict
 
 import numpy as np
 
-from feed.pipeline.framework import Candidate, FeedQuery
+from feed.pipeline.framework import Candidates, FeedQuery, required
+from feed.stores.catalog import ACTION_COLUMN, PostCatalog
 
 
 class AuthorDiversityReranker:
@@ -21,14 +21,20 @@ class AuthorDiversityReranker:
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    def rerank(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        seen: dict[str, int] = defaultdict(int)
-        for c in candidates:
-            author = c.record.author_key if c.record is not None else c.post_key
-            c.factors["author_diversity"] = self._decay ** seen[author]
-            seen[author] += 1
-            c.rescore()
-        return sorted(candidates, key=lambda c: c.score, reverse=True)
+    def rerank(self, query: FeedQuery, candidates: Candidates) -> Candidates:
+        n = len(candidates)
+        author = required(candidates.author, "author").copy()
+        unknown = author < 0
+        author[unknown] = -2 - np.flatnonzero(unknown)  # each unknown author counts alone
+        order = np.argsort(author, kind="stable")  # groups by author, best first within a group
+        grouped = author[order]
+        starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+        sizes = np.diff(np.r_[starts, n])
+        k = np.empty(n, dtype=np.int64)
+        k[order] = np.arange(n) - np.repeat(starts, sizes)
+        candidates.factors["author_diversity"] = self._decay**k
+        candidates.rescore()
+        return candidates.sort()
 
 
 class NearDuplicateReranker:
@@ -39,12 +45,14 @@ class NearDuplicateReranker:
     cos = `threshold` to 1 at cos = 1, cos being the highest similarity to a post picked
     before it in any embedding space both have. Posts on the same topic keep their place;
     the second copy of a repost or a near-identical text drops. The multiplicative form
-    keeps scores in order: each pick's adjusted score is at most the previous one's.
+    keeps scores in order: each pick's adjusted score is at most the previous one's. When
+    no two posts in the window are that close, nothing moves.
     """
 
     name = "near_duplicates"
 
-    def __init__(self, threshold: float, strength: float, window: int) -> None:
+    def __init__(self, catalog: PostCatalog, threshold: float, strength: float, window: int) -> None:
+        self._catalog = catalog
         self._threshold = threshold
         self._strength = strength
         self._window = window
@@ -52,40 +60,43 @@ class NearDuplicateReranker:
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    def rerank(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        head, tail = candidates[: self._window], candidates[self._window :]
-        similarity = _max_cosines([c.record.vectors if c.record else {} for c in head])
-        base = np.array([c.score for c in head], dtype=np.float64)
-        closest = np.full(len(head), -1.0)  # highest cos to anything picked so far
-        left = np.ones(len(head), dtype=bool)
-        picked: list[Candidate] = []
-        for _ in range(len(head)):
+    def rerank(self, query: FeedQuery, candidates: Candidates) -> Candidates:
+        novelty = np.ones(len(candidates))
+        candidates.factors["novelty"] = novelty
+        head = min(self._window, len(candidates))
+        similarity = self._max_cosines(candidates.rows[:head])
+        np.fill_diagonal(similarity, -1.0)
+        if not (similarity > self._threshold).any():
+            return candidates
+        base = candidates.score[:head].copy()
+        closest = np.full(head, -1.0)  # highest cos to anything picked so far
+        left = np.ones(head, dtype=bool)
+        for _ in range(head):
             redundancy = np.clip((closest - self._threshold) / (1.0 - self._threshold), 0.0, 1.0)
             # a penalty would lift a negative score toward zero: those keep theirs
-            novelty = np.where(base > 0, 1.0 - self._strength * redundancy, 1.0)
-            adjusted = base * novelty
-            i = int(np.argmax(np.where(left, adjusted, -np.inf)))
+            factor = np.where(base > 0, 1.0 - self._strength * redundancy, 1.0)
+            i = int(np.argmax(np.where(left, base * factor, -np.inf)))
             left[i] = False
             closest = np.maximum(closest, similarity[i])
-            head[i].factors["novelty"] = float(novelty[i])
-            head[i].rescore()
-            picked.append(head[i])
-        return sorted(picked + tail, key=lambda c: c.score, reverse=True)
+            novelty[i] = factor[i]
+        candidates.rescore()
+        return candidates.sort()
+
+    def _max_cosines(self, rows: np.ndarray) -> np.ndarray:
+        """n x n: the highest cosine between two posts over the spaces both have (-1 if none)."""
+        n = len(rows)
+        out = np.full((n, n), -1.0)
+        known = rows >= 0
+        safe = np.where(known, rows, 0)
+        for space, matrix in self._catalog.vectors.items():
+            has = np.flatnonzero(self._catalog.has[space][safe] & known)
+            vectors = matrix[safe[has]].astype(np.float64)
+            idx = np.ix_(has, has)
+            out[idx] = np.maximum(out[idx], vectors @ vectors.T)
+        return out
 
 
-def _max_cosines(vectors: list[dict[str, np.ndarray]]) -> np.ndarray:
-    """n x n: the highest cosine between two posts over the spaces both have (-1 if none)."""
-    n = len(vectors)
-    out = np.full((n, n), -1.0)
-    for space in {s for v in vectors for s in v}:
-        rows = [i for i, v in enumerate(vectors) if space in v]
-        matrix = np.stack([vectors[i][space] for i in rows]).astype(np.float64)
-        idx = np.ix_(rows, rows)
-        out[idx] = np.maximum(out[idx], matrix @ matrix.T)
-    return out
-
-
-ENGAGEMENTS = frozenset({"click", "dwell", "like", "comment", "share", "follow_author"})
+ENGAGEMENTS = [ACTION_COLUMN[a] for a in ("click", "dwell", "like", "comment", "share", "follow_author")]
 
 
 class ExplorationReranker:
@@ -118,22 +129,23 @@ class ExplorationReranker:
             return np.random.default_rng()
         return np.random.default_rng([self._seed, zlib.crc32(query.user_key.encode()), len(query.served)])
 
-    def rerank(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
+    def rerank(self, query: FeedQuery, candidates: Candidates) -> Candidates:
         slot = self._position
-        pool = [
-            i
-            for i in range(query.limit, len(candidates))
-            if candidates[i].score > 0 and candidates[i].impressions < self._max_impressions
-        ]
-        if not pool:
+        lift = np.ones(len(candidates))
+        candidates.factors["exploration"] = lift
+        below = slice(query.limit, None)
+        impressions = required(candidates.impressions, "impressions")[below]
+        counts = required(candidates.counts, "counts")[below]
+        pool = np.flatnonzero((candidates.score[below] > 0) & (impressions < self._max_impressions))
+        if not len(pool):
             return candidates
-        engaged = np.array([sum(candidates[i].counts.get(a, 0.0) for a in ENGAGEMENTS) for i in pool])
-        trials = np.array([max(candidates[i].impressions, sum(candidates[i].counts.values())) for i in pool])
+        engaged = counts[pool][:, ENGAGEMENTS].sum(axis=1)
+        trials = np.maximum(impressions[pool], counts[pool].sum(axis=1))
         a, b = self._prior
         theta = self._rng(query).beta(a + engaged, b + np.maximum(trials - engaged, 0.0))
-        winner = candidates.pop(pool[int(np.argmax(theta))])
-        target = candidates[slot].score if slot < len(candidates) else winner.score
-        winner.factors["exploration"] = max(target / winner.score, 1.0)
-        winner.rescore()
-        candidates.insert(slot, winner)
-        return candidates
+        winner = query.limit + int(pool[int(np.argmax(theta))])
+        target = candidates.score[slot] if slot < len(candidates) else candidates.score[winner]
+        lift[winner] = max(target / candidates.score[winner], 1.0)
+        candidates.rescore()
+        order = np.r_[np.arange(slot), winner, np.delete(np.arange(slot, len(candidates)), winner - slot)]
+        return candidates.take(order)

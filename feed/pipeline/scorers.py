@@ -1,14 +1,12 @@
-"""Scorers: each sets one named part (added) or factor (multiplied) of a candidate's score."""
+"""Scorers: each sets one named part (added) or factor (multiplied) column of the score."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from feed.config import RankingConfig
-from feed.pipeline.framework import Candidate, FeedQuery
-from feed.stores.records import PostRecord
+from feed.pipeline.framework import Candidates, FeedQuery, required
+from feed.stores.catalog import ACTIONS, PostCatalog
 
 
 class SimilarityScorer:
@@ -18,12 +16,16 @@ class SimilarityScorer:
     space-weighted mean of cos(user vector, post vector) over the embedding spaces in which
     both have a vector (text, image); the horizons mix as (1 - short_share) * long +
     short_share * short, or count alone when the other is missing. A post sharing no space
-    with the user (or a user with no vector yet) gets the neutral value, cos = 0.
+    with the user (or a user with no vector yet) gets the neutral value, cos = 0. Post
+    vectors are read from the catalogue: one gather and one matrix product per space.
     """
 
     name = "similarity"
 
-    def __init__(self, weight: float, space_weights: dict[str, float], short_share: float) -> None:
+    def __init__(
+        self, catalog: PostCatalog, weight: float, space_weights: dict[str, float], short_share: float
+    ) -> None:
+        self._catalog = catalog
         self._weight = weight
         self._space_weights = space_weights
         self._short_share = short_share
@@ -31,29 +33,29 @@ class SimilarityScorer:
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    def _cosines(self, user: dict[str, np.ndarray], posts: list[PostRecord]) -> tuple[np.ndarray, np.ndarray]:
-        """Space-weighted mean cosine per post, and whether any space was shared."""
-        total = np.zeros(len(posts), dtype=np.float64)
-        weights = np.zeros(len(posts), dtype=np.float64)
-        for space, user_vector in user.items():
+    def score(self, query: FeedQuery, candidates: Candidates) -> None:
+        n = len(candidates)
+        known = candidates.known()
+        rows = np.where(known, candidates.rows, 0)
+        # per horizon (long, short): weighted cosine sum and weight sum
+        total = np.zeros((2, n))
+        weights = np.zeros((2, n))
+        horizons = (query.user.vectors, query.user.short_vectors)
+        for space, matrix in self._catalog.vectors.items():
             w = self._space_weights.get(space, 0.0)
-            rows = [i for i, p in enumerate(posts) if space in p.vectors]
-            if w <= 0.0 or not rows:
+            users = [(h, user[space]) for h, user in enumerate(horizons) if space in user]
+            if w <= 0.0 or not users:
                 continue
-            matrix = np.stack([posts[i].vectors[space] for i in rows])
-            total[rows] += w * (matrix @ user_vector)
-            weights[rows] += w
-        return np.divide(total, weights, out=np.zeros_like(total), where=weights > 0), weights > 0
-
-    def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        scored = [c for c in candidates if c.record is not None]
-        posts = [c.record for c in scored if c.record is not None]
-        long_cos, has_long = self._cosines(query.user.vectors, posts)
-        short_cos, has_short = self._cosines(query.user.short_vectors, posts)
+            has = self._catalog.has[space][rows] & known
+            cosines = matrix[rows] @ np.stack([v for _, v in users]).T  # (n, horizons the user has)
+            for column, (h, _) in enumerate(users):
+                total[h] += np.where(has, w * cosines[:, column], 0.0)
+                weights[h] += np.where(has, w, 0.0)
+        cos = np.divide(total, weights, out=np.zeros_like(total), where=weights > 0)
+        has_long, has_short = weights > 0
         share = np.where(has_short, np.where(has_long, self._short_share, 1.0), 0.0)
-        cosines = (1.0 - share) * long_cos + share * short_cos
-        for c, cos in zip(scored, cosines, strict=True):
-            c.parts["similarity"] = self._weight * (1.0 + float(cos)) / 2.0
+        mixed = (1.0 - share) * cos[0] + share * cos[1]
+        candidates.parts["similarity"] = self._weight * (1.0 + mixed) / 2.0
 
 
 class EngagementScorer:
@@ -67,18 +69,17 @@ class EngagementScorer:
     name = "engagement"
 
     def __init__(self, ranking: RankingConfig) -> None:
-        self._weights = ranking.action_weights
+        self._weights = np.array([ranking.action_weights.get(a, 0.0) for a in ACTIONS])
         self._weight = ranking.engagement_weight
         self._prior = ranking.engagement_prior
 
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        for c in candidates:
-            total = sum(c.counts.values()) + self._prior
-            rates = sum(self._weights.get(action, 0.0) * n for action, n in c.counts.items()) / total
-            c.parts["engagement"] = self._weight * rates
+    def score(self, query: FeedQuery, candidates: Candidates) -> None:
+        counts = required(candidates.counts, "counts").astype(np.float64)
+        rates = (counts @ self._weights) / (counts.sum(axis=1) + self._prior)
+        candidates.parts["engagement"] = self._weight * rates
 
 
 class TrendingScorer:
@@ -97,10 +98,10 @@ class TrendingScorer:
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        top = math.log1p(max((c.trending for c in candidates), default=0.0))
-        for c in candidates:
-            c.parts["trending"] = self._weight * math.log1p(c.trending) / top if top > 0 else 0.0
+    def score(self, query: FeedQuery, candidates: Candidates) -> None:
+        values = np.log1p(required(candidates.trending, "trending"))
+        top = float(values.max()) if len(values) else 0.0
+        candidates.parts["trending"] = self._weight * values / top if top > 0 else np.zeros(len(values))
 
 
 class AuthorAffinityScorer:
@@ -108,17 +109,21 @@ class AuthorAffinityScorer:
 
     name = "affinity"
 
-    def __init__(self, weight: float) -> None:
+    def __init__(self, catalog: PostCatalog, weight: float) -> None:
+        self._catalog = catalog
         self._weight = weight
 
     def enabled(self, query: FeedQuery) -> bool:
         return bool(query.user.affinity)
 
-    def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        for c in candidates:
-            if c.record is not None:
-                raw = query.user.affinity.get(c.record.author_key, 0.0)
-                c.parts["affinity"] = self._weight * math.tanh(raw / 5.0)
+    def score(self, query: FeedQuery, candidates: Candidates) -> None:
+        codes = self._catalog.author_codes
+        by_author = np.zeros(len(self._catalog.author_keys) + 1)  # the last entry answers NO_ROW (-1)
+        for author, raw in query.user.affinity.items():
+            if author in codes:
+                by_author[codes[author]] = raw
+        values = by_author[required(candidates.author, "author")]
+        candidates.parts["affinity"] = self._weight * np.tanh(values / 5.0)
 
 
 class FreshnessScorer:
@@ -132,11 +137,9 @@ class FreshnessScorer:
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        for c in candidates:
-            if c.record is not None:
-                age = max(query.now - c.record.created_at, 0.0)
-                c.factors["freshness"] = 0.5 ** (age / self._half_life_s)
+    def score(self, query: FeedQuery, candidates: Candidates) -> None:
+        age = np.maximum(query.now - required(candidates.created_at, "created_at"), 0.0)
+        candidates.factors["freshness"] = 0.5 ** (age / self._half_life_s)
 
 
 class NetworkScorer:
@@ -151,9 +154,8 @@ class NetworkScorer:
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        for c in candidates:
-            c.factors["network"] = self._in if c.in_network else self._out
+    def score(self, query: FeedQuery, candidates: Candidates) -> None:
+        candidates.factors["network"] = np.where(candidates.in_network, self._in, self._out)
 
 
 class CollaborativeScorer:
@@ -172,16 +174,14 @@ class CollaborativeScorer:
     def enabled(self, query: FeedQuery) -> bool:
         return query.user.cf is not None
 
-    def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        known = [c for c in candidates if c.cf is not None]
-        if query.user.cf is None or not known:
+    def score(self, query: FeedQuery, candidates: Candidates) -> None:
+        known = required(candidates.cf_known, "cf_known")
+        if query.user.cf is None or candidates.cf is None or not known.any():
+            candidates.parts["cf"] = np.zeros(len(candidates))
             return
-        preference = np.clip(np.stack([c.cf for c in known if c.cf is not None]) @ query.user.cf, 0.0, 1.0)
+        preference = np.clip(candidates.cf @ query.user.cf, 0.0, 1.0)
         scale = self._weight * query.user.events / (query.user.events + self._half)
-        for c in candidates:
-            c.parts["cf"] = 0.0
-        for c, value in zip(known, preference, strict=True):
-            c.parts["cf"] = scale * float(value)
+        candidates.parts["cf"] = np.where(known, scale * preference, 0.0)
 
 
 class SmallAuthorScorer:
@@ -198,6 +198,6 @@ class SmallAuthorScorer:
     def enabled(self, query: FeedQuery) -> bool:
         return self._boost > 0.0
 
-    def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        for c in candidates:
-            c.factors["small_author"] = 1.0 + self._boost * self._half / (self._half + c.author_reach)
+    def score(self, query: FeedQuery, candidates: Candidates) -> None:
+        reach = required(candidates.author_reach, "author_reach").astype(np.float64)
+        candidates.factors["small_author"] = 1.0 + self._boost * self._half / (self._half + reach)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from feed.pipeline.framework import Candidate, FeedQuery
+from feed.pipeline.framework import FeedQuery, RankedPost
 from feed.stores.feature_store import FeatureStore
 
 
@@ -17,5 +17,5 @@ class RecordImpressionsSideEffect:
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    async def run(self, query: FeedQuery, selected: list[Candidate]) -> None:
+    async def run(self, query: FeedQuery, selected: list[RankedPost]) -> None:
         await self._store.record_impressions([c.post_key for c in selected])

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from feed.pipeline.framework import Candidate, FeedQuery
-from feed.stores.feature_store import FeatureStore
-from feed.stores.vectors import VectorIndex
+import numpy as np
+
+from feed.pipeline.framework import Candidates, FeedQuery
+from feed.stores.catalog import PostCatalog
+from feed.stores.vectors import VectorHit, VectorIndex
+
+
+def _from_hits(catalog: PostCatalog, hits: list[VectorHit], source: str) -> Candidates:
+    rows = catalog.rows_of(h.post_key for h in hits)
+    return Candidates.of(
+        rows, source, np.fromiter((h.score for h in hits), dtype=np.float64, count=len(hits))
+    )
 
 
 class ThunderSource:
-    """In-network: the newest posts of the authors the user follows, from Redis timelines."""
+    """In-network: the newest posts of the authors the user follows (the catalogue's timelines)."""
 
     name = "thunder"
 
-    def __init__(self, store: FeatureStore, per_author: int, budget: int, max_age_s: float) -> None:
-        self._store = store
+    def __init__(self, catalog: PostCatalog, per_author: int, budget: int, max_age_s: float) -> None:
+        self._catalog = catalog
         self._per_author = per_author
         self._budget = budget
         self._max_age_s = max_age_s
@@ -21,15 +30,13 @@ class ThunderSource:
     def enabled(self, query: FeedQuery) -> bool:
         return bool(query.graph.following)
 
-    async def fetch(self, query: FeedQuery) -> list[Candidate]:
-        entries = await self._store.timelines(
-            sorted(query.graph.following), self._per_author, query.now - self._max_age_s
-        )
-        entries.sort(key=lambda e: e.created_at, reverse=True)
-        return [
-            Candidate(e.post_key, self.name, source_score=e.created_at, in_network=True)
-            for e in entries[: self._budget]
-        ]
+    async def fetch(self, query: FeedQuery) -> Candidates:
+        catalog = self._catalog
+        authors = catalog.authors_of(query.graph.following)
+        rows = catalog.newest_by(authors, self._per_author, query.now - self._max_age_s)
+        created = catalog.created_at[rows]
+        newest = np.argsort(-created, kind="stable")[: self._budget]
+        return Candidates.of(rows[newest], self.name, created[newest], in_network=True)
 
 
 class PhoenixSource:
@@ -41,17 +48,18 @@ class PhoenixSource:
 
     name = "phoenix"
 
-    def __init__(self, index: VectorIndex, budget: int) -> None:
+    def __init__(self, catalog: PostCatalog, index: VectorIndex, budget: int) -> None:
+        self._catalog = catalog
         self._index = index
         self._budget = budget
 
     def enabled(self, query: FeedQuery) -> bool:
         return bool(query.user.vectors)
 
-    async def fetch(self, query: FeedQuery) -> list[Candidate]:
+    async def fetch(self, query: FeedQuery) -> Candidates:
         excluded = sorted(query.graph.blocked | query.graph.muted | {query.user_key})
         hits = await self._index.nearest(query.user.interest_queries(), self._budget, excluded)
-        return [Candidate(h.post_key, self.name, source_score=h.score) for h in hits]
+        return _from_hits(self._catalog, hits, self.name)
 
 
 class CollaborativeSource:
@@ -61,19 +69,20 @@ class CollaborativeSource:
 
     name = "collaborative"
 
-    def __init__(self, index: VectorIndex, budget: int) -> None:
+    def __init__(self, catalog: PostCatalog, index: VectorIndex, budget: int) -> None:
+        self._catalog = catalog
         self._index = index
         self._budget = budget
 
     def enabled(self, query: FeedQuery) -> bool:
         return query.user.cf is not None and query.user.cf_version > 0
 
-    async def fetch(self, query: FeedQuery) -> list[Candidate]:
+    async def fetch(self, query: FeedQuery) -> Candidates:
         if query.user.cf is None:
-            return []
+            return Candidates.of(np.empty(0, dtype=np.int64), self.name)
         excluded = sorted(query.graph.blocked | query.graph.muted | {query.user_key})
         hits = await self._index.nearest_cf(query.user.cf, query.user.cf_version, self._budget, excluded)
-        return [Candidate(h.post_key, self.name, source_score=h.score) for h in hits]
+        return _from_hits(self._catalog, hits, self.name)
 
 
 class TrendingSource:
@@ -81,16 +90,16 @@ class TrendingSource:
 
     name = "trending"
 
-    def __init__(self, store: FeatureStore, budget: int) -> None:
-        self._store = store
+    def __init__(self, catalog: PostCatalog, budget: int) -> None:
+        self._catalog = catalog
         self._budget = budget
 
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    async def fetch(self, query: FeedQuery) -> list[Candidate]:
-        rows = await self._store.trending.top(self._budget, query.now)
-        return [Candidate(key, self.name, source_score=score) for key, score in rows]
+    async def fetch(self, query: FeedQuery) -> Candidates:
+        rows = self._catalog.top_trending(self._budget)
+        return Candidates.of(rows, self.name, self._catalog.trending_values(rows, query.now))
 
 
 class FreshSource:
@@ -98,13 +107,13 @@ class FreshSource:
 
     name = "fresh"
 
-    def __init__(self, store: FeatureStore, budget: int) -> None:
-        self._store = store
+    def __init__(self, catalog: PostCatalog, budget: int) -> None:
+        self._catalog = catalog
         self._budget = budget
 
     def enabled(self, query: FeedQuery) -> bool:
         return True
 
-    async def fetch(self, query: FeedQuery) -> list[Candidate]:
-        entries = await self._store.recent(self._budget)
-        return [Candidate(e.post_key, self.name, source_score=e.created_at) for e in entries]
+    async def fetch(self, query: FeedQuery) -> Candidates:
+        rows = self._catalog.newest(self._budget)
+        return Candidates.of(rows, self.name, self._catalog.created_at[rows])

@@ -8,12 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 from redis.asyncio import Redis
 
 from feed.stores import keys
 from feed.stores.records import SPACES, PostRecord, short_vector_field, vector_field, vector_from_bytes
+from feed.stores.streams import pack_keys
 from feed.stores.trending import Trending
+
+_tags_decoder = msgspec.json.Decoder(dict[str, int])
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +121,31 @@ class FeatureStore:
                 out[key] = record
         return out
 
+    async def post_texts(self, post_keys: list[str]) -> dict[str, str]:
+        """Text, transcript and detected object classes of each post, as one string."""
+        if not post_keys:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for key in post_keys:
+            pipe.hmget(keys.post(key), ["text", "transcript", "tags"])
+        out: dict[str, str] = {}
+        for key, (text, transcript, tags) in zip(post_keys, await pipe.execute(), strict=True):
+            objects = " ".join(_tags_decoder.decode(tags)) if tags else ""
+            out[key] = " ".join(((text or b"").decode(), (transcript or b"").decode(), objects))
+        return out
+
     async def record_impressions(self, post_keys: list[str]) -> None:
         """Count one more impression for each of these posts."""
         if post_keys:
             pipe = self.redis.pipeline(transaction=False)
             for key in post_keys:
                 pipe.zincrby(keys.IMPRESSIONS, 1, key)
+            pipe.xadd(
+                keys.CHANGES_STREAM,
+                {"impressions": pack_keys(sorted(set(post_keys)))},
+                maxlen=keys.CHANGES_MAXLEN,
+                approximate=True,
+            )
             await pipe.execute()
 
     async def impressions(self, post_keys: list[str]) -> dict[str, float]:

@@ -1,0 +1,262 @@
+"""The post catalogue: every ingested post, in the API process's memory, as columns.
+
+Ranking 10,000 candidates must cost about what numpy needs for their vectors, so the
+pipeline reads posts from here, not from Redis: one row per post, with its vectors in
+contiguous float32 matrices per embedding space, author, creation time, and the features
+the event consumer keeps changing (interaction counts per action, trending value,
+impressions, the author's reach, CF item factors). Candidates are row numbers, and a
+stage reads a feature of all of them with one numpy gather.
+
+Redis stays the source of truth: `CatalogSync` (catalog_sync.py) loads the catalogue at
+start and keeps it in step from the streams that writers append to. Nothing here does
+I/O, so it is used from the event loop's thread only, without locks.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+from typing import get_args
+
+import numpy as np
+
+from feed.config import Action
+from feed.stores.records import PostRecord
+from feed.stores.trending import TrendingBase
+
+ACTIONS: tuple[str, ...] = get_args(Action)  # column order of the counts matrix
+ACTION_COLUMN = {a: i for i, a in enumerate(ACTIONS)}
+NO_ROW = -1
+
+
+def _grow(array: np.ndarray, capacity: int, fill: float | bool | int = 0) -> np.ndarray:
+    out = np.full((capacity, *array.shape[1:]), fill, dtype=array.dtype)
+    out[: len(array)] = array
+    return out
+
+
+class PostCatalog:
+    """Columns of every live post; rows of deleted posts stay allocated but not `alive`.
+
+    `dims` gives the vector size of each embedding space (a space's matrix is allocated
+    when a post first has a vector in it).
+    """
+
+    def __init__(self, dims: Mapping[str, int], capacity: int = 1024) -> None:
+        self._dims = dict(dims)
+        self._capacity = capacity
+        self.rows: dict[str, int] = {}  # post key -> row
+        self.keys: list[str] = []  # row -> post key
+        self.post_ids: list[int | str] = []  # row -> the host's post id
+        self.alive = np.zeros(capacity, dtype=bool)
+        self.author = np.full(capacity, NO_ROW, dtype=np.int64)  # row -> author code
+        self.created_at = np.full(capacity, -np.inf)
+        self.vectors: dict[str, np.ndarray] = {}  # space -> (capacity, dim) float32
+        self.has: dict[str, np.ndarray] = {}  # space -> (capacity,) bool: the post has a vector there
+        self.counts = np.zeros((capacity, len(ACTIONS)), dtype=np.float32)
+        self.trending = np.zeros(capacity)  # stored trending score, in units of `trending_base`
+        self.trending_base: TrendingBase | None = None
+        self.impressions = np.zeros(capacity, dtype=np.float32)
+        self.cf: np.ndarray | None = None  # (capacity, factors) item factors of model `cf_version`
+        self.cf_known = np.zeros(capacity, dtype=bool)
+        self.cf_version = 0
+        self.author_codes: dict[str, int] = {}  # author key -> code
+        self.author_keys: list[str] = []
+        self.author_ids: list[int | str] = []  # code -> the host's author id
+        self.reach = np.zeros(64, dtype=np.float32)  # code -> interactions the author received
+        self._timelines: dict[int, list[int]] = {}  # author code -> rows by created_at
+        self.version = 0  # changes whenever a post is added or removed
+        self.trending_version = 0  # changes whenever a trending value changes
+        self._cached: dict[tuple[str, int, int], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # -- lookups ---------------------------------------------------------------
+
+    def rows_of(self, post_keys: Iterable[str]) -> np.ndarray:
+        """Rows of these posts, NO_ROW for posts the catalogue does not have."""
+        get = self.rows.get
+        return np.fromiter((get(k, NO_ROW) for k in post_keys), dtype=np.int64)
+
+    def authors_of(self, author_keys: Iterable[str]) -> np.ndarray:
+        """Codes of these authors, leaving out authors of no post."""
+        get = self.author_codes.get
+        return np.fromiter((c for a in author_keys if (c := get(a)) is not None), dtype=np.int64)
+
+    def newest_by(self, authors: np.ndarray, per_author: int, newer_than: float) -> np.ndarray:
+        """Rows of up to `per_author` newest posts of each author, created after `newer_than`."""
+        picked: list[int] = []
+        created = self.created_at
+        for code in authors.tolist():
+            timeline = self._timelines.get(code)
+            if timeline:
+                picked.extend(r for r in timeline[-per_author:] if created[r] > newer_than)
+        return np.asarray(picked, dtype=np.int64)
+
+    def top_trending(self, k: int) -> np.ndarray:
+        """Rows of the `k` posts with the highest trending value, best first (cached until it changes)."""
+        return self._top("trending", k, self.trending_version, self.trending)
+
+    def newest(self, k: int) -> np.ndarray:
+        """Rows of the `k` newest live posts, newest first (cached until a post comes or goes)."""
+        return self._top("newest", k, self.version, self.created_at)
+
+    def _top(self, name: str, k: int, version: int, values: np.ndarray) -> np.ndarray:
+        cache_key = (name, k, version)
+        top = self._cached.get(cache_key)
+        if top is None:
+            n = len(self.keys)
+            masked = np.where(self.alive[:n], values[:n], -np.inf)
+            if name == "trending":
+                masked[masked <= 0] = -np.inf
+            k_eff = min(k, n)
+            top = np.argpartition(-masked, k_eff - 1)[:k_eff] if k_eff else np.empty(0, dtype=np.int64)
+            top = top[np.argsort(-masked[top], kind="stable")]
+            top = top[np.isfinite(masked[top])]
+            self._cached = {key: v for key, v in self._cached.items() if key[0] != name}
+            self._cached[cache_key] = top
+        return top
+
+    def trending_values(self, rows: np.ndarray, now: float) -> np.ndarray:
+        """Decayed positive engagement of these posts at `now`."""
+        if self.trending_base is None:
+            return np.zeros(len(rows))
+        base = self.trending_base
+        out: np.ndarray = self.trending[rows] * 2.0 ** ((base.base - now) / base.half_life_s)
+        return out
+
+    # -- changes -----------------------------------------------------------------
+
+    def _author(self, author_key: str, author_id: int | str) -> int:
+        code = self.author_codes.get(author_key)
+        if code is None:
+            code = len(self.author_keys)
+            self.author_codes[author_key] = code
+            self.author_keys.append(author_key)
+            self.author_ids.append(author_id)
+            if code >= len(self.reach):
+                self.reach = _grow(self.reach, 2 * len(self.reach))
+        return code
+
+    def _ensure_capacity(self, rows: int) -> None:
+        if rows <= self._capacity:
+            return
+        capacity = max(rows, 2 * self._capacity)
+        self.alive = _grow(self.alive, capacity, False)
+        self.author = _grow(self.author, capacity, NO_ROW)
+        self.created_at = _grow(self.created_at, capacity, -np.inf)
+        self.counts = _grow(self.counts, capacity)
+        self.trending = _grow(self.trending, capacity)
+        self.impressions = _grow(self.impressions, capacity)
+        self.cf_known = _grow(self.cf_known, capacity, False)
+        if self.cf is not None:
+            self.cf = _grow(self.cf, capacity)
+        for space in self.vectors:
+            self.vectors[space] = _grow(self.vectors[space], capacity)
+            self.has[space] = _grow(self.has[space], capacity, False)
+        self._capacity = capacity
+
+    def upsert(self, records: Iterable[PostRecord]) -> list[int]:
+        """Add or replace these posts; returns their rows."""
+        out: list[int] = []
+        for record in records:
+            row = self.rows.get(record.key)
+            if row is None:
+                row = len(self.keys)
+                self._ensure_capacity(row + 1)
+                self.rows[record.key] = row
+                self.keys.append(record.key)
+                self.post_ids.append(record.post_id)
+            else:
+                self._unlink(row)
+                self.post_ids[row] = record.post_id
+            code = self._author(record.author_key, record.author_id)
+            self.alive[row] = True
+            self.author[row] = code
+            self.created_at[row] = record.created_at
+            for space, has in self.has.items():
+                has[row] = space in record.vectors
+            for space, vector in record.vectors.items():
+                if space not in self.vectors:
+                    dim = self._dims.get(space, len(vector))
+                    self.vectors[space] = np.zeros((self._capacity, dim), dtype=np.float32)
+                    self.has[space] = np.zeros(self._capacity, dtype=bool)
+                self.vectors[space][row] = vector
+                self.has[space][row] = True
+            bisect.insort(self._timelines.setdefault(code, []), row, key=self.created_at.__getitem__)
+            out.append(row)
+        self.version += 1
+        return out
+
+    def _unlink(self, row: int) -> None:
+        timeline = self._timelines.get(int(self.author[row]))
+        if timeline and row in timeline:
+            timeline.remove(row)
+
+    def remove(self, post_keys: Iterable[str]) -> int:
+        """Drop these posts (unknown keys are ignored); returns how many were dropped."""
+        dropped = 0
+        for key in post_keys:
+            row = self.rows.pop(key, None)
+            if row is None:
+                continue
+            self._unlink(row)
+            self.alive[row] = False
+            self.created_at[row] = -np.inf
+            self.trending[row] = 0.0
+            self.cf_known[row] = False
+            dropped += 1
+        if dropped:
+            self.version += 1
+            self.trending_version += 1
+        return dropped
+
+    def set_counts(self, counts: Mapping[str, Mapping[str, float]]) -> None:
+        """Replace the interaction counts per action of these posts."""
+        for key, per_action in counts.items():
+            row = self.rows.get(key)
+            if row is not None:
+                values = np.zeros(len(ACTIONS), dtype=np.float32)
+                for action, n in per_action.items():
+                    column = ACTION_COLUMN.get(action)
+                    if column is not None:
+                        values[column] = n
+                self.counts[row] = values
+
+    def set_trending(
+        self, base: TrendingBase | None, stored: Mapping[str, float], reset: bool = False
+    ) -> None:
+        """Set these posts' stored trending scores (relative to `base`); `reset` zeroes all others."""
+        if reset:
+            self.trending[:] = 0.0
+        self.trending_base = base
+        rows = self.rows_of(stored)
+        known = rows != NO_ROW
+        self.trending[rows[known]] = np.fromiter(stored.values(), dtype=np.float64, count=len(stored))[known]
+        self.trending_version += 1
+
+    def set_impressions(self, impressions: Mapping[str, float]) -> None:
+        """Set how many times these posts were served."""
+        rows = self.rows_of(impressions)
+        known = rows != NO_ROW
+        values = np.fromiter(impressions.values(), dtype=np.float32, count=len(impressions))
+        self.impressions[rows[known]] = values[known]
+
+    def set_reach(self, reach: Mapping[str, float]) -> None:
+        """Set how many interactions these authors' posts received."""
+        for author, value in reach.items():
+            code = self.author_codes.get(author)
+            if code is not None:
+                self.reach[code] = value
+
+    def set_cf(self, version: int, factors: Mapping[str, np.ndarray], dim: int) -> None:
+        """Replace every post's CF item factors by those of model `version`."""
+        self.cf = np.zeros((self._capacity, dim), dtype=np.float32)
+        self.cf_known[:] = False
+        for key, vector in factors.items():
+            row = self.rows.get(key)
+            if row is not None and len(vector) == dim:
+                self.cf[row] = vector
+                self.cf_known[row] = True
+        self.cf_version = version

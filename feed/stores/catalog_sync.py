@@ -1,0 +1,214 @@
+"""Loads the post catalogue from Redis and keeps it in step with every writer.
+
+Writers append what they changed to two streams, in the same transaction as the change:
+the ingest worker and post deletion to the index stream (`upsert` / `delete` / `cf`
+operations, which the vector index owner also consumes, in its group), the event consumer
+and the impression side effect to the changes stream (the keys of posts and authors whose
+counters moved). Every API process reads both streams from where its snapshot began (plain
+XREAD, no group: each process needs every entry) and, once per batch of entries, reads the
+current values of what they name in one round trip. Values are read, not added, so an
+entry applied twice (the snapshot and the stream overlap) does no harm. A reader that fell
+behind the changes stream's trimming reloads everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import structlog
+from redis.asyncio import Redis
+
+from feed.aio import cancel_and_wait
+from feed.stores import keys
+from feed.stores.catalog import PostCatalog
+from feed.stores.feature_store import FeatureStore
+from feed.stores.records import vector_from_bytes
+from feed.stores.streams import unpack_keys
+from feed.stores.trending import TrendingBase
+
+log = structlog.get_logger(__name__)
+
+
+def _stored_base(raw: dict[bytes, bytes]) -> TrendingBase | None:
+    return TrendingBase(float(raw[b"base"]), float(raw[b"half_life_s"])) if raw else None
+
+
+class CatalogSync:
+    """Fills a `PostCatalog` from Redis and follows the streams."""
+
+    def __init__(self, redis: Redis, catalog: PostCatalog, batch: int = 2000) -> None:
+        self._redis = redis
+        self._catalog = catalog
+        self._features = FeatureStore(redis)
+        self._batch = batch
+        self._positions: dict[str, str] = {}
+
+    async def _stream_tip(self, stream: str) -> str:
+        last: Any = await self._redis.xrevrange(stream, count=1)
+        return last[0][0].decode() if last else "0-0"
+
+    async def load(self) -> int:
+        """Read every post and feature into the catalogue; returns the number of posts."""
+        self._positions = {
+            keys.INDEX_STREAM: await self._stream_tip(keys.INDEX_STREAM),
+            keys.CHANGES_STREAM: await self._stream_tip(keys.CHANGES_STREAM),
+        }
+        prefix = keys.post("")
+        chunk: list[str] = []
+        async for raw in self._redis.scan_iter(match=f"{prefix}*", count=1000, _type="hash"):
+            chunk.append(raw.decode()[len(prefix) :])  # state and counter hashes are not records
+            if len(chunk) >= self._batch:
+                await self._upsert(chunk)
+                chunk = []
+        await self._upsert(chunk)
+        await self._load_totals()
+        await self._load_cf()
+        log.info("catalog_loaded", posts=len(self._catalog))
+        return len(self._catalog)
+
+    async def _upsert(self, post_keys: list[str]) -> None:
+        records = await self._features.posts(post_keys)
+        self._catalog.upsert(records.values())
+        await self._refresh(list(records), list(records), [])
+
+    async def _load_totals(self) -> None:
+        """Trending, impressions and reach of everything (the zsets), replacing what was there."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hgetall(keys.TRENDING_META)
+        pipe.zrange(keys.TRENDING, 0, -1, withscores=True)
+        pipe.zrange(keys.IMPRESSIONS, 0, -1, withscores=True)
+        pipe.zrange(keys.AUTHOR_REACH, 0, -1, withscores=True)
+        meta, trending, impressions, reach = await pipe.execute()
+        self._catalog.set_trending(_stored_base(meta), {m.decode(): s for m, s in trending}, reset=True)
+        self._catalog.set_impressions({m.decode(): s for m, s in impressions})
+        self._catalog.set_reach({m.decode(): s for m, s in reach})
+
+    async def _load_cf(self) -> None:
+        meta: list[Any] = await self._redis.hmget(keys.CF_META, ["version", "factors"])
+        if meta[0] is None:
+            return
+        factors: dict[str, np.ndarray] = {}
+        async for key, value in self._redis.hscan_iter(keys.CF_ITEMS, count=2000):
+            factors[key.decode()] = vector_from_bytes(value)
+        self._catalog.set_cf(int(meta[0]), factors, int(meta[1] or 0))
+
+    async def _refresh(self, posts: list[str], impressions: list[str], authors: list[str]) -> None:
+        """Read the current counters of these posts and authors into the catalogue."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys.TRENDING_META)
+        for key in posts:
+            pipe.hgetall(keys.post_counts(key))
+        for zset, members in (
+            (keys.TRENDING, posts),
+            (keys.IMPRESSIONS, impressions),
+            (keys.AUTHOR_REACH, authors),
+        ):
+            if members:
+                pipe.zmscore(zset, members)
+        replies = iter(await pipe.execute())
+        meta = next(replies)
+        counts = [next(replies) for _ in posts]
+        trending, served, reach = (
+            next(replies) if members else [] for members in (posts, impressions, authors)
+        )
+        catalog = self._catalog
+        catalog.set_counts(
+            {k: {a.decode(): float(n) for a, n in c.items()} for k, c in zip(posts, counts, strict=True)}
+        )
+        base = _stored_base(meta)
+        if base != catalog.trending_base and catalog.trending_base is not None:
+            await self._load_totals()  # rebased or restarted: every stored score changed
+        elif posts:
+            catalog.set_trending(base, {k: s or 0.0 for k, s in zip(posts, trending, strict=True)})
+        if impressions:
+            catalog.set_impressions({k: s or 0.0 for k, s in zip(impressions, served, strict=True)})
+        if authors:
+            catalog.set_reach({k: s or 0.0 for k, s in zip(authors, reach, strict=True)})
+
+    async def poll(self, block_ms: int | None = None) -> int:
+        """Apply the next entries of both streams; returns how many there were."""
+        streams: dict[Any, Any] = dict(self._positions)
+        reply: Any = await self._redis.xread(streams, count=self._batch, block=block_ms)
+        upserts: dict[str, bool] = {}  # post key -> upsert (True) or delete (False), last op wins
+        posts: set[str] = set()
+        impressions: set[str] = set()
+        authors: set[str] = set()
+        new_model = False
+        entries = 0
+        for raw_stream, rows in reply or []:
+            stream = raw_stream.decode()
+            if stream == keys.CHANGES_STREAM and len(rows) == self._batch and await self._trimmed_past():
+                await self._reload()
+                return len(rows)
+            for entry_id, fields in rows:
+                entries += 1
+                self._positions[stream] = entry_id.decode()
+                if stream == keys.INDEX_STREAM:
+                    op = fields[b"op"]
+                    if op == b"cf":
+                        new_model = True
+                    else:
+                        upserts[fields[b"post"].decode()] = op == b"upsert"
+                else:
+                    posts.update(unpack_keys(fields.get(b"posts")))
+                    impressions.update(unpack_keys(fields.get(b"impressions")))
+                    authors.update(unpack_keys(fields.get(b"authors")))
+        deleted = [k for k, up in upserts.items() if not up]
+        self._catalog.remove(deleted)
+        added = [k for k, up in upserts.items() if up]
+        if added:
+            records = await self._features.posts(added)
+            self._catalog.remove(k for k in added if k not in records)
+            self._catalog.upsert(records.values())
+            posts.update(records)
+            impressions.update(records)
+        if posts or impressions or authors:
+            await self._refresh(sorted(posts), sorted(impressions), sorted(authors))
+        if new_model:
+            await self._load_cf()
+        return entries
+
+    async def _trimmed_past(self) -> bool:
+        """Whether the changes stream dropped entries this reader has not read."""
+        info: Any = await self._redis.xinfo_stream(keys.CHANGES_STREAM)
+        deleted = info.get("max-deleted-entry-id")
+        if deleted is None:
+            return False
+        mine = self._positions[keys.CHANGES_STREAM]
+        return tuple(map(int, _as_str(deleted).split("-"))) > tuple(map(int, mine.split("-")))
+
+    async def _reload(self) -> None:
+        log.warning("catalog_fell_behind_reloading")
+        self._positions[keys.CHANGES_STREAM] = await self._stream_tip(keys.CHANGES_STREAM)
+        await self._refresh(
+            list(self._catalog.rows), list(self._catalog.rows), list(self._catalog.author_codes)
+        )
+        await self._load_totals()
+
+    async def run(self, block_ms: int = 100) -> None:
+        """Follow the streams until cancelled; a failing poll is logged and retried."""
+        while True:
+            try:
+                await self.poll(block_ms)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("catalog_sync_failed")
+                await asyncio.sleep(1.0)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run `run()` as a background task for the duration of the context."""
+        task = asyncio.create_task(self.run(), name="catalog-sync")
+        try:
+            yield
+        finally:
+            await cancel_and_wait(task)
+
+
+def _as_str(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
