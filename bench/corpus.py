@@ -1,7 +1,7 @@
 """A synthetic corpus for the serving benchmark, written through the engine's own stores.
 
 Posts get random unit 384-d text vectors (no model calls) and are committed with
-`commit_ingested` (Redis records, timelines, recent index) and upserted into the vector
+`commit_ingested` (Redis records, states, index operations) and upserted into the vector
 index (`EdgeVectorIndex` or `ServerVectorIndex`); authors' post counts follow a power
 law. Users get an interaction history applied by the real `EventApplier`: interest
 vectors, seen sets, affinity, engagement counters and trending. The follow graph (users
@@ -25,7 +25,7 @@ from feed.config import Settings
 from feed.events.apply import EventApplier
 from feed.events.schemas import InteractionEvent
 from feed.stores import keys
-from feed.stores.post_store import TimelineLimits, commit_ingested
+from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
 from feed.stores.vectors import VectorIndex
 
@@ -92,10 +92,9 @@ def build(settings: Settings, index: VectorIndex, spec: CorpusSpec, threads: int
     ]
 
     start = time.perf_counter()
-    limits = TimelineLimits(settings.timeline_max_len, settings.timeline_max_age_s, settings.recent_posts_max)
     clients = [redis.Redis.from_url(settings.redis_url) for _ in range(threads)]
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda i: commit_ingested(clients[i % threads], records[i], limits), range(spec.posts)))
+        list(pool.map(lambda i: commit_ingested(clients[i % threads], records[i]), range(spec.posts)))
     clients[0].delete(keys.INDEX_STREAM)  # the index is written directly below, not replayed by the API
     for c in clients:
         c.close()

@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
+from threadpoolctl import threadpool_limits
 
 from feed.api.errors import validation_error_handler
 from feed.api.feed import FeedController
@@ -32,9 +33,12 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         assert celery is not None
-        async with open_services(settings, celery) as services:
-            holder["services"] = services
-            yield
+        # numpy's BLAS threads cost more than they save on products of a few ms and fight the
+        # event loop for the cores: one per process
+        with threadpool_limits(1, "blas"):
+            async with open_services(settings, celery) as services:
+                holder["services"] = services
+                yield
 
     def provide_services() -> Services:
         return holder["services"]
@@ -45,11 +49,12 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         lifespan=[lifespan],
         exception_handlers={ValidationException: validation_error_handler},
         openapi_config=OpenAPIConfig(title="Feed engine", version="0.1.0", path="/schema"),
+        logging_config=None,  # logging is configured once per process (feed.logging), at LOG_LEVEL
     )
 
 
 def main() -> None:
-    """Serve the API with uvicorn on API_HOST:API_PORT."""
+    """Serve the API with uvicorn (uvloop, httptools) on API_HOST:API_PORT."""
     import uvicorn
 
     settings = get_settings()
@@ -60,6 +65,8 @@ def main() -> None:
         port=settings.api_port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        loop="uvloop",
+        http="httptools",
     )
 
 

@@ -79,7 +79,9 @@ class RankingConfig(BaseModel):
     # small-author boost: factor 1 + boost * half / (half + interactions the author has received)
     small_author_boost: float = 0.15
     small_author_half_reach: float = 50.0
-    # rerank
+    # rerank: rerankers (and later pages of a session) see the best `rerank_window` candidates
+    # by score; it must exceed a page plus `session_keep` and `near_duplicate_window`
+    rerank_window: int = 1000
     author_diversity_decay: float = 0.6
     # near-duplicate suppression (MMR): posts closer than the threshold to a better one lose
     # up to `strength` of their score (all of it at cos 1), among the best `window` candidates
@@ -101,6 +103,10 @@ class RankingConfig(BaseModel):
     trending_budget: int = 200
     fresh_budget: int = 200
     trending_half_life_s: float = 6 * 3600.0  # positive engagement loses half its weight in this time
+    # nearest-neighbour results are reused per user until they interact again, at most this
+    # long, for this many users per API process (0 turns the cache off)
+    retrieval_cache_ttl_s: float = 120.0
+    retrieval_cache_users: int = 20_000
     source_timeout_s: float = 0.5
 
 
@@ -154,9 +160,7 @@ class Settings(BaseSettings):
     media_max_frames: int = 8
     media_fetch_threads: int = 8
 
-    timeline_max_len: int = 500
     timeline_max_age_s: int = 30 * 24 * 3600
-    recent_posts_max: int = 10_000
     seen_max: int = 5_000
     event_dedupe_ttl_s: int = 7 * 24 * 3600
     pending_event_ttl_s: int = 3600

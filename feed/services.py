@@ -51,7 +51,7 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
     redis = Redis.from_url(settings.redis_url, max_connections=512)
     index = open_vector_index(settings)
     broker = create_broker(settings)
-    features = FeatureStore(redis, settings.seen_max, settings.ranking.trending_half_life_s)
+    features = FeatureStore(redis, settings.seen_max)
     sessions = FeedSessions(redis, settings.served_ttl_s, settings.session_ranking_ttl_s)
     catalog = PostCatalog(space_dims(settings))
     async with httpx.AsyncClient() as http:

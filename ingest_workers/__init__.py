@@ -1,1 +1,1 @@
-"""Celery ingest workers: turn accepted posts into vectors, stored records and timeline entries."""
+"""Celery ingest workers: turn accepted posts into vectors and stored post records."""

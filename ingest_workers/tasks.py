@@ -25,7 +25,7 @@ from celery_batches import Batches, SimpleRequest
 
 from feed.batch import cf
 from feed.config import get_settings
-from feed.stores.post_store import TimelineLimits, commit_ingested, mark_failed
+from feed.stores.post_store import commit_ingested, mark_failed
 from feed.stores.records import PostRecord
 from ingest_workers.analyze import Failed, PostAnalyzer, Understood
 from ingest_workers.celery_app import INGEST_TASK, RETRAIN_TASK, app
@@ -97,11 +97,10 @@ def ingest_batch(jobs: list[IngestJob], attempts: list[int]) -> None:
         results = [Failed(repr(exc), transient=True)] * len(jobs)
     analyzed = time.perf_counter()
     settings = get_settings()
-    limits = TimelineLimits(settings.timeline_max_len, settings.timeline_max_age_s, settings.recent_posts_max)
     committed = 0
     for job, attempt, result in zip(jobs, attempts, results, strict=True):
         if isinstance(result, Understood):
-            if commit_ingested(r, build_record(job, result), limits):
+            if commit_ingested(r, build_record(job, result)):
                 committed += 1
             else:
                 log.info("ingest_skipped_deleted", post=job.key)

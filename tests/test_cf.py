@@ -13,13 +13,17 @@ import redis
 from feed.batch import cf
 from feed.events.apply import EventApplier
 from feed.events.schemas import InteractionEvent
-from feed.pipeline.framework import Candidate, FeedQuery
+from feed.pipeline.candidate_hydrators import CFFactorsHydrator
+from feed.pipeline.framework import Candidates, FeedQuery
+from feed.pipeline.retrieval_cache import RetrievalCache
 from feed.pipeline.scorers import CollaborativeScorer
 from feed.pipeline.sources import CollaborativeSource
 from feed.stores import keys
+from feed.stores.catalog import NO_ROW, PostCatalog
+from feed.stores.catalog_sync import CatalogSync
 from feed.stores.feature_store import FeatureStore, UserFeatures
 from feed.stores.indexer import IndexSync
-from feed.stores.records import vector_from_bytes
+from feed.stores.records import PostRecord, vector_from_bytes
 from feed.stores.vectors import EdgeVectorIndex, space_dims
 from tests.conftest import Engine
 from tests.helpers import unit, wait_for
@@ -97,14 +101,22 @@ async def test_a_retrain_reaches_the_vector_index_and_the_collaborative_source(
     user = await FeatureStore(redis_client).user_features("u3")
     assert user.cf is not None and user.cf_version > 0
     q = FeedQuery(user_id="u3", user_key="u3", limit=3, cursor="c", now=time.time(), user=user)
-    source = CollaborativeSource(index, budget=3)
+    catalog = PostCatalog(space_dims(settings))
+    assert await CatalogSync(redis_client, catalog).load() == 5
+    no_cache = RetrievalCache(ttl_s=0, max_users=0)  # every fetch below asks the index
+    source = CollaborativeSource(catalog, index, budget=3, cache=no_cache)
     assert source.enabled(q)
-    found = [c.post_key for c in await source.fetch(q)]
-    assert set(found) == {"a", "b", "c"}  # users who liked what u3 liked also liked c, not d or e
+
+    async def found() -> list[str]:
+        rows = (await source.fetch(q)).rows.tolist()
+        assert NO_ROW not in rows  # every hit is a post of the catalogue
+        return [catalog.keys[r] for r in rows]
+
+    assert set(await found()) == {"a", "b", "c"}  # users who liked what u3 liked also liked c, not d or e
 
     store_post(settings, "c", "author-c", unit(1))  # ingested again: the point is replaced
     await sync.catch_up()
-    assert "c" in [c.post_key for c in await source.fetch(q)]  # its factors were copied back
+    assert "c" in await found()  # its factors were copied back
 
     # a newer model hides the old model's factors until the index has the new ones
     old_version = user.cf_version
@@ -118,19 +130,36 @@ async def test_a_retrain_reaches_the_vector_index_and_the_collaborative_source(
     await index.close()
 
 
-def test_collaborative_scorer_grows_with_the_users_history() -> None:
-    near, far, unknown = Candidate("near", "phoenix"), Candidate("far", "phoenix"), Candidate("new", "fresh")
-    near.cf, far.cf = np.array([1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
+async def test_collaborative_scorer_grows_with_the_users_history() -> None:
+    catalog = PostCatalog({"text": 384})
+    catalog.upsert(
+        PostRecord(k, k, "a", "a", 0.0, "text", "", {"text": unit(1)}) for k in ("near", "far", "new")
+    )
+    catalog.set_cf(3, {"near": np.array([1.0, 0.0], np.float32), "far": np.array([0.0, 1.0], np.float32)}, 2)
+    candidates = Candidates.concat(
+        [
+            Candidates.of(catalog.rows_of(["near", "far"]), "phoenix"),
+            Candidates.of(catalog.rows_of(["new"]), "fresh"),  # no factors in the model
+        ]
+    )
     user_cf = np.array([1.5, -0.2], np.float32)  # predicted preference: near 1.5 -> 1, far -0.2 -> 0
     parts = []
     for events in (0, 20, 2000):
         q = FeedQuery(user_id="u", user_key="u", limit=10, cursor="c", now=0.0)
-        q.user = UserFeatures(vectors={}, events=events, seen=frozenset(), affinity={}, cf=user_cf)
-        CollaborativeScorer(weight=1.0, half_events=20.0).score(q, [near, far, unknown])
-        parts.append((near.parts["cf"], far.parts["cf"], unknown.parts["cf"]))
+        q.user = UserFeatures(
+            vectors={}, events=events, seen=frozenset(), affinity={}, cf=user_cf, cf_version=3
+        )
+        await CFFactorsHydrator(catalog).hydrate(q, candidates)
+        CollaborativeScorer(weight=1.0, half_events=20.0).score(q, candidates)
+        parts.append(tuple(candidates.parts["cf"].tolist()))
     assert parts[0] == (0.0, 0.0, 0.0)
     assert parts[1] == pytest.approx((0.5, 0.0, 0.0))
-    assert parts[2][0] == pytest.approx(1.0, abs=0.01) and parts[2][1] == 0.0
+    assert parts[2][0] == pytest.approx(1.0, abs=0.01) and parts[2][1] == parts[2][2] == 0.0
+    # factors of another model (the catalogue has not caught up with the user's) count for nothing
+    q.user = UserFeatures(vectors={}, events=2000, seen=frozenset(), affinity={}, cf=user_cf, cf_version=4)
+    await CFFactorsHydrator(catalog).hydrate(q, candidates)
+    CollaborativeScorer(weight=1.0, half_events=20.0).score(q, candidates)
+    assert candidates.parts["cf"].tolist() == [0.0, 0.0, 0.0]
     assert not CollaborativeScorer(1.0, 20.0).enabled(
         FeedQuery(user_id="u", user_key="u", limit=1, cursor="c", now=0)
     )

@@ -184,7 +184,9 @@ async def test_a_backfilled_event_counts_at_the_time_it_happened(engine: Engine)
     from datetime import UTC, datetime
 
     from feed.stores import keys
-    from feed.stores.feature_store import FeatureStore
+    from feed.stores.catalog import PostCatalog
+    from feed.stores.catalog_sync import CatalogSync
+    from feed.stores.vectors import space_dims
 
     await add_posts(engine, [("old-news", "desk", "Election results announced")])
     three_hours_ago = time.time() - 3 * 3600
@@ -199,8 +201,10 @@ async def test_a_backfilled_event_counts_at_the_time_it_happened(engine: Engine)
     seen_at = await engine.redis.zscore(keys.user_seen("u7"), "old-news")
     assert seen_at == pytest.approx(three_hours_ago, abs=1.0)
     half_life = engine.settings.ranking.trending_half_life_s
-    trending = FeatureStore(engine.redis, trending_half_life_s=half_life).trending
-    (value,) = (await trending.values(["old-news"], time.time())).values()
+    catalog = PostCatalog(space_dims(engine.settings))  # read as the API reads it
+    await CatalogSync(engine.redis, catalog).load()
+    assert "old-news" in catalog.rows
+    (value,) = catalog.trending_values(catalog.rows_of(["old-news"]), time.time())
     assert value == pytest.approx(0.5 ** (3 * 3600 / half_life), rel=0.01)  # a like, 3 hours old
 
 

@@ -11,11 +11,9 @@ import redis
 from feed.events.apply import EventApplier
 from feed.events.schemas import InteractionEvent
 from feed.stores import keys
-from feed.stores.post_store import TimelineLimits, commit_ingested, mark_failed
+from feed.stores.post_store import commit_ingested, mark_failed
 from feed.stores.records import PostRecord, vector_from_bytes
 from tests.helpers import unit
-
-LIMITS = TimelineLimits(max_len=100, max_age_s=10**9, recent_max=1000)
 
 
 def store_post(
@@ -28,7 +26,7 @@ def store_post(
     rec = PostRecord(
         key, key, author, author, time.time(), "image" if image is not None else "text", "t", vectors
     )
-    assert commit_ingested(r, rec, LIMITS)
+    assert commit_ingested(r, rec)
     r.close()
 
 
@@ -186,3 +184,16 @@ async def test_concurrent_batches_for_the_same_user_lose_no_update(settings: Any
     assert await redis_client.hget(keys.user("u1"), "events") == b"40"
     assert await redis_client.zcard(keys.user_seen("u1")) == 40
     assert await redis_client.zscore(keys.user_affinity("u1"), "a") == 40.0
+
+
+async def test_ids_with_separators_and_any_characters_apply_intact(settings: Any, redis_client: Any) -> None:
+    """The batch script receives fields length-prefixed: ids containing ':' or digits survive."""
+    store_post(settings, "12:post:9", "au:th 3", unit(1, 0))
+    applier = EventApplier(redis_client, settings)
+    result = await applier.apply([event("ev:1:2", "12:post:9", user="u:7:ü")])
+    assert result.applied == 1
+    assert await redis_client.hget(keys.post_counts("12:post:9"), "like") == b"1"
+    assert await redis_client.zscore(keys.user_seen("u:7:ü"), "12:post:9") is not None
+    assert await redis_client.zscore(keys.user_affinity("u:7:ü"), "au:th 3") == 1.0
+    assert await redis_client.exists(keys.event_done("ev:1:2"))
+    assert await user_vector(redis_client, "u:7:ü") is not None

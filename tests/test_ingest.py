@@ -23,13 +23,13 @@ from models.text import TextEncoder
 from tests.helpers import wait_for
 
 
-def job(key: str, text: str, author: str = "a1", created_at: float | None = None) -> IngestJob:
+def job(key: str, text: str, author: str = "a1") -> IngestJob:
     return IngestJob(
         key=key,
         post_id=key,
         author_id=author,
         author_key=author,
-        created_at=time.time() if created_at is None else created_at,
+        created_at=time.time(),
         post_type="text",
         text=text,
     )
@@ -69,21 +69,9 @@ async def test_worker_ingests_in_one_atomic_commit(celery_worker: Any, redis_cli
     assert record is not None
     assert record.author_key == "a1" and record.vectors["text"].shape == (384,)
     assert abs(float(np.linalg.norm(record.vectors["text"])) - 1.0) < 1e-5
-    assert await redis_client.zcard(keys.timeline("a1")) == 5
+    assert await redis_client.exists(*(keys.post(j.key) for j in posts)) == 5
     ops = await redis_client.xrange(keys.INDEX_STREAM)
     assert sorted(fields[b"post"].decode() for _, fields in ops) == [f"p{i}" for i in range(5)]
-
-
-async def test_timeline_keeps_only_recent_posts_up_to_the_cap(
-    redis_client: Any, text_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(get_settings(), "timeline_max_len", 3)
-    now = time.time()
-    old = job("old", "an old post", created_at=now - get_settings().timeline_max_age_s - 60)
-    new = [job(f"n{i}", f"new post {i}", created_at=now - i) for i in range(4)]
-    tasks.ingest_batch([old, *new], [0] * 5)
-    timeline = await redis_client.zrange(keys.timeline("a1"), 0, -1)
-    assert sorted(t.decode() for t in timeline) == ["n0", "n1", "n2"]
 
 
 async def test_reingest_is_idempotent(celery_worker: Any, redis_client: Any) -> None:
@@ -92,8 +80,10 @@ async def test_reingest_is_idempotent(celery_worker: Any, redis_client: Any) -> 
         await enqueue(celery_worker, redis_client, j)
         await wait_for(lambda: _is(redis_client, "same", "ingested"))
     await wait_for(lambda: _xlen_at_least(redis_client, 2))
-    assert await redis_client.zcard(keys.timeline("a1")) == 1
-    assert await redis_client.zcard(keys.RECENT_POSTS) == 1
+    stored = {keys.post("same").encode(), keys.post_state("same").encode()}
+    assert set(await redis_client.keys(keys.post("same") + "*")) == stored  # the same keys, overwritten
+    ops = await redis_client.xrange(keys.INDEX_STREAM)
+    assert [(f[b"op"], f[b"post"]) for _, f in ops] == [(b"upsert", b"same")] * 2
 
 
 async def test_missing_weights_mark_post_failed_with_reason(

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 
-from feed.pipeline.candidate_hydrators import PostRecordHydrator
+from feed.pipeline.candidate_hydrators import PostFeaturesHydrator
 from feed.pipeline.filters import BlockedAuthorFilter, DuplicateFilter, MissingPostFilter, ServedFilter
-from feed.pipeline.framework import Candidate, FeedQuery, Pipeline
+from feed.pipeline.framework import Candidates, FeedQuery, FeedResult, Pipeline
 from feed.pipeline.hydrators import ServedPostsHydrator
 from feed.pipeline.paging import PagedFeed
 from feed.social_graph import SocialGraph
-from feed.stores.feature_store import FeatureStore
-from feed.stores.post_store import PostStore, TimelineLimits, commit_ingested
+from feed.stores.catalog import PostCatalog
+from feed.stores.catalog_sync import CatalogSync
+from feed.stores.post_store import PostStore, commit_ingested
 from feed.stores.records import PostRecord
 from feed.stores.sessions import FeedSessions
 from tests.helpers import unit
@@ -25,23 +28,47 @@ N = 30
 RANKING = sorted((f"p{i}" for i in range(N)), key=lambda k: -((int(k[1:]) * 7 + 13) % N))  # first call's
 
 
-class _AllPosts:
-    """A source returning every post; `shuffle` changes each post's score on every call, so a
-    page that re-ranked instead of continuing the stored ranking would show it."""
-
-    name = "all_posts"
+class _Shuffle:
+    """The scores of every post, shared by all replicas' sources: they change on every call, so
+    a page that re-ranked instead of continuing the stored ranking would show it."""
 
     def __init__(self) -> None:
         self.calls = 0
 
+    def scores(self) -> np.ndarray:
+        self.calls += 1
+        return np.array([float((i * 7 + self.calls * 13) % N) for i in range(N)])
+
+
+class _AllPosts:
+    """A source returning every post, from its replica's catalogue, with `_Shuffle`'s scores as
+    its source scores."""
+
+    name = "all_posts"
+
+    def __init__(self, shuffle: _Shuffle, catalog: PostCatalog) -> None:
+        self._shuffle = shuffle
+        self._catalog = catalog
+
     def enabled(self, q: FeedQuery) -> bool:
         return True
 
-    async def fetch(self, q: FeedQuery) -> list[Candidate]:
-        self.calls += 1
-        return [
-            Candidate(f"p{i}", self.name, parts={"s": float((i * 7 + self.calls * 13) % N)}) for i in range(N)
-        ]
+    async def fetch(self, q: FeedQuery) -> Candidates:
+        rows = self._catalog.rows_of(f"p{i}" for i in range(N))
+        return Candidates.of(rows, self.name, source_score=self._shuffle.scores())
+
+
+class _SourceScore:
+    """Part `s`: the source's score (a batch's parts do not survive the runner's concatenation
+    of the sources' batches, its source scores do)."""
+
+    name = "source_score"
+
+    def enabled(self, q: FeedQuery) -> bool:
+        return True
+
+    def score(self, q: FeedQuery, candidates: Candidates) -> None:
+        candidates.parts["s"] = candidates.source_score.copy()
 
 
 class _Graph:
@@ -55,15 +82,37 @@ class _Graph:
         q.graph = SocialGraph(blocked=self.blocked)
 
 
-def replica(redis: Any, source: _AllPosts, graph: _Graph, keep: int = 100) -> PagedFeed:
-    store, sessions = FeatureStore(redis), FeedSessions(redis, ttl_s=60, ranking_ttl_s=60)
+@dataclass
+class Replica:
+    """One API process: its own post catalogue, loaded from Redis, and its paged feed."""
+
+    feed: PagedFeed
+    catalog: PostCatalog
+    sync: CatalogSync
+
+    async def page(self, q: FeedQuery, continuing: bool) -> FeedResult:
+        return await self.feed.page(q, continuing)
+
+
+async def replica(redis: Any, shuffle: _Shuffle, graph: _Graph, keep: int = 100) -> Replica:
+    sessions = FeedSessions(redis, ttl_s=60, ranking_ttl_s=60)
+    catalog = PostCatalog({"text": 384})
+    sync = CatalogSync(redis, catalog)
+    assert await sync.load() == N
     pipeline = Pipeline(
+        catalog=catalog,
         hydrators=[ServedPostsHydrator(sessions), graph],
-        sources=[source],
-        candidate_hydrators=[PostRecordHydrator(store)],
-        filters=[DuplicateFilter(), MissingPostFilter(), BlockedAuthorFilter(), ServedFilter()],
+        sources=[_AllPosts(shuffle, catalog)],
+        candidate_hydrators=[PostFeaturesHydrator(catalog)],
+        filters=[
+            DuplicateFilter(),
+            MissingPostFilter(),
+            BlockedAuthorFilter(catalog),
+            ServedFilter(catalog),
+        ],
+        scorers=[_SourceScore()],
     )
-    return PagedFeed(pipeline, sessions, keep)
+    return Replica(PagedFeed(pipeline, sessions, keep), catalog, sync)
 
 
 def store_posts(settings: Any) -> None:
@@ -74,7 +123,7 @@ def store_posts(settings: Any) -> None:
         record = PostRecord(
             f"p{i}", f"p{i}", f"a{i % 5}", f"a{i % 5}", time.time(), "text", "t", {"text": unit(1)}
         )
-        commit_ingested(r, record, TimelineLimits(100, 10**9, 100))
+        commit_ingested(r, record)
     r.close()
 
 
@@ -84,8 +133,8 @@ def query(cursor: str, limit: int) -> FeedQuery:
 
 async def test_pages_continue_the_first_ranking_on_any_replica(settings: Any, redis_client: Any) -> None:
     store_posts(settings)
-    source, graph = _AllPosts(), _Graph()
-    a, b = replica(redis_client, source, graph), replica(redis_client, source, graph)
+    source, graph = _Shuffle(), _Graph()
+    a, b = await replica(redis_client, source, graph), await replica(redis_client, source, graph)
     first = await a.page(query("c1", 10), continuing=False)
     assert source.calls == 1
     order = [c.post_key for c in first.items]
@@ -105,11 +154,13 @@ async def test_a_post_deleted_or_an_author_blocked_between_pages_does_not_come_b
     settings: Any, redis_client: Any
 ) -> None:
     store_posts(settings)
-    source, graph = _AllPosts(), _Graph()
-    feed = replica(redis_client, source, graph)
+    source, graph = _Shuffle(), _Graph()
+    feed = await replica(redis_client, source, graph)
     first = [c.post_key for c in (await feed.page(query("c2", 5), continuing=False)).items]
     upcoming = next(k for k in RANKING[5:] if not k.endswith(("0", "5")))
     await PostStore(redis_client).delete(upcoming)
+    await feed.sync.poll()  # what the replica's catalogue sync does in the background
+    assert upcoming not in feed.catalog.rows
     graph.blocked = frozenset({"a0"})  # the author of p0, p5, p10, ...
     rest: list[str] = []
     while items := (await feed.page(query("c2", 5), continuing=True)).items:
@@ -122,8 +173,8 @@ async def test_the_pipeline_runs_again_when_the_stored_ranking_runs_out(
     settings: Any, redis_client: Any
 ) -> None:
     store_posts(settings)
-    source, graph = _AllPosts(), _Graph()
-    feed = replica(redis_client, source, graph, keep=5)  # only one more page is stored
+    source, graph = _Shuffle(), _Graph()
+    feed = await replica(redis_client, source, graph, keep=5)  # only one more page is stored
     served: list[str] = []
     while items := (await feed.page(query("c3", 5), continuing=bool(served))).items:
         served += [c.post_key for c in items]
@@ -133,8 +184,8 @@ async def test_the_pipeline_runs_again_when_the_stored_ranking_runs_out(
 
 async def test_concurrent_pages_of_one_session_never_share_a_post(settings: Any, redis_client: Any) -> None:
     store_posts(settings)
-    source, graph = _AllPosts(), _Graph()
-    replicas = [replica(redis_client, source, graph) for _ in range(3)]
+    source, graph = _Shuffle(), _Graph()
+    replicas = [await replica(redis_client, source, graph) for _ in range(3)]
     await replicas[0].page(query("c4", 3), continuing=False)
     pages = await asyncio.gather(*(r.page(query("c4", 3), continuing=True) for r in replicas))
     keys = [c.post_key for p in pages for c in p.items]

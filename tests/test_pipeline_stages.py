@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 import pytest
+import redis
 
 from feed.config import RankingConfig
+from feed.pipeline.candidate_hydrators import (
+    AuthorReachHydrator,
+    EngagementCountsHydrator,
+    ImpressionsHydrator,
+    PostFeaturesHydrator,
+    PostTextsHydrator,
+    TrendingHydrator,
+)
 from feed.pipeline.filters import (
     BlockedAuthorFilter,
     DuplicateFilter,
@@ -20,7 +30,7 @@ from feed.pipeline.filters import (
     SeenFilter,
     ServedFilter,
 )
-from feed.pipeline.framework import Candidate, FeedQuery, Pipeline
+from feed.pipeline.framework import Candidates, FeedQuery, Pipeline
 from feed.pipeline.rerankers import AuthorDiversityReranker, ExplorationReranker, NearDuplicateReranker
 from feed.pipeline.scorers import (
     AuthorAffinityScorer,
@@ -31,14 +41,33 @@ from feed.pipeline.scorers import (
     SmallAuthorScorer,
 )
 from feed.social_graph import SocialGraph
-from feed.stores.feature_store import UserFeatures
+from feed.stores.catalog import NO_ROW, PostCatalog
+from feed.stores.feature_store import FeatureStore, UserFeatures
+from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
 from tests.helpers import unit
 
 NOW = 1_800_000_000.0
+DIMS = {"text": 384, "image": 512}
 
 
-def record(key: str, author: str, age_s: float = 0.0, vector: np.ndarray | None = None) -> PostRecord:
+def record(
+    key: str,
+    author: str = "a",
+    age_s: float = 0.0,
+    vector: np.ndarray | None = None,
+    image: np.ndarray | None = None,
+    text: str = "",
+    transcript: str = "",
+    tags: dict[str, int] | None = None,
+) -> PostRecord:
+    """A post with a text vector (`unit(1)` unless given), or only an image vector when only
+    `image` is given."""
+    vectors: dict[str, np.ndarray] = {}
+    if vector is not None or image is None:
+        vectors["text"] = unit(1) if vector is None else vector
+    if image is not None:
+        vectors["image"] = image
     return PostRecord(
         key=key,
         post_id=key,
@@ -46,15 +75,43 @@ def record(key: str, author: str, age_s: float = 0.0, vector: np.ndarray | None 
         author_key=author,
         created_at=NOW - age_s,
         post_type="text",
-        text="",
-        vectors={"text": unit(1) if vector is None else vector},
+        text=text,
+        vectors=vectors,
+        tags=tags or {},
+        transcript=transcript,
     )
 
 
-def cand(
-    key: str, author: str = "a", source: str = "phoenix", age_s: float = 0.0, vector: np.ndarray | None = None
-) -> Candidate:
-    return Candidate(key, source, record=record(key, author, age_s, vector))
+def catalog_of(*records: PostRecord) -> PostCatalog:
+    catalog = PostCatalog(DIMS)
+    catalog.upsert(records)
+    return catalog
+
+
+def batch(
+    catalog: PostCatalog, keys_: list[str], source: str = "phoenix", in_network: bool = False
+) -> Candidates:
+    """Candidates for these posts (unknown ones get NO_ROW), from one source, not hydrated."""
+    return Candidates.of(catalog.rows_of(keys_), source, in_network=in_network)
+
+
+async def hydrate(catalog: PostCatalog, candidates: Candidates, q: FeedQuery | None = None) -> Candidates:
+    """Fill every column the catalogue has (everything but `texts` and `cf`)."""
+    for hydrator in (
+        PostFeaturesHydrator(catalog),
+        EngagementCountsHydrator(catalog),
+        TrendingHydrator(catalog),
+        ImpressionsHydrator(catalog),
+        AuthorReachHydrator(catalog),
+    ):
+        await hydrator.hydrate(q or query(), candidates)
+    return candidates
+
+
+async def hydrated(
+    catalog: PostCatalog, keys_: list[str], q: FeedQuery | None = None, source: str = "phoenix"
+) -> Candidates:
+    return await hydrate(catalog, batch(catalog, keys_, source), q)
 
 
 def query(**kw: object) -> FeedQuery:
@@ -70,104 +127,140 @@ def user(vector: np.ndarray | None = None, seen: frozenset[str] = frozenset(), *
     )
 
 
-def keys(cands: list[Candidate]) -> list[str]:
-    return [c.post_key for c in cands]
+def keys(catalog: PostCatalog, candidates: Candidates) -> list[str]:
+    return [catalog.keys[r] if r != NO_ROW else "?" for r in candidates.rows.tolist()]
+
+
+def kept(catalog: PostCatalog, candidates: Candidates, mask: np.ndarray) -> list[str]:
+    """The keys a filter's mask keeps, in order (checking it is a mask over the batch)."""
+    assert mask.dtype == np.bool_ and mask.shape == (len(candidates),)
+    return keys(catalog, candidates.take(mask))
 
 
 def test_duplicate_filter_keeps_first_source() -> None:
-    out = DuplicateFilter().apply(query(), [cand("1", source="thunder"), cand("1"), cand("2")])
-    assert keys(out) == ["1", "2"] and out[0].source == "thunder"
+    catalog = catalog_of(record("1"), record("2"))
+    candidates = Candidates.concat([batch(catalog, ["1"], "thunder"), batch(catalog, ["1", "2"])])
+    mask = DuplicateFilter().apply(query(), candidates)
+    out = candidates.take(mask)
+    assert keys(catalog, out) == ["1", "2"] and out.source_names[out.source[0]] == "thunder"
+    assert mask.tolist() == [True, False, True]
 
 
-def test_missing_post_filter_drops_deleted() -> None:
-    assert keys(MissingPostFilter().apply(query(), [Candidate("x", "fresh"), cand("2")])) == ["2"]
+async def test_missing_post_filter_drops_deleted() -> None:
+    catalog = catalog_of(record("2"), record("gone"))
+    candidates = batch(catalog, ["x", "2", "gone"])  # x was never ingested
+    catalog.remove(["gone"])  # deleted after the source found it
+    await hydrate(catalog, candidates)
+    assert kept(catalog, candidates, MissingPostFilter().apply(query(), candidates)) == ["2"]
 
 
-def test_own_posts_filter() -> None:
-    assert keys(OwnPostFilter().apply(query(), [cand("1", author="1"), cand("2", author="9")])) == ["2"]
+async def test_own_posts_filter() -> None:
+    catalog = catalog_of(record("1", author="1"), record("2", author="9"))
+    candidates = await hydrated(catalog, ["1", "2"])
+    assert kept(catalog, candidates, OwnPostFilter(catalog).apply(query(), candidates)) == ["2"]
 
 
-def test_blocked_and_muted_authors_filter() -> None:
+async def test_blocked_and_muted_authors_filter() -> None:
     q = query(graph=SocialGraph(blocked=frozenset({"b"}), muted=frozenset({"m"})))
-    f = BlockedAuthorFilter()
+    catalog = catalog_of(record("1", "b"), record("2", "m"), record("3", "ok"))
+    f = BlockedAuthorFilter(catalog)
     assert f.enabled(q)
-    assert keys(f.apply(q, [cand("1", "b"), cand("2", "m"), cand("3", "ok")])) == ["3"]
+    candidates = await hydrated(catalog, ["1", "2", "3"], q)
+    assert kept(catalog, candidates, f.apply(q, candidates)) == ["3"]
     assert not f.enabled(query())
 
 
 def test_seen_and_served_filters() -> None:
     q = query(user=user(seen=frozenset({"1"})), served=frozenset({"2"}))
-    cands = [cand("1"), cand("2"), cand("3")]
-    assert keys(SeenFilter().apply(q, cands)) == ["2", "3"]
-    assert keys(ServedFilter().apply(q, cands)) == ["1", "3"]
+    catalog = catalog_of(record("1"), record("2"), record("3"))
+    candidates = batch(catalog, ["1", "2", "3"])
+    assert kept(catalog, candidates, SeenFilter(catalog).apply(q, candidates)) == ["2", "3"]
+    assert kept(catalog, candidates, ServedFilter(catalog).apply(q, candidates)) == ["1", "3"]
 
 
-def test_muted_keywords_drop_posts_mentioning_them_as_whole_words() -> None:
-    import dataclasses
-
-    def post(key: str, text: str = "", transcript: str = "", tags: dict[str, int] | None = None) -> Candidate:
-        c = cand(key)
-        c.record = dataclasses.replace(c.record, text=text, transcript=transcript, tags=tags or {})  # type: ignore[type-var]
-        return c
-
-    candidates = [
-        post("title", "Season finale SPOILER inside"),
-        post("plural", "no spoilers here"),
-        post("speech", transcript="the world cup final was great"),
-        post("photo", tags={"dog": 2}),
-        post("clean", "a quiet walk"),
+async def test_muted_keywords_drop_posts_mentioning_them_as_whole_words(
+    settings: Any, redis_client: Any
+) -> None:
+    records = [
+        record("title", text="Season finale SPOILER inside"),
+        record("plural", text="no spoilers here"),
+        record("speech", transcript="the world cup final was great"),
+        record("photo", tags={"dog": 2}),
+        record("clean", text="a quiet walk"),
     ]
+    r = redis.Redis.from_url(settings.redis_url)
+    for rec in records:
+        assert commit_ingested(r, rec)
+    r.close()
+    catalog = catalog_of(*records)
+    candidates = batch(catalog, [rec.key for rec in records])
     graph = SocialGraph(muted_keywords=frozenset({"spoiler", "world cup", "dog"}))
-    out = MutedKeywordFilter().apply(query(graph=graph), candidates)
-    assert keys(out) == ["plural", "clean"]
+    texts = PostTextsHydrator(catalog, FeatureStore(redis_client))
+    assert texts.enabled(query(graph=graph)) and not texts.enabled(query())
+    await texts.hydrate(query(graph=graph), candidates)
+    mask = MutedKeywordFilter().apply(query(graph=graph), candidates)
+    assert kept(catalog, candidates, mask) == ["plural", "clean"]
     assert not MutedKeywordFilter().enabled(query())
 
 
-def test_hidden_author_filter() -> None:
+async def test_hidden_author_filter() -> None:
     hiding = UserFeatures(
         vectors={}, events=2, seen=frozenset(), affinity={}, hidden_authors=frozenset({"troll"})
     )
-    out = HiddenAuthorFilter().apply(query(user=hiding), [cand("1", "troll"), cand("2", "friend")])
-    assert keys(out) == ["2"]
+    catalog = catalog_of(record("1", "troll"), record("2", "friend"))
+    candidates = await hydrated(catalog, ["1", "2"])
+    mask = HiddenAuthorFilter(catalog).apply(query(user=hiding), candidates)
+    assert kept(catalog, candidates, mask) == ["2"]
 
 
-def test_max_age_filter() -> None:
-    out = MaxAgeFilter(3600).apply(query(), [cand("old", age_s=7200), cand("new", age_s=10)])
-    assert keys(out) == ["new"]
+async def test_max_age_filter() -> None:
+    catalog = catalog_of(record("old", age_s=7200), record("new", age_s=10))
+    candidates = await hydrated(catalog, ["old", "new"])
+    assert kept(catalog, candidates, MaxAgeFilter(3600).apply(query(), candidates)) == ["new"]
 
 
 def test_similarity_scorer_prefers_closer_posts_and_is_neutral_for_cold_users() -> None:
-    near, far = cand("near", vector=unit(1, 0.1)), cand("far", vector=unit(-1, 1))
-    scorer = SimilarityScorer(1.0, {"text": 1.0, "image": 1.0}, 0.5)
-    scorer.score(query(user=user(vector=unit(1))), [near, far])
-    assert near.parts["similarity"] > far.parts["similarity"]
-    cold = [cand("x", vector=unit(1)), cand("y", vector=unit(0, 1))]
-    SimilarityScorer(1.0, {"text": 1.0, "image": 1.0}, 0.5).score(query(), cold)
-    assert cold[0].parts["similarity"] == cold[1].parts["similarity"] == pytest.approx(0.5)
+    catalog = catalog_of(
+        record("near", vector=unit(1, 0.1)),
+        record("far", vector=unit(-1, 1)),
+        record("x", vector=unit(1)),
+        record("y", vector=unit(0, 1)),
+    )
+    scorer = SimilarityScorer(catalog, 1.0, {"text": 1.0, "image": 1.0}, 0.5)
+    candidates = batch(catalog, ["near", "far"])
+    scorer.score(query(user=user(vector=unit(1))), candidates)
+    near, far = candidates.parts["similarity"].tolist()
+    assert near > far
+    cold = batch(catalog, ["x", "y"])
+    SimilarityScorer(catalog, 1.0, {"text": 1.0, "image": 1.0}, 0.5).score(query(), cold)
+    assert cold.parts["similarity"][0] == cold.parts["similarity"][1] == pytest.approx(0.5)
 
 
 def test_similarity_averages_the_spaces_user_and_post_share() -> None:
     dog = unit(1, dim=512)
-    photo = Candidate("photo", "phoenix", record=record("photo", "a", 0.0, None))
-    photo.record.vectors.clear()  # type: ignore[union-attr]
-    photo.record.vectors["image"] = dog  # type: ignore[union-attr]
-    both = cand("both", vector=unit(1))
-    both.record.vectors["image"] = unit(0, 1, dim=512)  # type: ignore[union-attr]
-    text_only = cand("text_only", vector=unit(1))
+    catalog = catalog_of(
+        record("photo", image=dog),
+        record("both", vector=unit(1), image=unit(0, 1, dim=512)),
+        record("text_only", vector=unit(1)),
+    )
     q = query(
         user=UserFeatures(vectors={"text": unit(1), "image": dog}, events=3, seen=frozenset(), affinity={})
     )
-    SimilarityScorer(1.0, {"text": 1.0, "image": 1.0}, 0.5).score(q, [photo, both, text_only])
-    assert photo.parts["similarity"] == pytest.approx(1.0)  # image only: cos 1
-    assert both.parts["similarity"] == pytest.approx(0.75)  # mean of cos 1 (text) and 0 (image)
-    assert text_only.parts["similarity"] == pytest.approx(1.0)
-    SimilarityScorer(1.0, {"text": 1.0, "image": 0.0}, 0.5).score(q, [photo, both])
-    assert photo.parts["similarity"] == pytest.approx(0.5)  # image space switched off: neutral
-    assert both.parts["similarity"] == pytest.approx(1.0)
+    candidates = batch(catalog, ["photo", "both", "text_only"])
+    SimilarityScorer(catalog, 1.0, {"text": 1.0, "image": 1.0}, 0.5).score(q, candidates)
+    photo, both, text_only = candidates.parts["similarity"].tolist()
+    assert photo == pytest.approx(1.0)  # image only: cos 1
+    assert both == pytest.approx(0.75)  # mean of cos 1 (text) and 0 (image)
+    assert text_only == pytest.approx(1.0)
+    candidates = batch(catalog, ["photo", "both"])
+    SimilarityScorer(catalog, 1.0, {"text": 1.0, "image": 0.0}, 0.5).score(q, candidates)
+    photo, both = candidates.parts["similarity"].tolist()
+    assert photo == pytest.approx(0.5)  # image space switched off: neutral
+    assert both == pytest.approx(1.0)
 
 
 def test_similarity_mixes_long_and_short_term_interests() -> None:
-    sports, cooking = cand("sports", vector=unit(1, 0)), cand("cooking", vector=unit(0, 1))
+    catalog = catalog_of(record("sports", vector=unit(1, 0)), record("cooking", vector=unit(0, 1)))
     drifting = UserFeatures(
         vectors={"text": unit(1, 0)},
         events=9,
@@ -175,157 +268,210 @@ def test_similarity_mixes_long_and_short_term_interests() -> None:
         affinity={},
         short_vectors={"text": unit(0, 1)},
     )
-    SimilarityScorer(1.0, {"text": 1.0}, 0.75).score(query(user=drifting), [sports, cooking])
-    assert sports.parts["similarity"] == pytest.approx((1 + 0.25) / 2)
-    assert cooking.parts["similarity"] == pytest.approx((1 + 0.75) / 2)
+    candidates = batch(catalog, ["sports", "cooking"])
+    SimilarityScorer(catalog, 1.0, {"text": 1.0}, 0.75).score(query(user=drifting), candidates)
+    sports, cooking = candidates.parts["similarity"].tolist()
+    assert sports == pytest.approx((1 + 0.25) / 2)
+    assert cooking == pytest.approx((1 + 0.75) / 2)
     only_short = UserFeatures(
         vectors={}, events=1, seen=frozenset(), affinity={}, short_vectors={"text": unit(0, 1)}
     )
-    SimilarityScorer(1.0, {"text": 1.0}, 0.75).score(query(user=only_short), [sports, cooking])
-    assert cooking.parts["similarity"] == pytest.approx(1.0)
+    SimilarityScorer(catalog, 1.0, {"text": 1.0}, 0.75).score(query(user=only_short), candidates)
+    assert candidates.parts["similarity"][1] == pytest.approx(1.0)
 
 
-def test_engagement_scorer_weighs_negative_actions_heavily() -> None:
-    liked, reported = cand("l"), cand("r")
-    liked.counts = {"like": 3}
-    reported.counts = {"like": 3, "report": 2}
-    EngagementScorer(RankingConfig()).score(query(), [liked, reported])
-    assert liked.parts["engagement"] > 0 > reported.parts["engagement"]
+async def test_engagement_scorer_weighs_negative_actions_heavily() -> None:
+    catalog = catalog_of(record("l"), record("r"))
+    catalog.set_counts({"l": {"like": 3}, "r": {"like": 3, "report": 2}})
+    candidates = await hydrated(catalog, ["l", "r"])
+    EngagementScorer(RankingConfig()).score(query(), candidates)
+    liked, reported = candidates.parts["engagement"].tolist()
+    assert liked > 0 > reported
 
 
-def test_affinity_scorer() -> None:
-    fav, other = cand("1", "fav"), cand("2", "x")
-    AuthorAffinityScorer(0.3).score(query(user=user(fav=5.0)), [fav, other])
-    assert fav.parts["affinity"] > other.parts["affinity"] == 0.0
+async def test_affinity_scorer() -> None:
+    catalog = catalog_of(record("1", "fav"), record("2", "x"))
+    candidates = await hydrated(catalog, ["1", "2"])
+    AuthorAffinityScorer(catalog, 0.3).score(query(user=user(fav=5.0)), candidates)
+    fav, other = candidates.parts["affinity"].tolist()
+    assert fav > other == 0.0
 
 
-def test_freshness_halves_per_half_life() -> None:
-    new, old = cand("n", age_s=0), cand("o", age_s=3600)
-    FreshnessScorer(3600).score(query(), [new, old])
-    assert new.factors["freshness"] == pytest.approx(1.0)
-    assert old.factors["freshness"] == pytest.approx(0.5)
+async def test_freshness_halves_per_half_life() -> None:
+    catalog = catalog_of(record("n", age_s=0), record("o", age_s=3600))
+    candidates = await hydrated(catalog, ["n", "o"])
+    FreshnessScorer(3600).score(query(), candidates)
+    new, old = candidates.factors["freshness"].tolist()
+    assert new == pytest.approx(1.0)
+    assert old == pytest.approx(0.5)
 
 
 def test_network_scorer() -> None:
-    inn, out = cand("1"), cand("2")
-    inn.in_network = True
-    NetworkScorer(1.0, 0.5).score(query(), [inn, out])
-    assert (inn.factors["network"], out.factors["network"]) == (1.0, 0.5)
+    catalog = catalog_of(record("1"), record("2"))
+    candidates = Candidates.concat([batch(catalog, ["1"], "thunder", in_network=True), batch(catalog, ["2"])])
+    NetworkScorer(1.0, 0.5).score(query(), candidates)
+    assert candidates.factors["network"].tolist() == [1.0, 0.5]
 
 
-def test_author_diversity_decays_repeated_authors() -> None:
-    cands = [cand("a1", "a"), cand("a2", "a"), cand("b1", "b")]
-    for c, s in zip(cands, [1.0, 0.9, 0.8], strict=True):
-        c.parts["s"] = s
-        c.rescore()
-    out = AuthorDiversityReranker(0.5).rerank(query(), cands)
-    assert keys(out) == ["a1", "b1", "a2"]
-    assert out[2].factors["author_diversity"] == 0.5
+async def ranked(catalog: PostCatalog, scores: dict[str, float], q: FeedQuery | None = None) -> Candidates:
+    """These posts, hydrated, with part `s` set to their scores, best first (as rerankers get them)."""
+    candidates = await hydrated(catalog, list(scores), q)
+    candidates.parts["s"] = np.array(list(scores.values()))
+    candidates.rescore()
+    return candidates.sort()
 
 
-def scored(
-    key: str, score: float, text: np.ndarray | None = None, image: np.ndarray | None = None
-) -> Candidate:
-    c = cand(key, author=key, vector=text)
-    if image is not None:
-        c.record.vectors.clear()  # type: ignore[union-attr]
-        c.record.vectors["image"] = image  # type: ignore[union-attr]
-    c.parts["s"] = score
-    c.rescore()
-    return c
+async def test_author_diversity_decays_repeated_authors() -> None:
+    catalog = catalog_of(record("a1", "a"), record("a2", "a"), record("b1", "b"))
+    candidates = await ranked(catalog, {"a1": 1.0, "a2": 0.9, "b1": 0.8})
+    out = AuthorDiversityReranker(0.5).rerank(query(), candidates)
+    assert keys(catalog, out) == ["a1", "b1", "a2"]
+    assert out.factors["author_diversity"].tolist() == [1.0, 1.0, 0.5]
+    assert out.score.tolist() == pytest.approx([1.0, 0.8, 0.45])
 
 
-def test_near_duplicates_drop_below_different_posts_but_same_topic_posts_stay() -> None:
-    cands = [
-        scored("original", 1.0, unit(1, 0)),
-        scored("repost", 0.95, unit(1, 0.01)),  # cos ~1 with the original
-        scored("same_topic", 0.9, unit(1, 0.8)),  # cos ~0.78: related, not a copy
-        scored("other", 0.6, unit(0, 1)),
-        scored("photo_copy", 0.5, None, image=unit(1, dim=512)),
-        scored("photo", 0.55, None, image=unit(1, 0.001, dim=512)),  # duplicates photo_copy in image space
-        scored("negative", -0.2, unit(1, 0)),
+def own(key: str, text: np.ndarray | None = None, image: np.ndarray | None = None) -> PostRecord:
+    """A post by its own author."""
+    return record(key, author=key, vector=text, image=image)
+
+
+async def test_near_duplicates_drop_below_different_posts_but_same_topic_posts_stay() -> None:
+    catalog = catalog_of(
+        own("original", unit(1, 0)),
+        own("repost", unit(1, 0.01)),  # cos ~1 with the original
+        own("same_topic", unit(1, 0.8)),  # cos ~0.78: related, not a copy
+        own("other", unit(0, 1)),
+        own("photo_copy", image=unit(1, dim=512)),
+        own("photo", image=unit(1, 0.001, dim=512)),  # duplicates photo_copy in image space
+        own("negative", unit(1, 0)),
+    )
+    candidates = await ranked(
+        catalog,
+        {
+            "original": 1.0,
+            "repost": 0.95,
+            "same_topic": 0.9,
+            "other": 0.6,
+            "photo_copy": 0.5,
+            "photo": 0.55,
+            "negative": -0.2,
+        },
+    )
+    out = NearDuplicateReranker(catalog, threshold=0.9, strength=0.9, window=10).rerank(query(), candidates)
+    assert keys(catalog, out) == [
+        "original",
+        "same_topic",
+        "other",
+        "photo",
+        "repost",
+        "photo_copy",
+        "negative",
     ]
-    out = NearDuplicateReranker(threshold=0.9, strength=0.9, window=10).rerank(query(), cands)
-    assert keys(out) == ["original", "same_topic", "other", "photo", "repost", "photo_copy", "negative"]
-    assert out[1].factors["novelty"] == 1.0
-    assert out[4].factors["novelty"] == pytest.approx(0.1, abs=0.01)
-    assert out[-1].score == pytest.approx(-0.2)  # a penalty never lifts a negative score
-    assert [c.score for c in out] == sorted((c.score for c in out), reverse=True)
+    assert out.factors["novelty"][1] == 1.0
+    assert out.factors["novelty"][4] == pytest.approx(0.1, abs=0.01)
+    assert out.score[-1] == pytest.approx(-0.2)  # a penalty never lifts a negative score
+    assert out.score.tolist() == sorted(out.score.tolist(), reverse=True)
 
 
-def test_near_duplicates_leave_candidates_beyond_the_window_alone() -> None:
-    cands = [scored("a", 1.0, unit(1)), scored("b", 0.9, unit(0, 1)), scored("copy", 0.8, unit(1))]
-    out = NearDuplicateReranker(threshold=0.9, strength=0.9, window=2).rerank(query(), cands)
-    assert keys(out) == ["a", "b", "copy"] and "novelty" not in out[2].factors
+async def test_near_duplicates_leave_candidates_beyond_the_window_alone() -> None:
+    catalog = catalog_of(own("a", unit(1)), own("b", unit(0, 1)), own("copy", unit(1)))
+    candidates = await ranked(catalog, {"a": 1.0, "b": 0.9, "copy": 0.8})
+    out = NearDuplicateReranker(catalog, threshold=0.9, strength=0.9, window=2).rerank(query(), candidates)
+    assert keys(catalog, out) == ["a", "b", "copy"]
+    assert out.factors["novelty"][2] == 1.0 and out.score[2] == pytest.approx(0.8)  # untouched: neutral
 
 
-def test_small_author_boost_fades_as_the_author_is_reached() -> None:
-    new, known = cand("new"), cand("known")
-    known.author_reach = 950.0
-    SmallAuthorScorer(0.2, 50.0).score(query(), [new, known])
-    assert new.factors["small_author"] == pytest.approx(1.2)
-    assert known.factors["small_author"] == pytest.approx(1.01)
+async def test_small_author_boost_fades_as_the_author_is_reached() -> None:
+    catalog = catalog_of(record("new", "newcomer"), record("known", "star"))
+    catalog.set_reach({"star": 950.0})
+    candidates = await hydrated(catalog, ["new", "known"])
+    SmallAuthorScorer(0.2, 50.0).score(query(), candidates)
+    new, known = candidates.factors["small_author"].tolist()
+    assert new == pytest.approx(1.2)
+    assert known == pytest.approx(1.01)
     assert not SmallAuthorScorer(0.0, 50.0).enabled(query())
 
 
-def exploration_pool() -> list[Candidate]:
-    cands = [scored(f"top{i}", 10.0 - i) for i in range(6)]
-    for c in cands:
-        c.impressions = 1000  # well known
-    shown_bad = scored("shown_bad", 0.5)  # 150 impressions, never engaged with
-    shown_bad.impressions = 150
-    fresh = scored("fresh", 0.3)  # never shown
-    established = scored("established", 0.2)  # served too often to count as fresh
-    established.impressions = 5000
-    established.counts = {"like": 4000}
-    return [*cands, shown_bad, fresh, established]
+EXPLORATION_SCORES = {
+    **{f"top{i}": 10.0 - i for i in range(6)},
+    "shown_bad": 0.5,
+    "fresh": 0.3,
+    "established": 0.2,
+}
 
 
-def test_exploration_slot_goes_to_an_unproven_post_by_thompson_sampling() -> None:
+def exploration_catalog() -> PostCatalog:
+    catalog = catalog_of(*(own(k) for k in EXPLORATION_SCORES))
+    catalog.set_impressions(
+        {
+            **{f"top{i}": 1000 for i in range(6)},  # well known
+            "shown_bad": 150,  # 150 impressions, never engaged with
+            # fresh: never shown
+            "established": 5000,  # served too often to count as fresh
+        }
+    )
+    catalog.set_counts({"established": {"like": 4000}})
+    return catalog
+
+
+async def explore(catalog: PostCatalog, seed: int) -> tuple[Candidates, str]:
+    """The pool reranked with this seed, and the key in the exploration slot."""
+    q = query(limit=5)
+    out = ExplorationReranker(position=2, max_impressions=200, prior=(1.0, 1.0), seed=seed).rerank(
+        q, await ranked(catalog, EXPLORATION_SCORES, q)
+    )
+    return out, catalog.keys[out.rows[2]]
+
+
+async def test_exploration_slot_goes_to_an_unproven_post_by_thompson_sampling() -> None:
+    catalog = exploration_catalog()
     wins: dict[str, int] = {}
     for seed in range(200):
-        reranker = ExplorationReranker(position=2, max_impressions=200, prior=(1.0, 1.0), seed=seed)
-        out = reranker.rerank(query(limit=5), exploration_pool())
-        explored = out[2]
-        wins[explored.post_key] = wins.get(explored.post_key, 0) + 1
-        assert explored.score == pytest.approx(8.0)  # the score of the post it displaced
-        assert [c.score for c in out] == sorted((c.score for c in out), reverse=True)
-        assert len(out) == 9 and keys(out)[:2] == ["top0", "top1"]
+        out, explored = await explore(catalog, seed)
+        wins[explored] = wins.get(explored, 0) + 1
+        assert out.score[2] == pytest.approx(8.0)  # the score of the post it displaced
+        assert out.score.tolist() == sorted(out.score.tolist(), reverse=True)
+        assert len(out) == 9 and keys(catalog, out)[:2] == ["top0", "top1"]
+        lifted = np.flatnonzero(out.factors["exploration"] != 1.0).tolist()
+        assert lifted == [2] and out.factors["exploration"][2] > 1.0  # only the winner's factor moves
     assert "established" not in wins and "top0" not in wins
     assert wins["fresh"] > 100  # Beta(1, 1) beats Beta(1, 151) almost always
     assert wins.get("shown_bad", 0) < 10
-    again = ExplorationReranker(2, 200, (1.0, 1.0), seed=7)
-    assert keys(again.rerank(query(limit=5), exploration_pool())) == keys(
-        ExplorationReranker(2, 200, (1.0, 1.0), seed=7).rerank(query(limit=5), exploration_pool())
-    )  # reproducible with a seed
+    again, _ = await explore(catalog, 7)
+    assert keys(catalog, again) == keys(catalog, (await explore(catalog, 7))[0])  # reproducible with a seed
     assert not ExplorationReranker(5, 200, (1.0, 1.0), None).enabled(query(limit=5))
 
 
-def test_an_engaged_with_post_keeps_winning_exploration() -> None:
-    pool = exploration_pool()
-    pool[6].counts = {"like": 120, "share": 20}  # shown_bad turns out to be loved
-    wins = sum(
-        ExplorationReranker(2, 200, (1.0, 1.0), seed=s).rerank(query(limit=5), list(pool))[2].post_key
-        == "shown_bad"
-        for s in range(100)
-    )
+async def test_an_engaged_with_post_keeps_winning_exploration() -> None:
+    catalog = exploration_catalog()
+    catalog.set_counts({"shown_bad": {"like": 120, "share": 20}})  # shown_bad turns out to be loved
+    wins = 0
+    for s in range(100):
+        wins += (await explore(catalog, s))[1] == "shown_bad"
     assert wins > 60
 
 
 class _Source:
     def __init__(
-        self, name: str, keys_: list[str], delay: float = 0.0, fail: bool = False, applies: bool = True
+        self,
+        catalog: PostCatalog,
+        name: str,
+        keys_: list[str],
+        delay: float = 0.0,
+        fail: bool = False,
+        applies: bool = True,
     ) -> None:
+        self._catalog = catalog
         self.name, self._keys, self._delay, self._fail, self._applies = name, keys_, delay, fail, applies
 
     def enabled(self, q: FeedQuery) -> bool:
         return self._applies
 
-    async def fetch(self, q: FeedQuery) -> list[Candidate]:
+    async def fetch(self, q: FeedQuery) -> Candidates:
         await asyncio.sleep(self._delay)
         if self._fail:
             raise RuntimeError("boom")
-        return [cand(k) for k in self._keys]
+        return batch(self._catalog, self._keys, self.name)
 
 
 class _BrokenFilter:
@@ -334,19 +480,22 @@ class _BrokenFilter:
     def enabled(self, q: FeedQuery) -> bool:
         return True
 
-    def apply(self, q: FeedQuery, c: list[Candidate]) -> list[Candidate]:
+    def apply(self, q: FeedQuery, c: Candidates) -> np.ndarray:
         raise ValueError("bad filter")
 
 
 async def test_runner_skips_failing_slow_and_disabled_components() -> None:
+    catalog = catalog_of(*(record(k) for k in "123456"))
     pipeline = Pipeline(
+        catalog=catalog,
         sources=[
-            _Source("good", ["1", "2"]),
-            _Source("failing", ["3"], fail=True),
-            _Source("slow", ["4"], delay=10.0),
-            _Source("off", ["5"]),
-            _Source("not_applicable", ["6"], applies=False),
+            _Source(catalog, "good", ["1", "2"]),
+            _Source(catalog, "failing", ["3"], fail=True),
+            _Source(catalog, "slow", ["4"], delay=10.0),
+            _Source(catalog, "off", ["5"]),
+            _Source(catalog, "not_applicable", ["6"], applies=False),
         ],
+        candidate_hydrators=[PostFeaturesHydrator(catalog)],  # the freshness scorer needs `created_at`
         filters=[_BrokenFilter(), DuplicateFilter()],
         scorers=[FreshnessScorer(3600)],
         disabled=frozenset({"off"}),
@@ -362,6 +511,7 @@ async def test_runner_skips_failing_slow_and_disabled_components() -> None:
         "slow": "timeout",
         "off": "disabled",
         "not_applicable": "skipped",
+        "post_features": "ok",
         "broken": "failed",
         "duplicates": "ok",
         "freshness": "ok",
@@ -372,5 +522,8 @@ async def test_runner_skips_failing_slow_and_disabled_components() -> None:
 
 
 async def test_candidate_score_is_sum_of_parts_times_factors() -> None:
-    c = Candidate("1", "x", parts={"a": 0.5, "b": 0.25}, factors={"f": 0.5, "g": 2.0})
-    assert c.rescore() == pytest.approx(0.75)
+    c = Candidates.of(np.array([NO_ROW, NO_ROW]), "x")
+    c.parts = {"a": np.array([0.5, 1.0]), "b": np.array([0.25, 0.0])}
+    c.factors = {"f": np.array([0.5, 1.0]), "g": np.array([2.0, 3.0])}
+    assert c.rescore().tolist() == pytest.approx([0.75, 3.0])
+    assert c.score.tolist() == pytest.approx([0.75, 3.0])

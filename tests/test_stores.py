@@ -13,25 +13,20 @@ import redis
 from feed.stores import keys
 from feed.stores.feature_store import FeatureStore
 from feed.stores.indexer import IndexSync
-from feed.stores.post_store import PostStore, TimelineLimits, commit_ingested
+from feed.stores.post_store import PostStore, commit_ingested
 from feed.stores.records import PostRecord
+from feed.stores.streams import unpack_keys
 from feed.stores.vectors import EdgeVectorIndex, ServerVectorIndex, VectorIndex
 from tests.helpers import unit
 
 DIMS = {"text": 384, "image": 512, "cf": 4}
 
 
-def rec(
-    key: str,
-    author: str,
-    vector: np.ndarray | None,
-    created_at: float | None = None,
-    image: np.ndarray | None = None,
-) -> PostRecord:
+def rec(key: str, author: str, vector: np.ndarray | None, image: np.ndarray | None = None) -> PostRecord:
     vectors = {"text": vector} if vector is not None else {}
     if image is not None:
         vectors["image"] = image
-    return PostRecord(key, key, author, author, created_at or time.time(), "text", key, vectors)
+    return PostRecord(key, key, author, author, time.time(), "text", key, vectors)
 
 
 def text(*values: float) -> list[tuple[str, np.ndarray]]:
@@ -40,25 +35,31 @@ def text(*values: float) -> list[tuple[str, np.ndarray]]:
 
 async def test_commit_is_atomic_idempotent_and_respects_deletion(settings: Any, redis_client: Any) -> None:
     r = redis.Redis.from_url(settings.redis_url)
-    limits = TimelineLimits(max_len=2, max_age_s=3600, recent_max=10)
     posts = PostStore(redis_client)
     await posts.mark_queued("1", "t1")
-    assert commit_ingested(r, rec("1", "a", unit(1)), limits)
-    assert commit_ingested(r, rec("1", "a", unit(1)), limits)  # same post again: no duplicate
-    assert await redis_client.zcard(keys.timeline("a")) == 1
+    assert commit_ingested(r, rec("1", "a", unit(1)))
+    written = sorted(await redis_client.keys("*"))
+    assert written == sorted(k.encode() for k in (keys.post("1"), keys.post_state("1"), keys.INDEX_STREAM))
+    assert commit_ingested(r, rec("1", "a", unit(1)))  # same post again: the same keys, overwritten
+    assert sorted(await redis_client.keys("*")) == written
+    assert (await FeatureStore(redis_client).posts(["1"]))["1"].author_key == "a"
     assert (await posts.state("1")).state == "ingested"  # type: ignore[union-attr]
-    # timeline caps: length and age
-    commit_ingested(r, rec("2", "a", unit(1)), limits)
-    commit_ingested(r, rec("3", "a", unit(1)), limits)
-    commit_ingested(r, rec("old", "a", unit(1), created_at=time.time() - 7200), limits)
-    assert [m.decode() for m in await redis_client.zrange(keys.timeline("a"), 0, -1)] == ["2", "3"]
+    assert await index_ops(redis_client) == [("upsert", "1")] * 2
     # deleted posts stay deleted
+    assert commit_ingested(r, rec("2", "a", unit(1)))
     assert await posts.delete("2")
-    assert not commit_ingested(r, rec("2", "a", unit(1)), limits)
+    assert not commit_ingested(r, rec("2", "a", unit(1)))
     assert await redis_client.exists(keys.post("2")) == 0
     assert (await posts.state("2")).state == "deleted"  # type: ignore[union-attr]
+    assert (await index_ops(redis_client))[-2:] == [("upsert", "2"), ("delete", "2")]  # no upsert after it
     assert not await posts.delete("never")
     r.close()
+
+
+async def index_ops(redis_client: Any) -> list[tuple[str, str]]:
+    """(op, post) of every entry on the vector-index stream, oldest first."""
+    entries = await redis_client.xrange(keys.INDEX_STREAM)
+    return [(f[b"op"].decode(), f[b"post"].decode()) for _, f in entries]
 
 
 @pytest.fixture(params=["edge", "qdrant-client"])
@@ -152,9 +153,8 @@ async def test_a_shard_with_an_old_layout_is_set_aside_and_rebuilt_from_the_reco
     await old.upsert([rec("stale", "a", unit(1))])
     await old.close()
     r = redis.Redis.from_url(settings.redis_url)
-    limits = TimelineLimits(100, 10**9, 100)
     for i in range(5):
-        commit_ingested(r, rec(f"p{i}", "a", unit(1, i), image=unit(i, 1, dim=512)), limits)
+        commit_ingested(r, rec(f"p{i}", "a", unit(1, i), image=unit(i, 1, dim=512)))
     r.close()
     idx = EdgeVectorIndex(tmp_path / "shard", DIMS)
     assert await idx.prepare()  # starts empty
@@ -174,9 +174,8 @@ async def test_index_sync_applies_upserts_and_deletes_and_recovers_pending(
     settings: Any, redis_client: Any, tmp_path: Path
 ) -> None:
     r = redis.Redis.from_url(settings.redis_url)
-    limits = TimelineLimits(100, 10**9, 100)
     for key in ("1", "2", "3"):
-        commit_ingested(r, rec(key, "a", unit(1, int(key))), limits)
+        commit_ingested(r, rec(key, "a", unit(1, int(key))))
     idx = EdgeVectorIndex(tmp_path / "shard", DIMS)
     # a crashed owner: entries read but never acknowledged
     await IndexSync(redis_client, idx).ensure_group()
@@ -192,19 +191,13 @@ async def test_index_sync_applies_upserts_and_deletes_and_recovers_pending(
 
 async def test_feature_store_reads(settings: Any, redis_client: Any) -> None:
     r = redis.Redis.from_url(settings.redis_url)
-    now = time.time()
-    limits = TimelineLimits(100, 10**9, 100)
-    commit_ingested(r, rec("old", "a", unit(1), created_at=now - 100), limits)
-    commit_ingested(r, rec("new", "a", unit(1), created_at=now), limits)
-    commit_ingested(r, rec("b1", "b", unit(1), created_at=now - 50), limits)
+    commit_ingested(r, rec("new", "a", unit(1)))
+    commit_ingested(r, rec("b1", "b", unit(1)))
     store = FeatureStore(redis_client)
-    entries = await store.timelines(["a", "b"], per_author=1, newer_than=now - 1000)
-    assert sorted(e.post_key for e in entries) == ["b1", "new"]
-    assert [e.post_key for e in await store.recent(2)] == ["new", "b1"]
     posts = await store.posts(["new", "missing"])
     assert list(posts) == ["new"] and posts["new"].author_id == "a"
     await store.record_impressions(["new", "new", "b1"])
-    assert await store.impressions(["new", "b1", "old"]) == {"new": 2.0, "b1": 1.0, "old": 0.0}
-    await redis_client.zadd(keys.AUTHOR_REACH, {"a": 7})
-    assert await store.author_reach(["a", "b"]) == {"a": 7.0, "b": 0.0}
+    assert await redis_client.zmscore(keys.IMPRESSIONS, ["new", "b1", "never"]) == [2.0, 1.0, None]
+    ((_, change),) = await redis_client.xrange(keys.CHANGES_STREAM)  # for every API's catalogue
+    assert unpack_keys(change[b"impressions"]) == ["b1", "new"]
     r.close()

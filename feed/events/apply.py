@@ -23,7 +23,6 @@ import msgspec
 import numpy as np
 import structlog
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from feed.config import HIDING_ACTIONS, NEGATIVE_ACTIONS, Settings
@@ -38,7 +37,93 @@ from feed.stores.trending import Trending, TrendingBase
 log = structlog.get_logger(__name__)
 
 _encode = msgspec.json.Encoder().encode
+
+# HMGET of the same fields (ARGV[2..n+1]) on many hashes (the rest), values flattened in order.
+_HMGET_MANY = """
+local n = tonumber(ARGV[1])
+local out = {}
+for i = n + 2, #ARGV do
+  local values = redis.call('HMGET', ARGV[i], unpack(ARGV, 2, n + 1))
+  for j = 1, n do out[#out + 1] = values[j] end
+end
+return out
+"""
+
+# All writes of a batch in one script call (inside the MULTI that watches the batch's users):
+# per event its done-marker, counters, seen set, affinity, hidden authors, trending and the
+# interaction log; per (user, field) its new interest vector (empty: delete); per user its
+# event count; then the changes-stream entry and the applied counter. One call instead of
+# about ten commands per event: command packing in the client was the consumer's bottleneck.
+# Key names come from `feed.stores.keys` as templates (%s: an id), so they are defined once.
+# ARGV: the fixed settings (`_fixed_args`), then n_events, n_vectors, n_users and one blob of
+# length-prefixed fields (`<len>:<bytes>`, see `_blob`): the events (9 fields each), the
+# vector triples, the (user, count) pairs, and the changes' two key lists. One blob instead of
+# thousands of arguments: redis-py encodes each argument in Python.
+_WRITE_BATCH = """
+local done_tpl, counts_tpl, seen_tpl, affinity_tpl, hidden_tpl, user_tpl = unpack(ARGV, 1, 6)
+local reach_key, trending_key, log_key, changes_key, applied_key = unpack(ARGV, 7, 11)
+local ttl, seen_max, log_max, changes_max = unpack(ARGV, 12, 15)
+local n_events, n_vectors, n_users = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18])
+local blob, pos = ARGV[19], 1
+local function field()
+  local colon = string.find(blob, ':', pos, true)
+  local stop = colon + tonumber(string.sub(blob, pos, colon - 1))
+  pos = stop + 1
+  return string.sub(blob, colon + 1, stop)
+end
+local users = {}
+for _ = 1, n_events do
+  local id, user, post, author, action = field(), field(), field(), field(), field()
+  local ts, weight, units, hides = field(), field(), field(), field()
+  redis.call('SET', string.format(done_tpl, id), 1, 'EX', ttl)
+  redis.call('HINCRBY', string.format(counts_tpl, post), action, 1)
+  redis.call('ZINCRBY', reach_key, 1, author)
+  redis.call('ZADD', string.format(seen_tpl, user), ts, post)
+  users[user] = true
+  if tonumber(weight) ~= 0 then
+    redis.call('ZINCRBY', string.format(affinity_tpl, user), weight, author)
+  end
+  if hides == '1' then
+    redis.call('SADD', string.format(hidden_tpl, user), author)
+  end
+  if tonumber(units) > 0 then
+    redis.call('ZINCRBY', trending_key, units, post)
+  end
+  redis.call('XADD', log_key, 'MAXLEN', '~', log_max, '*',
+             'user', user, 'post', post, 'action', action, 'ts', ts)
+end
+for user in pairs(users) do
+  redis.call('ZREMRANGEBYRANK', string.format(seen_tpl, user), 0, -(tonumber(seen_max) + 1))
+end
+for _ = 1, n_vectors do
+  local user, name, vector = field(), field(), field()
+  if vector == '' then
+    redis.call('HDEL', string.format(user_tpl, user), name)
+  else
+    redis.call('HSET', string.format(user_tpl, user), name, vector)
+  end
+end
+for _ = 1, n_users do
+  local user, count = field(), field()
+  redis.call('HINCRBY', string.format(user_tpl, user), 'events', count)
+end
+if n_events > 0 then
+  redis.call('INCRBY', applied_key, n_events)
+  local posts, authors = field(), field()
+  redis.call('XADD', changes_key, 'MAXLEN', '~', changes_max, '*', 'posts', posts, 'authors', authors)
+end
+return n_events
+"""
 _decode_event = msgspec.json.Decoder(InteractionEvent).decode
+
+
+def _blob(fields: list[bytes | str]) -> bytes:
+    """Fields as one argument, each as `<length>:<bytes>` (any bytes, separators included)."""
+    parts: list[bytes] = []
+    for value in fields:
+        raw = value.encode() if isinstance(value, str) else value
+        parts += [b"%d:" % len(raw), raw]
+    return b"".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +150,25 @@ class EventApplier:
         self._settings = settings
         self._ranking = settings.ranking
         self._trending = Trending(redis, settings.ranking.trending_half_life_s)
+        self._script = redis.register_script(_WRITE_BATCH)
+        self._hmget_script = redis.register_script(_HMGET_MANY)
+        self._fixed_args: list[bytes | str | int] = [
+            keys.event_done("%s"),
+            keys.post_counts("%s"),
+            keys.user_seen("%s"),
+            keys.user_affinity("%s"),
+            keys.user_hidden_authors("%s"),
+            keys.user("%s"),
+            keys.AUTHOR_REACH,
+            keys.TRENDING,
+            keys.INTERACTION_LOG,
+            keys.CHANGES_STREAM,
+            keys.APPLIED_EVENTS,
+            settings.event_dedupe_ttl_s,
+            settings.seen_max,
+            settings.cf_log_max,
+            keys.CHANGES_MAXLEN,
+        ]
         # (user hash field of a space's vector, EMA rate): the long- and the short-term vector
         self._horizons: list[tuple[Callable[[str], str], float]] = [
             (vector_field, settings.ranking.ema_rate),
@@ -99,25 +203,31 @@ class EventApplier:
             return result
         raise RuntimeError(f"event batch kept conflicting after {max_tries} tries")
 
+    async def _hmget_many(self, hashes: list[str], fields: list[str]) -> list[list[bytes | None]]:
+        """HMGET of the same fields on many hashes in one command (values per hash, in order)."""
+        if not hashes:
+            return []
+        flat: list[bytes | None] = await self._hmget_script(args=[len(fields), *fields, *hashes])
+        n = len(fields)
+        return [flat[i : i + n] for i in range(0, len(flat), n)]
+
     async def _load_posts(self, post_keys: set[str]) -> tuple[dict[str, _Post], dict[str, str]]:
         ordered = sorted(post_keys)
-        pipe = self._redis.pipeline(transaction=False)
-        for key in ordered:
-            pipe.hmget(keys.post(key), ["author_key", *(vector_field(s) for s in SPACES)])
-            pipe.hget(keys.post_state(key), "state")
-        replies = await pipe.execute()
+        rows = await self._hmget_many(
+            [keys.post(k) for k in ordered], ["author_key", *(vector_field(s) for s in SPACES)]
+        )
         posts: dict[str, _Post] = {}
-        states: dict[str, str] = {}
-        for i, key in enumerate(ordered):
-            (author, *vectors), state = replies[2 * i], replies[2 * i + 1]
+        for key, (author, *vectors) in zip(ordered, rows, strict=True):
             if author is not None:
                 posts[key] = _Post(
                     author.decode(),
                     {s: vector_from_bytes(v) for s, v in zip(SPACES, vectors, strict=True) if v is not None},
                 )
-            if state is not None:
-                states[key] = state.decode()
-        return posts, states
+        missing = [k for k in ordered if k not in posts]  # why: not ingested yet, deleted or failed
+        states = await self._hmget_many([keys.post_state(k) for k in missing], ["state"])
+        return posts, {
+            k: state.decode() for k, (state,) in zip(missing, states, strict=True) if state is not None
+        }
 
     async def _apply_ready(self, events: list[InteractionEvent], posts: dict[str, _Post]) -> tuple[int, int]:
         if not events:
@@ -129,11 +239,8 @@ class EventApplier:
             # Read everything in one round trip on another connection: WATCH came first, so
             # a write after these reads still makes the EXEC below fail and the batch retry.
             fields = [field_of(s) for field_of, _ in self._horizons for s in SPACES]
-            reader = self._redis.pipeline(transaction=False)
-            reader.mget(done_keys)
-            for u in user_keys:
-                reader.hmget(keys.user(u), fields)
-            done, *user_rows = await reader.execute()
+            done = await self._redis.mget(done_keys)
+            user_rows = await self._hmget_many([keys.user(u) for u in user_keys], fields)
             trending = await self._trending.base(pipe)
             todo = [e for e, d in zip(events, done, strict=True) if d is None]
             vectors: dict[tuple[str, str], np.ndarray | None] = {}
@@ -151,55 +258,55 @@ class EventApplier:
                         touched.add(slot)
                 counts[event.user_key] += 1
             pipe.multi()  # type: ignore[no-untyped-call]
+            user_writes: list[bytes | str] = []
             for u, name in sorted(touched):
                 vec = vectors[u, name]
-                if vec is None:
-                    pipe.hdel(keys.user(u), name)
-                else:
-                    pipe.hset(keys.user(u), name, vector_to_bytes(vec))
-            for u, n in counts.items():
-                pipe.hincrby(keys.user(u), "events", n)
+                user_writes += [u, name, b"" if vec is None else vector_to_bytes(vec)]
+            event_args: list[bytes | str] = []
             for event in todo:
-                self._queue_counters(pipe, event, posts[event.post_key], trending)
-            for event in todo:
-                pipe.xadd(
-                    keys.INTERACTION_LOG,
-                    {"user": event.user_key, "post": event.post_key, "action": event.action, "ts": event.ts},
-                    maxlen=self._settings.cf_log_max,
-                    approximate=True,
-                )
-            if todo:
-                pipe.incrby(keys.APPLIED_EVENTS, len(todo))
-                pipe.xadd(
-                    keys.CHANGES_STREAM,
-                    {
-                        "posts": pack_keys(sorted({e.post_key for e in todo})),
-                        "authors": pack_keys(sorted({posts[e.post_key].author_key for e in todo})),
-                    },
-                    maxlen=keys.CHANGES_MAXLEN,
-                    approximate=True,
-                )
+                event_args += self._event_args(event, posts[event.post_key], trending)
+            changes = {
+                "posts": pack_keys(sorted({e.post_key for e in todo})),
+                "authors": pack_keys(sorted({posts[e.post_key].author_key for e in todo})),
+            }
+            await self._script(
+                args=[
+                    *self._fixed_args,
+                    len(todo),
+                    len(touched),
+                    len(counts),
+                    _blob(
+                        [
+                            *event_args,
+                            *user_writes,
+                            *(x for u, n in counts.items() for x in (u, str(n))),
+                            changes["posts"],
+                            changes["authors"],
+                        ]
+                    ),
+                ],
+                client=pipe,
+            )
             await pipe.execute()
         return len(todo), len(events) - len(todo)
 
-    def _queue_counters(
-        self, p: Pipeline, event: InteractionEvent, post: _Post, trending: TrendingBase
-    ) -> None:
-        """Queue the per-event writes on a MULTI pipeline."""
+    def _event_args(self, event: InteractionEvent, post: _Post, trending: TrendingBase) -> list[bytes | str]:
+        """One event's fields for the batch script (see `_WRITE_BATCH`)."""
         weight = action_weight(event.action, event.dwell_ms, self._ranking)
-        ttl = self._settings.event_dedupe_ttl_s
-        p.set(keys.event_done(event.event_id), 1, ex=ttl)
-        p.hincrby(keys.post_counts(event.post_key), event.action, 1)
-        p.zincrby(keys.AUTHOR_REACH, 1, post.author_key)
-        seen = keys.user_seen(event.user_key)
-        p.zadd(seen, {event.post_key: event.ts})
-        p.zremrangebyrank(seen, 0, -(self._settings.seen_max + 1))
-        if weight != 0.0:
-            p.zincrby(keys.user_affinity(event.user_key), weight, post.author_key)
-        if event.action in HIDING_ACTIONS:
-            p.sadd(keys.user_hidden_authors(event.user_key), post.author_key)
-        if weight > 0.0 and event.action not in NEGATIVE_ACTIONS:
-            Trending.increment(p, trending, event.post_key, weight, event.ts)
+        units = (
+            trending.units(weight, event.ts) if weight > 0.0 and event.action not in NEGATIVE_ACTIONS else 0.0
+        )
+        return [
+            event.event_id,
+            event.user_key,
+            event.post_key,
+            post.author_key,
+            event.action,
+            repr(event.ts),
+            repr(weight),
+            repr(units),
+            "1" if event.action in HIDING_ACTIONS else "0",
+        ]
 
     async def _park(self, event: InteractionEvent) -> None:
         pipe = self._redis.pipeline(transaction=True)

@@ -6,6 +6,7 @@ and the subscriber (consumer side) are the same code for both brokers.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,11 +28,14 @@ MAX_BATCH = 500
 RECLAIM_IDLE_MS = 60_000  # an unacknowledged Redis Streams batch this old is taken over
 
 
+MESSAGE_LOG_LEVEL = logging.DEBUG  # FastStream's "Received"/"Processed" lines: only with LOG_LEVEL=DEBUG
+
+
 def create_broker(settings: Settings) -> Broker:
     """Kafka (acks from all in-sync replicas) if configured, else Redis Streams on REDIS_URL."""
     if settings.kafka_bootstrap_servers:
-        return KafkaBroker(settings.kafka_bootstrap_servers, acks="all")
-    return RedisBroker(settings.redis_url, max_connections=256)
+        return KafkaBroker(settings.kafka_bootstrap_servers, acks="all", log_level=MESSAGE_LOG_LEVEL)
+    return RedisBroker(settings.redis_url, max_connections=256, log_level=MESSAGE_LOG_LEVEL)
 
 
 class EventPublisher:

@@ -11,6 +11,7 @@ import os
 import socket
 
 import structlog
+import uvloop
 from faststream import FastStream
 from redis.asyncio import Redis
 
@@ -94,7 +95,7 @@ def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level)
     log.info("consumer_starting", kafka=bool(settings.kafka_bootstrap_servers))
-    asyncio.run(create_app(settings).run())
+    uvloop.run(create_app(settings).run())
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ class PostFeaturesHydrator:
         candidates.author = _gather(catalog.author, candidates, NO_ROW)
         candidates.created_at = _gather(catalog.created_at, candidates, -np.inf)
         if query.graph.following:
-            candidates.in_network |= np.isin(candidates.author, catalog.authors_of(query.graph.following))
+            followed = catalog.author_mask(catalog.authors_of(query.graph.following))
+            candidates.in_network |= followed[candidates.author]
 
 
 class EngagementCountsHydrator:
@@ -118,7 +119,11 @@ class AuthorReachHydrator:
         return True
 
     async def hydrate(self, query: FeedQuery, candidates: Candidates) -> None:
-        authors = _gather(self._catalog.author, candidates, NO_ROW)
+        authors = (
+            candidates.author
+            if candidates.author is not None
+            else _gather(self._catalog.author, candidates, NO_ROW)
+        )
         reach = self._catalog.reach[np.where(authors >= 0, authors, 0)]
         reach[authors < 0] = 0.0
         candidates.author_reach = reach

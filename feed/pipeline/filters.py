@@ -7,6 +7,7 @@ import re
 from abc import ABC, abstractmethod
 
 import numpy as np
+from cachetools import LRUCache
 
 from feed.pipeline.framework import Candidates, FeedQuery, required
 from feed.stores.catalog import PostCatalog
@@ -21,9 +22,11 @@ class DuplicateFilter:
         return True
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> np.ndarray:
-        keep = np.zeros(len(candidates), dtype=bool)
-        keep[np.unique(candidates.rows, return_index=True)[1]] = True
-        return keep
+        rows = candidates.rows
+        n = len(rows)
+        first = np.zeros(int(rows.max(initial=0)) + 2, dtype=np.int64)  # NO_ROW (-1) uses the last slot
+        first[rows[::-1]] = np.arange(n - 1, -1, -1)  # later writes win: each row's first position
+        return np.asarray(first[rows] == np.arange(n))
 
 
 class MissingPostFilter:
@@ -52,8 +55,8 @@ class _AuthorFilter(ABC):
         return bool(self.authors(query))
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> np.ndarray:
-        codes = self._catalog.authors_of(self.authors(query))
-        return ~np.isin(required(candidates.author, "author"), codes)
+        hidden = self._catalog.author_mask(self._catalog.authors_of(self.authors(query)))
+        return np.asarray(~hidden[required(candidates.author, "author")])
 
 
 class OwnPostFilter(_AuthorFilter):
@@ -97,16 +100,36 @@ class _PostFilter(ABC):
         return bool(self.posts(query))
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> np.ndarray:
-        return ~np.isin(candidates.rows, self._catalog.rows_of(self.posts(query)))
+        dropped = self._catalog.row_mask(self._catalog.rows_of(self.posts(query)))
+        return np.asarray(~dropped[candidates.rows])
 
 
 class SeenFilter(_PostFilter):
-    """Drops posts the user already interacted with."""
+    """Drops posts the user already interacted with.
+
+    Looking up thousands of seen post keys costs milliseconds of cache misses per request,
+    so their rows are kept per user until the user interacts again (the seen set changes
+    only then) or a post leaves the catalogue, within `cache_bytes`.
+    """
 
     name = "seen"
 
+    def __init__(self, catalog: PostCatalog, cache_bytes: int = 64 * 2**20) -> None:
+        super().__init__(catalog)
+        self._rows: LRUCache[tuple[str, int, int], np.ndarray] = LRUCache(
+            maxsize=cache_bytes, getsizeof=lambda rows: max(rows.nbytes, 1)
+        )
+
     def posts(self, query: FeedQuery) -> frozenset[str]:
         return query.user.seen
+
+    def apply(self, query: FeedQuery, candidates: Candidates) -> np.ndarray:
+        key = (query.user_key, query.user.events, self._catalog.removals)
+        rows = self._rows.get(key)
+        if rows is None:
+            rows = self._catalog.rows_of(query.user.seen).astype(np.int32)
+            self._rows[key] = rows
+        return np.asarray(~self._catalog.row_mask(rows)[candidates.rows])
 
 
 class ServedFilter(_PostFilter):

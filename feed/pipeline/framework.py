@@ -105,19 +105,29 @@ class Candidates:
 
     @classmethod
     def concat(cls, batches: Sequence[Candidates]) -> Candidates:
-        """Source batches one after the other (before hydration)."""
+        """Source batches one after the other, with their parts and factors (a batch without
+        one gets the neutral value: 0 for a part, 1 for a factor)."""
+        if not batches:
+            return cls.of(np.empty(0, dtype=np.int64), "none")
         names = tuple(name for b in batches for name in b.source_names)
         offsets = np.cumsum([0, *(len(b.source_names) for b in batches)])
-        n = sum(len(b) for b in batches)
+
+        def joined(attr: str, neutral: float) -> dict[str, np.ndarray]:
+            columns = sorted({k for b in batches for k in getattr(b, attr)})
+            return {
+                k: np.concatenate([getattr(b, attr).get(k, np.full(len(b), neutral)) for b in batches])
+                for k in columns
+            }
+
         return cls(
-            rows=np.concatenate([b.rows for b in batches]) if batches else np.empty(0, dtype=np.int64),
-            source=np.concatenate([b.source + o for b, o in zip(batches, offsets, strict=False)])
-            if batches
-            else np.empty(0, dtype=np.int16),
-            source_score=np.concatenate([b.source_score for b in batches]) if batches else _EMPTY,
-            in_network=np.concatenate([b.in_network for b in batches]) if batches else np.empty(0, bool),
+            rows=np.concatenate([b.rows for b in batches]),
+            source=np.concatenate([b.source + o for b, o in zip(batches, offsets, strict=False)]),
+            source_score=np.concatenate([b.source_score for b in batches]),
+            in_network=np.concatenate([b.in_network for b in batches]),
             source_names=names,
-            score=np.zeros(n),
+            parts=joined("parts", 0.0),
+            factors=joined("factors", 1.0),
+            score=np.concatenate([b.score for b in batches]),
         )
 
     def __len__(self) -> int:
@@ -153,6 +163,13 @@ class Candidates:
         """By score, best first (ties keep their order)."""
         return self.take(np.argsort(-self.score, kind="stable"))
 
+    def top(self, k: int) -> Candidates:
+        """The `k` best by score, best first (ties keep their order), without sorting the rest."""
+        if len(self) <= k:
+            return self.sort()
+        best = np.argpartition(-self.score, k - 1)[:k]
+        return self.take(best[np.lexsort((best, -self.score[best]))])
+
 
 def required(column: np.ndarray | None, name: str) -> np.ndarray:
     """A feature column a stage needs; raises (the stage fails and is skipped) when the
@@ -179,30 +196,38 @@ class RankedPost:
 def ranked_posts(catalog: PostCatalog, batch: Candidates) -> list[RankedPost]:
     """The batch's known candidates as `RankedPost`s, in order."""
     batch = batch.take(batch.known())
-    rows = batch.rows.tolist()
-    authors = catalog.author[batch.rows].tolist()
-    parts = {k: v.tolist() for k, v in batch.parts.items()}
-    factors = {k: v.tolist() for k, v in batch.factors.items()}
+    n = len(batch)
+
+    def per_item(columns: dict[str, np.ndarray]) -> list[dict[str, float]]:
+        if not columns:
+            return [{} for _ in range(n)]
+        names = list(columns)
+        return [
+            dict(zip(names, values, strict=True))
+            for values in np.column_stack(list(columns.values())).tolist()
+        ]
+
+    keys, post_ids, author_ids = catalog.keys, catalog.post_ids, catalog.author_ids
     return [
         RankedPost(
-            catalog.keys[row],
-            catalog.post_ids[row],
-            catalog.author_ids[author],
+            keys[row],
+            post_ids[row],
+            author_ids[author],
             batch.source_names[source],
             score,
-            {k: v[i] for k, v in parts.items()},
-            {k: v[i] for k, v in factors.items()},
+            parts,
+            factors,
             in_network,
         )
-        for i, (row, author, source, score, in_network) in enumerate(
-            zip(
-                rows,
-                authors,
-                batch.source.tolist(),
-                batch.score.tolist(),
-                batch.in_network.tolist(),
-                strict=True,
-            )
+        for row, author, source, score, in_network, parts, factors in zip(
+            batch.rows.tolist(),
+            catalog.author[batch.rows].tolist(),
+            batch.source.tolist(),
+            batch.score.tolist(),
+            batch.in_network.tolist(),
+            per_item(batch.parts),
+            per_item(batch.factors),
+            strict=True,
         )
     ]
 
@@ -296,6 +321,7 @@ class Pipeline:
     side_effects: Sequence[SideEffect] = ()
     disabled: frozenset[str] = frozenset()
     source_timeout_s: float = 0.5
+    rerank_window: int = 1000  # rerankers see this many best-scored candidates; the rest drop
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def _inactive_status(self, component: Component, query: FeedQuery) -> str | None:
@@ -390,7 +416,8 @@ class Pipeline:
                 _, report = self._sync("scorer", scorer, n, partial(scorer.score, query, candidates))
                 reports.append(report)
             candidates.rescore()
-            candidates = candidates.sort()
+            candidates = candidates.top(self.rerank_window)
+            n = len(candidates)
             for reranker in self._enabled("reranker", self.rerankers, query, reports, n):
                 out, report = self._sync("reranker", reranker, n, partial(reranker.rerank, query, candidates))
                 candidates = out if out is not None else candidates
@@ -423,7 +450,9 @@ class Pipeline:
         return Candidates.concat(batches)
 
     def _filter(self, query: FeedQuery, candidates: Candidates, reports: list[StageReport]) -> Candidates:
-        """Filters, in order, each on what the ones before kept (a failing one keeps all)."""
+        """Filters, in order: each judges the whole batch, and what any of them rejects is
+        dropped once at the end (count_out is what is left after each); a failing one rejects
+        nothing."""
         keep = np.ones(len(candidates), dtype=bool)
         for flt in self._enabled("filter", self.filters, query, reports, len(candidates)):
             n = int(keep.sum())

@@ -26,6 +26,7 @@ from feed.pipeline.filters import (
 from feed.pipeline.framework import Pipeline
 from feed.pipeline.hydrators import ServedPostsHydrator, SocialGraphHydrator, UserFeaturesHydrator
 from feed.pipeline.rerankers import AuthorDiversityReranker, ExplorationReranker, NearDuplicateReranker
+from feed.pipeline.retrieval_cache import RetrievalCache
 from feed.pipeline.scorers import (
     AuthorAffinityScorer,
     CollaborativeScorer,
@@ -61,6 +62,7 @@ def build_home_feed(
 ) -> Pipeline:
     """The home-feed pipeline; components named in DISABLED_COMPONENTS are switched off."""
     r = settings.ranking
+    retrieval = RetrievalCache(r.retrieval_cache_ttl_s, r.retrieval_cache_users)
     return Pipeline(
         catalog=catalog,
         hydrators=[
@@ -70,8 +72,8 @@ def build_home_feed(
         ],
         sources=[
             ThunderSource(catalog, r.thunder_per_author, r.thunder_budget, settings.timeline_max_age_s),
-            PhoenixSource(catalog, index, r.phoenix_budget),
-            CollaborativeSource(catalog, index, r.collaborative_budget),
+            PhoenixSource(catalog, index, r.phoenix_budget, retrieval),
+            CollaborativeSource(catalog, index, r.collaborative_budget, retrieval),
             TrendingSource(catalog, r.trending_budget),
             FreshSource(catalog, r.fresh_budget),
         ],
@@ -119,4 +121,5 @@ def build_home_feed(
         ],
         disabled=frozenset(settings.disabled_components),
         source_timeout_s=r.source_timeout_s,
+        rerank_window=r.rerank_window,
     )

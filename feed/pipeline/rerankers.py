@@ -89,10 +89,14 @@ class NearDuplicateReranker:
         known = rows >= 0
         safe = np.where(known, rows, 0)
         for space, matrix in self._catalog.vectors.items():
-            has = np.flatnonzero(self._catalog.has[space][safe] & known)
-            vectors = matrix[safe[has]].astype(np.float64)
-            idx = np.ix_(has, has)
-            out[idx] = np.maximum(out[idx], vectors @ vectors.T)
+            has = self._catalog.has[space][safe] & known
+            if has.all():
+                vectors = matrix[safe]
+                np.maximum(out, vectors @ vectors.T, out=out)
+            elif has.any():
+                idx = np.ix_(np.flatnonzero(has), np.flatnonzero(has))
+                vectors = matrix[safe[has]]
+                out[idx] = np.maximum(out[idx], vectors @ vectors.T)
         return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from feed.pipeline.framework import Candidates, FeedQuery
+from feed.pipeline.retrieval_cache import RetrievalCache
 from feed.stores.catalog import PostCatalog
 from feed.stores.vectors import VectorHit, VectorIndex
 
@@ -44,22 +45,29 @@ class PhoenixSource:
 
     Every interest vector the user has (long- and short-term, in each embedding space:
     text, image) is searched, and the lists are fused by reciprocal rank inside the index.
+    Results are reused until the user interacts again (see `RetrievalCache`).
     """
 
     name = "phoenix"
 
-    def __init__(self, catalog: PostCatalog, index: VectorIndex, budget: int) -> None:
+    def __init__(self, catalog: PostCatalog, index: VectorIndex, budget: int, cache: RetrievalCache) -> None:
         self._catalog = catalog
         self._index = index
         self._budget = budget
+        self._cache = cache
 
     def enabled(self, query: FeedQuery) -> bool:
         return bool(query.user.vectors)
 
     async def fetch(self, query: FeedQuery) -> Candidates:
+        cached = self._cache.get(self.name, query)
+        if cached is not None:
+            return cached
         excluded = sorted(query.graph.blocked | query.graph.muted | {query.user_key})
         hits = await self._index.nearest(query.user.interest_queries(), self._budget, excluded)
-        return _from_hits(self._catalog, hits, self.name)
+        found = _from_hits(self._catalog, hits, self.name)
+        self._cache.put(self.name, query, found)
+        return found
 
 
 class CollaborativeSource:
@@ -69,10 +77,11 @@ class CollaborativeSource:
 
     name = "collaborative"
 
-    def __init__(self, catalog: PostCatalog, index: VectorIndex, budget: int) -> None:
+    def __init__(self, catalog: PostCatalog, index: VectorIndex, budget: int, cache: RetrievalCache) -> None:
         self._catalog = catalog
         self._index = index
         self._budget = budget
+        self._cache = cache
 
     def enabled(self, query: FeedQuery) -> bool:
         return query.user.cf is not None and query.user.cf_version > 0
@@ -80,9 +89,14 @@ class CollaborativeSource:
     async def fetch(self, query: FeedQuery) -> Candidates:
         if query.user.cf is None:
             return Candidates.of(np.empty(0, dtype=np.int64), self.name)
+        cached = self._cache.get(self.name, query)
+        if cached is not None:
+            return cached
         excluded = sorted(query.graph.blocked | query.graph.muted | {query.user_key})
         hits = await self._index.nearest_cf(query.user.cf, query.user.cf_version, self._budget, excluded)
-        return _from_hits(self._catalog, hits, self.name)
+        found = _from_hits(self._catalog, hits, self.name)
+        self._cache.put(self.name, query, found)
+        return found
 
 
 class TrendingSource:

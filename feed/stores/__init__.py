@@ -1,1 +1,1 @@
-"""Access to Redis (features, timelines, counters) and the vector index (Qdrant)."""
+"""Access to Redis (features, post records, counters), the in-process post catalogue and the vector index."""

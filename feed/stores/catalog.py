@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 from typing import get_args
 
 import numpy as np
@@ -66,6 +67,7 @@ class PostCatalog:
         self.reach = np.zeros(64, dtype=np.float32)  # code -> interactions the author received
         self._timelines: dict[int, list[int]] = {}  # author code -> rows by created_at
         self.version = 0  # changes whenever a post is added or removed
+        self.removals = 0  # changes whenever a post is removed (a key may come back on another row)
         self.trending_version = 0  # changes whenever a trending value changes
         self._cached: dict[tuple[str, int, int], np.ndarray] = {}
 
@@ -76,23 +78,35 @@ class PostCatalog:
 
     def rows_of(self, post_keys: Iterable[str]) -> np.ndarray:
         """Rows of these posts, NO_ROW for posts the catalogue does not have."""
-        get = self.rows.get
-        return np.fromiter((get(k, NO_ROW) for k in post_keys), dtype=np.int64)
+        return np.fromiter(map(self.rows.get, post_keys, repeat(NO_ROW)), dtype=np.int64)
 
     def authors_of(self, author_keys: Iterable[str]) -> np.ndarray:
         """Codes of these authors, leaving out authors of no post."""
-        get = self.author_codes.get
-        return np.fromiter((c for a in author_keys if (c := get(a)) is not None), dtype=np.int64)
+        codes = np.fromiter(map(self.author_codes.get, author_keys, repeat(NO_ROW)), dtype=np.int64)
+        return np.asarray(codes[codes != NO_ROW])
+
+    def row_mask(self, rows: np.ndarray) -> np.ndarray:
+        """A boolean lookup table over rows, True at `rows`, indexable by any candidate row
+        (NO_ROW included, which is False): `mask[candidates.rows]` tests membership in O(n)."""
+        mask = np.zeros(len(self.keys) + 1, dtype=bool)
+        mask[rows[rows != NO_ROW]] = True
+        return mask
+
+    def author_mask(self, codes: np.ndarray) -> np.ndarray:
+        """`row_mask` over author codes."""
+        mask = np.zeros(len(self.author_keys) + 1, dtype=bool)
+        mask[codes[codes != NO_ROW]] = True
+        return mask
 
     def newest_by(self, authors: np.ndarray, per_author: int, newer_than: float) -> np.ndarray:
         """Rows of up to `per_author` newest posts of each author, created after `newer_than`."""
         picked: list[int] = []
-        created = self.created_at
         for code in authors.tolist():
             timeline = self._timelines.get(code)
             if timeline:
-                picked.extend(r for r in timeline[-per_author:] if created[r] > newer_than)
-        return np.asarray(picked, dtype=np.int64)
+                picked.extend(timeline[-per_author:])
+        rows = np.asarray(picked, dtype=np.int64)
+        return rows[self.created_at[rows] > newer_than]
 
     def top_trending(self, k: int) -> np.ndarray:
         """Rows of the `k` posts with the highest trending value, best first (cached until it changes)."""
@@ -209,6 +223,7 @@ class PostCatalog:
             dropped += 1
         if dropped:
             self.version += 1
+            self.removals += 1
             self.trending_version += 1
         return dropped
 

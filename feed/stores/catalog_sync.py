@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from feed.aio import cancel_and_wait
 from feed.stores import keys
@@ -46,17 +47,21 @@ class CatalogSync:
         self._features = FeatureStore(redis)
         self._batch = batch
         self._positions: dict[str, str] = {}
+        self._changes_read = 0  # entries of the changes stream up to and including our position
 
-    async def _stream_tip(self, stream: str) -> str:
-        last: Any = await self._redis.xrevrange(stream, count=1)
-        return last[0][0].decode() if last else "0-0"
+    async def _stream_tip(self, stream: str) -> tuple[str, int]:
+        """The stream's last id and how many entries were ever added to it (0-0, 0 if none)."""
+        try:
+            info: Any = await self._redis.xinfo_stream(stream)
+        except ResponseError:  # no such stream yet
+            return "0-0", 0
+        return _as_str(info["last-generated-id"]), int(info["entries-added"])
 
     async def load(self) -> int:
         """Read every post and feature into the catalogue; returns the number of posts."""
-        self._positions = {
-            keys.INDEX_STREAM: await self._stream_tip(keys.INDEX_STREAM),
-            keys.CHANGES_STREAM: await self._stream_tip(keys.CHANGES_STREAM),
-        }
+        index_tip, _ = await self._stream_tip(keys.INDEX_STREAM)
+        changes_tip, self._changes_read = await self._stream_tip(keys.CHANGES_STREAM)
+        self._positions = {keys.INDEX_STREAM: index_tip, keys.CHANGES_STREAM: changes_tip}
         prefix = keys.post("")
         chunk: list[str] = []
         async for raw in self._redis.scan_iter(match=f"{prefix}*", count=1000, _type="hash"):
@@ -141,9 +146,11 @@ class CatalogSync:
         entries = 0
         for raw_stream, rows in reply or []:
             stream = raw_stream.decode()
-            if stream == keys.CHANGES_STREAM and len(rows) == self._batch and await self._trimmed_past():
-                await self._reload()
-                return len(rows)
+            if stream == keys.CHANGES_STREAM:
+                if len(rows) == self._batch and await self._trimmed_past():
+                    await self._reload()
+                    return len(rows)
+                self._changes_read += len(rows)
             for entry_id, fields in rows:
                 entries += 1
                 self._positions[stream] = entry_id.decode()
@@ -173,20 +180,17 @@ class CatalogSync:
         return entries
 
     async def _trimmed_past(self) -> bool:
-        """Whether the changes stream dropped entries this reader has not read."""
+        """Whether the changes stream dropped entries this reader has not read (more entries
+        were trimmed from its head than this reader has read)."""
         info: Any = await self._redis.xinfo_stream(keys.CHANGES_STREAM)
-        deleted = info.get("max-deleted-entry-id")
-        if deleted is None:
-            return False
-        mine = self._positions[keys.CHANGES_STREAM]
-        return tuple(map(int, _as_str(deleted).split("-"))) > tuple(map(int, mine.split("-")))
+        return int(info["entries-added"]) - int(info["length"]) > self._changes_read
 
     async def _reload(self) -> None:
         log.warning("catalog_fell_behind_reloading")
-        self._positions[keys.CHANGES_STREAM] = await self._stream_tip(keys.CHANGES_STREAM)
-        await self._refresh(
-            list(self._catalog.rows), list(self._catalog.rows), list(self._catalog.author_codes)
-        )
+        tip, self._changes_read = await self._stream_tip(keys.CHANGES_STREAM)
+        self._positions[keys.CHANGES_STREAM] = tip
+        catalog = self._catalog
+        await self._refresh(list(catalog.rows), list(catalog.rows), list(catalog.author_codes))
         await self._load_totals()
 
     async def run(self, block_ms: int = 100) -> None:

@@ -15,7 +15,6 @@ from redis.asyncio import Redis
 from feed.stores import keys
 from feed.stores.records import SPACES, PostRecord, short_vector_field, vector_field, vector_from_bytes
 from feed.stores.streams import pack_keys
-from feed.stores.trending import Trending
 
 _tags_decoder = msgspec.json.Decoder(dict[str, int])
 
@@ -41,21 +40,12 @@ class UserFeatures:
         return [*self.vectors.items(), *self.short_vectors.items()]
 
 
-@dataclass(frozen=True, slots=True)
-class TimelineEntry:
-    """A post on an author's timeline."""
-
-    post_key: str
-    created_at: float
-
-
 class FeatureStore:
     """Feature access on one Redis connection pool."""
 
-    def __init__(self, redis: Redis, seen_max: int = 5000, trending_half_life_s: float = 6 * 3600.0) -> None:
+    def __init__(self, redis: Redis, seen_max: int = 5000) -> None:
         self.redis = redis
         self._seen_max = seen_max
-        self.trending = Trending(redis, trending_half_life_s)
 
     async def user_features(self, user_key: str) -> UserFeatures:
         """Interest vectors, event count, seen posts and author affinity of a user."""
@@ -83,28 +73,6 @@ class FeatureStore:
             cf=vector_from_bytes(cf) if cf else None,
             cf_version=int(cf_version or 0),
         )
-
-    async def timelines(
-        self, author_keys: list[str], per_author: int, newer_than: float
-    ) -> list[TimelineEntry]:
-        """Newest posts of each author, created after `newer_than` (epoch seconds)."""
-        if not author_keys:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for author in author_keys:
-            pipe.zrevrangebyscore(
-                keys.timeline(author), "+inf", newer_than, start=0, num=per_author, withscores=True
-            )
-        entries: list[TimelineEntry] = []
-        replies: list[Any] = await pipe.execute()
-        for rows in replies:
-            entries.extend(TimelineEntry(m.decode(), float(s)) for m, s in rows)
-        return entries
-
-    async def recent(self, limit: int) -> list[TimelineEntry]:
-        """Newest ingested posts across all authors."""
-        rows: list[Any] = await self.redis.zrevrange(keys.RECENT_POSTS, 0, limit - 1, withscores=True)
-        return [TimelineEntry(m.decode(), float(s)) for m, s in rows]
 
     async def posts(self, post_keys: list[str]) -> dict[str, PostRecord]:
         """Stored records of these posts; absent (never ingested or deleted) ones are left out."""
@@ -148,35 +116,9 @@ class FeatureStore:
             )
             await pipe.execute()
 
-    async def impressions(self, post_keys: list[str]) -> dict[str, float]:
-        """Times each post was served (0 for never)."""
-        if not post_keys:
-            return {}
-        counts: list[float | None] = await self.redis.zmscore(keys.IMPRESSIONS, post_keys)
-        return {k: c or 0.0 for k, c in zip(post_keys, counts, strict=True)}
-
-    async def author_reach(self, author_keys: list[str]) -> dict[str, float]:
-        """Interactions each author's posts received (0 for none)."""
-        if not author_keys:
-            return {}
-        counts: list[float | None] = await self.redis.zmscore(keys.AUTHOR_REACH, author_keys)
-        return {k: c or 0.0 for k, c in zip(author_keys, counts, strict=True)}
-
     async def cf_factors(self, post_keys: list[str]) -> dict[str, np.ndarray]:
         """Item factors of these posts in the current CF model (posts it has not seen are left out)."""
         if not post_keys:
             return {}
         rows: list[Any] = await self.redis.hmget(keys.CF_ITEMS, post_keys)
         return {k: vector_from_bytes(v) for k, v in zip(post_keys, rows, strict=True) if v}
-
-    async def post_counts(self, post_keys: list[str]) -> dict[str, dict[str, float]]:
-        """Interaction counts per action for each post (empty dict when none)."""
-        if not post_keys:
-            return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for key in post_keys:
-            pipe.hgetall(keys.post_counts(key))
-        return {
-            key: {a.decode(): float(c) for a, c in raw.items()}
-            for key, raw in zip(post_keys, await pipe.execute(), strict=True)
-        }

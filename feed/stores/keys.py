@@ -4,7 +4,6 @@ from __future__ import annotations
 
 P = "feed:"
 
-RECENT_POSTS = P + "posts:recent"  # zset post key -> created_at
 INDEX_STREAM = P + "index:ops"  # stream of {op: upsert|delete|cf, post: key} for the vector index
 INDEX_GROUP = "indexer"
 # stream of {posts, impressions, authors: msgpack lists of keys} whose counters changed,
@@ -37,11 +36,6 @@ def post_state(key: str) -> str:
 def post_counts(key: str) -> str:
     """Hash: action -> count of interactions on the post."""
     return f"{P}post:{key}:counts"
-
-
-def timeline(author_key: str) -> str:
-    """Zset: the author's post keys scored by created_at (the in-network timeline)."""
-    return f"{P}tl:{author_key}"
 
 
 def user(key: str) -> str:

@@ -1,16 +1,15 @@
 """A post's life in Redis: queued -> ingested | failed, and deletion.
 
 The API (async) registers and deletes posts; the ingest worker (sync) commits
-them. A commit writes the record, the author's timeline, the recent list, the
-state and the vector-index operation in one MULTI/EXEC, so a post is never half
-ingested, and it watches the state key so a post deleted meanwhile stays deleted.
+them. A commit writes the record, the state and the vector-index operation in one
+MULTI/EXEC, so a post is never half ingested, and it watches the state key so a post
+deleted meanwhile stays deleted.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from redis.asyncio import Redis
@@ -29,15 +28,6 @@ class PostState:
     error: str | None
     task_id: str | None
     updated_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineLimits:
-    """Caps on in-network timelines and the recent-posts list."""
-
-    max_len: int
-    max_age_s: int
-    recent_max: int
 
 
 class PostStore:
@@ -74,24 +64,20 @@ class PostStore:
         """Remove the post from every store; False if the engine never had it."""
         if not await self.redis.exists(keys.post_state(key)):
             return False
-        record_author: Any = await self.redis.hget(keys.post(key), "author_key")
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(
             keys.post_state(key),
             mapping={"state": DELETED, "error": "", "updated_at": time.time()},
         )
         pipe.delete(keys.post(key), keys.post_counts(key))
-        pipe.zrem(keys.RECENT_POSTS, key)
         pipe.zrem(keys.TRENDING, key)
         pipe.zrem(keys.IMPRESSIONS, key)
-        if record_author is not None:
-            pipe.zrem(keys.timeline(record_author.decode()), key)
         pipe.xadd(keys.INDEX_STREAM, {"op": "delete", "post": key})
         await pipe.execute()
         return True
 
 
-def commit_ingested(r: redis.Redis, record: PostRecord, limits: TimelineLimits) -> bool:
+def commit_ingested(r: redis.Redis, record: PostRecord) -> bool:
     """Atomically store an ingested post; False (and nothing written) if it was deleted meanwhile.
 
     Idempotent: committing the same post again overwrites the same keys.
@@ -110,12 +96,6 @@ def commit_ingested(r: redis.Redis, record: PostRecord, limits: TimelineLimits) 
                 missing = [vector_field(s) for s in SPACES if s not in record.vectors]
                 if missing:
                     pipe.hdel(keys.post(record.key), *missing)
-                tl = keys.timeline(record.author_key)
-                pipe.zadd(tl, {record.key: record.created_at})
-                pipe.zremrangebyrank(tl, 0, -(limits.max_len + 1))
-                pipe.zremrangebyscore(tl, "-inf", now - limits.max_age_s)
-                pipe.zadd(keys.RECENT_POSTS, {record.key: record.created_at})
-                pipe.zremrangebyrank(keys.RECENT_POSTS, 0, -(limits.recent_max + 1))
                 pipe.hset(state_key, mapping={"state": INGESTED, "error": "", "updated_at": now})
                 pipe.xadd(keys.INDEX_STREAM, {"op": "upsert", "post": record.key})
                 pipe.execute()

@@ -1,0 +1,132 @@
+"""The in-process post catalogue: its columns and lookups, and `CatalogSync` keeping it in step
+with Redis (the snapshot at start, then the index and changes streams) on a real server."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from feed.events.apply import EventApplier
+from feed.stores import keys
+from feed.stores.catalog import ACTION_COLUMN, NO_ROW, PostCatalog
+from feed.stores.catalog_sync import CatalogSync
+from feed.stores.feature_store import FeatureStore
+from feed.stores.post_store import PostStore, commit_ingested
+from feed.stores.records import PostRecord, vector_to_bytes
+from feed.stores.trending import TrendingBase
+from tests.helpers import unit
+from tests.test_event_apply import event
+
+DIMS = {"text": 384, "image": 512}
+
+
+def rec(key: str, author: str, created_at: float, image: bool = False) -> PostRecord:
+    vectors = {"text": unit(1, len(key))}
+    if image:
+        vectors["image"] = unit(1, dim=512)
+    return PostRecord(key, f"id-{key}", f"host-{author}", author, created_at, "text", key, vectors)
+
+
+def test_columns_lookups_and_timelines() -> None:
+    catalog = PostCatalog(DIMS, capacity=2)  # grows as posts come
+    now = time.time()
+    catalog.upsert([rec(f"a{i}", "a", now - i) for i in range(5)] + [rec("b0", "b", now - 100, image=True)])
+    assert len(catalog) == 6 and catalog.rows_of(["a0", "nope", "b0"]).tolist() == [0, NO_ROW, 5]
+    assert catalog.post_ids[0] == "id-a0" and catalog.author_ids[catalog.author[5]] == "host-b"
+    assert catalog.has["image"][:6].tolist() == [False] * 5 + [True]
+    assert np.allclose(catalog.vectors["text"][3], unit(1, 2))
+    authors = catalog.authors_of(["a", "b", "unknown"])
+    newest = catalog.newest_by(authors, per_author=2, newer_than=now - 50)
+    assert sorted(catalog.keys[r] for r in newest) == ["a0", "a1"]  # b0 is too old
+    assert [catalog.keys[r] for r in catalog.newest(3)] == ["a0", "a1", "a2"]
+    # removing a post drops it everywhere, and the cached newest list follows
+    assert catalog.remove(["a0", "never"]) == 1
+    assert catalog.rows_of(["a0"]).tolist() == [NO_ROW] and not catalog.alive[0]
+    assert [catalog.keys[r] for r in catalog.newest(2)] == ["a1", "a2"]
+    assert sorted(catalog.keys[r] for r in catalog.newest_by(authors, 2, now - 50)) == ["a1", "a2"]
+    # re-ingesting a post keeps its row
+    catalog.upsert([rec("a1", "a", now)])
+    assert catalog.rows_of(["a1"]).tolist() == [1] and len(catalog) == 5
+
+
+def test_features_trending_and_cf() -> None:
+    catalog = PostCatalog(DIMS)
+    now = time.time()
+    catalog.upsert([rec("x", "a", now), rec("y", "a", now), rec("z", "b", now)])
+    catalog.set_counts({"x": {"like": 3, "report": 1, "not-an-action": 9}, "gone": {"like": 1}})
+    assert catalog.counts[0, ACTION_COLUMN["like"]] == 3 and catalog.counts[0].sum() == 4
+    half_life = 3600.0
+    catalog.set_trending(TrendingBase(now - half_life, half_life), {"y": 8.0, "z": 2.0})
+    assert [catalog.keys[r] for r in catalog.top_trending(5)] == ["y", "z"]  # x has none
+    assert catalog.trending_values(catalog.rows_of(["y", "x"]), now) == pytest.approx([4.0, 0.0])
+    catalog.set_trending(catalog.trending_base, {"x": 20.0})
+    assert [catalog.keys[r] for r in catalog.top_trending(1)] == ["x"]  # the cache followed
+    catalog.set_impressions({"x": 7})
+    catalog.set_reach({"b": 11, "nobody": 1})
+    assert catalog.impressions[0] == 7 and catalog.reach[catalog.author_codes["b"]] == 11
+    catalog.set_cf(3, {"x": np.ones(4, np.float32), "z": np.ones(2, np.float32)}, dim=4)
+    assert catalog.cf_version == 3 and catalog.cf_known[:3].tolist() == [True, False, False]
+
+
+async def test_sync_loads_then_follows_every_writer(settings: Any, redis_client: Any) -> None:
+    r = redis.Redis.from_url(settings.redis_url)
+    now = time.time()
+    for key in ("p1", "p2"):
+        await PostStore(redis_client).mark_queued(key, "t")
+        assert commit_ingested(r, rec(key, "a", now))
+    await redis_client.zincrby(keys.IMPRESSIONS, 4, "p2")
+    catalog = PostCatalog(DIMS)
+    sync = CatalogSync(redis_client, catalog)
+    assert await sync.load() == 2
+    assert catalog.impressions[catalog.rows["p2"]] == 4
+
+    # the event consumer: counts, trending and reach arrive through the changes stream
+    await EventApplier(redis_client, settings).apply([event("e1", "p1"), event("e2", "p1", "share")])
+    # an ingest worker: a new post arrives through the index stream
+    assert commit_ingested(r, rec("p3", "b", now + 1))
+    # the impression side effect of another replica
+    await FeatureStore(redis_client).record_impressions(["p1", "p3"])
+    assert await sync.poll() > 0
+    row = catalog.rows["p1"]
+    assert (
+        catalog.counts[row, ACTION_COLUMN["like"]] == 1 and catalog.counts[row, ACTION_COLUMN["share"]] == 1
+    )
+    assert catalog.trending_values(np.array([row]), time.time())[0] > 0
+    assert catalog.reach[catalog.author_codes["a"]] == 2
+    assert catalog.impressions[catalog.rows["p3"]] == 1 and catalog.keys[catalog.newest(1)[0]] == "p3"
+
+    # deletion, and a retrained CF model
+    await PostStore(redis_client).delete("p2")
+    await redis_client.hset(keys.CF_ITEMS, "p1", vector_to_bytes(np.ones(4, np.float32)))
+    await redis_client.hset(keys.CF_META, mapping={"version": 5, "factors": 4})
+    await redis_client.xadd(keys.INDEX_STREAM, {"op": "cf", "post": ""})
+    await sync.poll()
+    assert "p2" not in catalog.rows and len(catalog) == 2
+    assert catalog.cf_version == 5 and catalog.cf_known[row]
+
+    # replaying what was already applied changes nothing: values are read, not added
+    before = catalog.counts.copy()
+    again = CatalogSync(redis_client, catalog)
+    again._positions = {keys.INDEX_STREAM: "0-0", keys.CHANGES_STREAM: "0-0"}
+    await again.poll()
+    assert np.array_equal(before, catalog.counts) and "p2" not in catalog.rows
+    r.close()
+
+
+async def test_a_reader_behind_the_trimmed_changes_stream_reloads(settings: Any, redis_client: Any) -> None:
+    r = redis.Redis.from_url(settings.redis_url)
+    for i in range(6):
+        assert commit_ingested(r, rec(f"p{i}", "a", time.time()))
+    catalog = PostCatalog(DIMS)
+    sync = CatalogSync(redis_client, catalog, batch=2)
+    await sync.load()
+    for i in range(6):
+        await EventApplier(redis_client, settings).apply([event(f"e{i}", f"p{i}")])
+    await redis_client.xtrim(keys.CHANGES_STREAM, maxlen=2, approximate=False)  # four were lost to us
+    await sync.poll()
+    assert catalog.counts[:6, ACTION_COLUMN["like"]].tolist() == [1] * 6
+    r.close()
