@@ -54,14 +54,16 @@ async def closed_loop(
     duration_s: float,
     expect: int,
     on_answer: Callable[[dict[str, Any]], None] | None = None,
+    requests: int | None = None,
 ) -> LoadResult:
-    """POST `body(i)` to `url` from `concurrency` workers for `duration_s` seconds."""
+    """POST `body(i)` to `url` from `concurrency` workers for `duration_s` seconds, or until
+    `requests` requests were sent if that comes first."""
     host = urlparse(url).hostname
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError(f"the load generator only targets loopback, not {host}")
     latencies: list[float] = []
     errors = 0
-    counter = iter(range(10**12))
+    counter = iter(range(requests if requests is not None else 10**12))
     headers = {"content-type": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -70,7 +72,10 @@ async def closed_loop(
         async def worker() -> None:
             nonlocal errors
             while time.perf_counter() < deadline:
-                payload = _encode(body(next(counter)))
+                i = next(counter, None)
+                if i is None:
+                    return
+                payload = _encode(body(i))
                 start = time.perf_counter()
                 async with session.post(url, data=payload, headers=headers) as response:
                     raw = await response.read()

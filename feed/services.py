@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -24,6 +25,8 @@ from feed.stores.indexer import IndexSync
 from feed.stores.post_store import PostStore
 from feed.stores.sessions import FeedSessions
 from feed.stores.vectors import VectorIndex, open_vector_index, space_dims
+
+GC_YOUNG_THRESHOLD = 20_000  # allocations between young-generation collections (Python's default: 700)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,12 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
         try:
             rebuild = await index.prepare()
             await services.catalog_sync.load()
+            # What exists now (the catalogue, modules, clients) lives as long as the process:
+            # keep it out of the collector's scans, and collect young objects less often
+            # (a request allocates thousands; full collections over the heap took ms each).
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(GC_YOUNG_THRESHOLD)
             async with services.index_sync.running(rebuild=rebuild), services.catalog_sync.running():
                 yield services
         finally:

@@ -194,21 +194,29 @@ async def test_concurrent_pages_of_one_session_never_share_a_post(settings: Any,
 
 async def test_sessions_store_rankings_compactly_and_give_back_the_score_parts(redis_client: Any) -> None:
     from feed.stores import keys
-    from feed.stores.sessions import SessionItem
+    from feed.stores.sessions import SessionItem, SessionRanking
 
     sessions = FeedSessions(redis_client, ttl_s=60, ranking_ttl_s=30)
-    rest = [
-        SessionItem(
-            f"post{i}",
-            "phoenix",
-            2.0 - i / 100,
-            {"similarity": 0.5 + i / 1000, "engagement": 0.25},
-            {"freshness": 0.75},
-            in_network=i % 2 == 0,
-        )
-        for i in range(200)
-    ]
-    rest[3] = SessionItem("odd", "fresh", 1.5, {"similarity": 0.125, "cf": 0.5}, {}, False)  # other parts
+    n = 200
+    nan = float("nan")
+    keys_ = [f"post{i}" for i in range(n)]
+    keys_[3] = "odd"
+    similarity = np.array([0.5 + i / 1000 for i in range(n)])
+    similarity[3] = 0.125
+    engagement = np.full(n, 0.25)
+    engagement[3] = nan  # "odd" has other parts than the rest
+    cf = np.full(n, nan)
+    cf[3] = 0.5
+    freshness = np.full(n, 0.75)
+    freshness[3] = nan
+    rest = SessionRanking(
+        post_keys=keys_,
+        sources=["fresh" if i == 3 else "phoenix" for i in range(n)],
+        scores=np.array([1.5 if i == 3 else 2.0 - i / 100 for i in range(n)]),
+        in_network=np.array([i % 2 == 0 and i != 3 for i in range(n)]),
+        parts={"similarity": similarity, "engagement": engagement, "cf": cf},
+        factors={"freshness": freshness},
+    )
     await sessions.save("s", ["first"], rest)
     assert 0 < await redis_client.ttl(keys.session_ranking("s")) <= 30
     assert await redis_client.ttl(keys.served("s")) > 30
@@ -220,5 +228,6 @@ async def test_sessions_store_rankings_compactly_and_give_back_the_score_parts(r
     assert got[1].parts == pytest.approx({"similarity": 0.501, "engagement": 0.25})
     assert got[1].factors == {"freshness": 0.75} and got[1].score == 1.99 and not got[1].in_network
     assert await sessions.served("s") == frozenset({"first"})
-    await sessions.save("s", ["post0"], [])  # a fresh run with nothing left
+    empty = SessionRanking([], [], np.zeros(0), np.zeros(0, bool), {}, {})
+    await sessions.save("s", ["post0"], empty)  # a fresh run with nothing left
     assert await sessions.take("s", 5) == []

@@ -304,7 +304,7 @@ class FeedResult:
 
     items: list[RankedPost]
     stages: list[StageReport]
-    rest: list[RankedPost] = field(default_factory=list)
+    rest: Candidates | None = None
 
 
 @dataclass
@@ -426,7 +426,8 @@ class Pipeline:
             self._ranked_before("scorer", self.scorers, reports, len(candidates))
             self._ranked_before("reranker", self.rerankers, reports, len(candidates))
         selected = ranked_posts(self.catalog, candidates.take(slice(0, query.limit)))
-        rest = ranked_posts(self.catalog, candidates.take(slice(query.limit, query.limit + keep)))
+        rest = candidates.take(slice(query.limit, query.limit + keep))
+        rest = rest.take(rest.known())
 
         for effect in self.side_effects:
             if not self._inactive_status(effect, query):

@@ -17,12 +17,20 @@ import numpy as np
 
 from feed.pipeline.framework import Candidates, FeedQuery, FeedResult, Pipeline, RankedPost, StageReport
 from feed.stores.catalog import PostCatalog
-from feed.stores.sessions import FeedSessions, SessionItem
+from feed.stores.sessions import FeedSessions, SessionItem, SessionRanking
 
 
-def to_item(post: RankedPost) -> SessionItem:
-    """The stored form of a ranked post."""
-    return SessionItem(post.post_key, post.source, post.score, post.parts, post.factors, post.in_network)
+def to_ranking(catalog: PostCatalog, batch: Candidates) -> SessionRanking:
+    """The stored form of ranked candidates (columns, no object per candidate)."""
+    keys = catalog.keys
+    return SessionRanking(
+        post_keys=[keys[r] for r in batch.rows.tolist()],
+        sources=[batch.source_names[s] for s in batch.source.tolist()],
+        scores=batch.score,
+        in_network=batch.in_network,
+        parts=batch.parts,
+        factors=batch.factors,
+    )
 
 
 def to_candidates(catalog: PostCatalog, items: list[SessionItem]) -> Candidates:
@@ -82,6 +90,6 @@ class PagedFeed:
                 dataclasses.replace(query, limit=query.limit - len(items)), keep=self._keep
             )
             items, stages = items + result.items, stages + result.stages
-            rest = [to_item(p) for p in result.rest]
+            rest = to_ranking(self.pipeline.catalog, result.rest) if result.rest is not None else None
         await self._sessions.save(query.cursor, [c.post_key for c in items], rest)
         return FeedResult(items, stages)

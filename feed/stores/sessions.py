@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -52,11 +53,34 @@ _decode_item = msgspec.msgpack.Decoder(_Stored).decode
 _decode_layout = msgspec.msgpack.Decoder(_Layout).decode
 
 
-def _pack(item: SessionItem, layout: _Layout) -> bytes:
-    values = [item.parts.get(n, math.nan) for n in layout.parts]
-    values += [item.factors.get(n, math.nan) for n in layout.factors]
-    raw = np.asarray(values, dtype="<f4").tobytes()
-    return _encode(_Stored(item.post_key, item.source, item.score, item.in_network, raw))
+@dataclass(frozen=True, slots=True)
+class SessionRanking:
+    """Ranked candidates to store for a session's next pages, as columns: entry i of each is
+    candidate i; a NaN in a part or factor column means the candidate lacks it."""
+
+    post_keys: list[str]
+    sources: list[str]
+    scores: np.ndarray
+    in_network: np.ndarray
+    parts: dict[str, np.ndarray]
+    factors: dict[str, np.ndarray]
+
+
+def _pack(ranking: SessionRanking, layout: _Layout) -> list[bytes]:
+    columns = [ranking.parts[n] for n in layout.parts] + [ranking.factors[n] for n in layout.factors]
+    n = len(ranking.post_keys)
+    values = np.column_stack(columns).astype("<f4") if columns else np.zeros((n, 0), dtype="<f4")
+    return [
+        _encode(_Stored(key, source, score, in_network, row.tobytes()))
+        for key, source, score, in_network, row in zip(
+            ranking.post_keys,
+            ranking.sources,
+            ranking.scores.tolist(),
+            ranking.in_network.tolist(),
+            values,
+            strict=True,
+        )
+    ]
 
 
 def _unpack(raw: bytes, layout: _Layout) -> SessionItem:
@@ -110,7 +134,7 @@ class FeedSessions:
             pipe.expire(keys.served(cursor), self._ttl_s)
             await pipe.execute()
 
-    async def save(self, cursor: str, page: Sequence[str], rest: Sequence[SessionItem] | None) -> None:
+    async def save(self, cursor: str, page: Sequence[str], rest: SessionRanking | None) -> None:
         """Record a served page; `rest` (when the pipeline ran) replaces the stored ranking."""
         pipe = self._redis.pipeline(transaction=True)
         served, ranking, layout_key = (
@@ -123,12 +147,9 @@ class FeedSessions:
         pipe.expire(served, self._ttl_s)
         if rest is not None:
             pipe.delete(ranking, layout_key)
-            if rest:
-                layout = _Layout(
-                    sorted({n for item in rest for n in item.parts}),
-                    sorted({n for item in rest for n in item.factors}),
-                )
-                pipe.rpush(ranking, *(_pack(item, layout) for item in rest))
+            if rest.post_keys:
+                layout = _Layout(sorted(rest.parts), sorted(rest.factors))
+                pipe.rpush(ranking, *_pack(rest, layout))
                 pipe.set(layout_key, _encode(layout))
         pipe.expire(ranking, self._ranking_ttl_s)
         pipe.expire(layout_key, self._ranking_ttl_s)
