@@ -27,6 +27,8 @@ Action = Literal[
     "report",
 ]
 
+MAX_PAGE = 200  # the largest `limit` a feed request may ask for
+
 NEGATIVE_ACTIONS: frozenset[str] = frozenset({"hide", "not_interested", "block_author", "report"})
 HIDING_ACTIONS: frozenset[str] = frozenset({"hide", "block_author", "report"})  # the author leaves the feed
 
@@ -107,6 +109,11 @@ class RankingConfig(BaseModel):
     # long, for this many users per API process (0 turns the cache off)
     retrieval_cache_ttl_s: float = 120.0
     retrieval_cache_users: int = 20_000
+    # a user's finished ranking is reused by their next new feed session while they have not
+    # interacted, their graph is the same and no followed author posted, at most this long,
+    # within this much memory per API process (0 turns it off); see RankingCache
+    ranking_cache_ttl_s: float = 30.0
+    ranking_cache_mb: int = 256
     source_timeout_s: float = 0.5
 
 

@@ -1,15 +1,21 @@
-"""The columnar candidate batch and the per-user retrieval cache."""
+"""The columnar candidate batch, and the per-user retrieval and ranking caches."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
 
-from feed.pipeline.framework import Candidates, FeedQuery
+from feed.pipeline.candidate_hydrators import PostFeaturesHydrator
+from feed.pipeline.filters import DuplicateFilter, MissingPostFilter
+from feed.pipeline.framework import Candidates, FeedQuery, Pipeline
+from feed.pipeline.ranking_cache import RankingCache
 from feed.pipeline.retrieval_cache import RetrievalCache
 from feed.social_graph import SocialGraph
+from feed.stores.catalog import PostCatalog
 from feed.stores.feature_store import UserFeatures
+from feed.stores.records import PostRecord
 
 
 def test_concat_keeps_sources_parts_and_factors_and_take_indexes_every_column() -> None:
@@ -55,3 +61,88 @@ def test_retrieval_cache_reuses_a_result_until_the_user_interacts_or_it_expires(
     expiring.put("phoenix", query(5), found)
     time.sleep(0.1)
     assert expiring.get("phoenix", query(5)) is None
+
+
+class _Scored:
+    """A source of every catalogue post scored by its row, counting its calls."""
+
+    name = "all"
+
+    def __init__(self, catalog: PostCatalog) -> None:
+        self.catalog = catalog
+        self.calls = 0
+
+    def enabled(self, q: FeedQuery) -> bool:
+        return True
+
+    async def fetch(self, q: FeedQuery) -> Candidates:
+        self.calls += 1
+        rows = np.array(sorted(self.catalog.rows.values()))
+        return Candidates.of(rows, self.name, rows.astype(float))
+
+
+class _SourceScore:
+    name = "source_score"
+
+    def enabled(self, q: FeedQuery) -> bool:
+        return True
+
+    def score(self, q: FeedQuery, c: Candidates) -> None:
+        c.parts["s"] = c.source_score.copy()
+
+
+def post(key: str, author: str, created_at: float) -> PostRecord:
+    return PostRecord(key, key, author, author, created_at, "text", "", {"text": np.ones(4, np.float32) / 2})
+
+
+async def test_a_new_session_starts_from_the_users_kept_ranking_until_something_it_depends_on_changes() -> (
+    None
+):
+    catalog = PostCatalog({"text": 4})
+    now = time.time()
+    catalog.upsert([post(f"p{i}", f"a{i % 3}", now - 100 + i) for i in range(10)])
+    source = _Scored(catalog)
+    cache = RankingCache(catalog, ttl_s=60, max_bytes=2**20, keep=8)
+    pipeline = Pipeline(
+        catalog=catalog,
+        sources=[source],
+        candidate_hydrators=[PostFeaturesHydrator(catalog)],
+        filters=[DuplicateFilter(), MissingPostFilter()],
+        scorers=[_SourceScore()],
+        ranking_cache=cache,
+    )
+
+    def q(
+        events: int = 1, following: frozenset[str] = frozenset({"a1"}), served: frozenset[str] = frozenset()
+    ):
+        user = UserFeatures(vectors={}, events=events, seen=frozenset(), affinity={})
+        graph = SocialGraph(following=following)
+        return FeedQuery("u", "u", 3, "c", now, user=user, graph=graph, served=served)
+
+    first = await pipeline.run(q(), keep=2)
+    assert [p.post_key for p in first.items] == ["p9", "p8", "p7"] and source.calls == 1
+    again = await pipeline.run(q(), keep=2)
+    assert source.calls == 1 and [p.post_key for p in again.items] == ["p9", "p8", "p7"]
+    assert {r.name: r.status for r in again.stages if r.stage in ("source", "scorer")} == {
+        "all": "cached",
+        "source_score": "cached",
+    }
+    assert again.items[0].parts == {"s": 9.0} and again.rest is not None and len(again.rest) == 2
+    catalog.remove(["p8"])  # filters still run over the kept ranking
+    assert [p.post_key for p in (await pipeline.run(q())).items] == ["p9", "p7", "p6"] and source.calls == 1
+    await pipeline.run(q(events=2))  # the user interacted
+    assert source.calls == 2
+    await pipeline.run(q(events=2, following=frozenset({"a1", "a2"})))  # followed someone
+    assert source.calls == 3
+    catalog.upsert([post("new", "a2", now)])  # a followed author posted
+    await pipeline.run(q(events=2, following=frozenset({"a1", "a2"})))
+    assert source.calls == 4
+    await pipeline.run(q(events=2, following=frozenset({"a1", "a2"}), served=frozenset({"p9"})))
+    assert source.calls == 5  # a later page of a session re-ranks without what it served
+    off = RankingCache(catalog, ttl_s=0, max_bytes=2**20, keep=8)
+    assert not off.usable(q()) and off.get(q()) is None
+    brief = RankingCache(catalog, ttl_s=0.05, max_bytes=2**20, keep=8)
+    brief.put(q(), (await pipeline.run(q(events=9))).rest or Candidates.concat([]))
+    assert brief.get(q()) is not None
+    await asyncio.sleep(0.1)
+    assert brief.get(q()) is None  # expired

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from feed.config import Action
+from feed.config import MAX_PAGE, Action
 from feed.ids import HostId
 
 MAX_TEXT_CHARS = 20_000
@@ -76,7 +76,7 @@ class FeedRequest(msgspec.Struct, kw_only=True):
     """Ask for a page of a user's feed; pass the previous `next_cursor` for the next page."""
 
     user_id: HostId
-    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)] = 50
     cursor: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern="^[0-9a-f]+$")] | None = None
     explain: bool = False
 

@@ -22,12 +22,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 import structlog
 
 from feed.social_graph import SocialGraph
+
+if TYPE_CHECKING:
+    from feed.pipeline.ranking_cache import RankingCache
 from feed.stores.catalog import NO_ROW, PostCatalog
 from feed.stores.feature_store import UserFeatures
 
@@ -293,7 +296,7 @@ class StageReport:
     ms: float
     count_in: int
     count_out: int
-    status: str = "ok"  # ok | disabled | skipped | ranked_before | failed | timeout
+    status: str = "ok"  # ok | disabled | skipped | ranked_before | cached | failed | timeout
     error: str | None = None
 
 
@@ -322,6 +325,7 @@ class Pipeline:
     disabled: frozenset[str] = frozenset()
     source_timeout_s: float = 0.5
     rerank_window: int = 1000  # rerankers see this many best-scored candidates; the rest drop
+    ranking_cache: RankingCache | None = None  # a hot user's new session starts from their last ranking
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def _inactive_status(self, component: Component, query: FeedQuery) -> str | None:
@@ -383,7 +387,8 @@ class Pipeline:
         """Run every enabled stage; returns the top `query.limit` posts, the `keep` after
         them, and the report.
 
-        With `ranked` (scored earlier, best first), no source, scorer or reranker runs.
+        With `ranked` (scored earlier, best first), no source, scorer or reranker runs; nor
+        when the ranking cache holds the user's ranking for a new session (status `cached`).
         """
         reports: list[StageReport] = []
 
@@ -394,11 +399,15 @@ class Pipeline:
         ):
             reports.append(report)
 
+        before = "ranked_before"
+        if ranked is None and self.ranking_cache is not None:
+            ranked = self.ranking_cache.get(query)
+            before = "cached"
         if ranked is None:
             candidates = await self._fetch(query, reports)
         else:
             candidates = ranked
-            self._ranked_before("source", self.sources, reports, len(ranked))
+            self._ranked_before("source", self.sources, reports, len(ranked), before)
 
         # Candidate hydrators, in order (later ones may use earlier features).
         for ch in self._enabled(
@@ -422,9 +431,11 @@ class Pipeline:
                 out, report = self._sync("reranker", reranker, n, partial(reranker.rerank, query, candidates))
                 candidates = out if out is not None else candidates
                 reports.append(report)
+            if self.ranking_cache is not None:
+                self.ranking_cache.put(query, candidates)
         else:
-            self._ranked_before("scorer", self.scorers, reports, len(candidates))
-            self._ranked_before("reranker", self.rerankers, reports, len(candidates))
+            self._ranked_before("scorer", self.scorers, reports, len(candidates), before)
+            self._ranked_before("reranker", self.rerankers, reports, len(candidates), before)
         selected = ranked_posts(self.catalog, candidates.take(slice(0, query.limit)))
         rest = candidates.take(slice(query.limit, query.limit + keep))
         rest = rest.take(rest.known())
@@ -466,9 +477,9 @@ class Pipeline:
 
     @staticmethod
     def _ranked_before(
-        stage: str, components: Sequence[Component], reports: list[StageReport], n: int
+        stage: str, components: Sequence[Component], reports: list[StageReport], n: int, status: str
     ) -> None:
-        reports.extend(StageReport(stage, c.name, 0.0, n, n, status="ranked_before") for c in components)
+        reports.extend(StageReport(stage, c.name, 0.0, n, n, status=status) for c in components)
 
     async def _side_effect(self, effect: SideEffect, query: FeedQuery, selected: list[RankedPost]) -> None:
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from feed.config import Settings
+from feed.config import MAX_PAGE, Settings
 from feed.pipeline.candidate_hydrators import (
     AuthorReachHydrator,
     CFFactorsHydrator,
@@ -25,6 +25,7 @@ from feed.pipeline.filters import (
 )
 from feed.pipeline.framework import Pipeline
 from feed.pipeline.hydrators import ServedPostsHydrator, SocialGraphHydrator, UserFeaturesHydrator
+from feed.pipeline.ranking_cache import RankingCache
 from feed.pipeline.rerankers import AuthorDiversityReranker, ExplorationReranker, NearDuplicateReranker
 from feed.pipeline.retrieval_cache import RetrievalCache
 from feed.pipeline.scorers import (
@@ -122,4 +123,8 @@ def build_home_feed(
         disabled=frozenset(settings.disabled_components),
         source_timeout_s=r.source_timeout_s,
         rerank_window=r.rerank_window,
+        # kept: the largest page (200) and what a session stores after it, before filters
+        ranking_cache=RankingCache(
+            catalog, r.ranking_cache_ttl_s, r.ranking_cache_mb * 2**20, MAX_PAGE + settings.session_keep
+        ),
     )

@@ -108,6 +108,16 @@ class PostCatalog:
         rows = np.asarray(picked, dtype=np.int64)
         return rows[self.created_at[rows] > newer_than]
 
+    def latest_post_time(self, authors: np.ndarray) -> float:
+        """Creation time of the newest live post by any of these authors (0 if none)."""
+        latest = 0.0
+        created = self.created_at
+        for code in authors.tolist():
+            timeline = self._timelines.get(code)
+            if timeline:
+                latest = max(latest, float(created[timeline[-1]]))
+        return latest
+
     def top_trending(self, k: int) -> np.ndarray:
         """Rows of the `k` posts with the highest trending value, best first (cached until it changes)."""
         return self._top("trending", k, self.trending_version, self.trending)
