@@ -258,7 +258,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument(
-        "--no-retrieval-cache", action="store_true", help="retrieve nearest neighbours on every request"
+        "--no-caches",
+        action="store_true",
+        help="rank every feed in full: no retrieval or ranking cache (the cold path)",
     )
     parser.add_argument("--qdrant-url", help="a Qdrant server; default: the embedded Edge shard")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -271,8 +273,8 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = [start_server(redis_port, folder / "redis")]
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     ranking: dict[str, float] = {**budgets(args.candidates, args.phoenix_share)}
-    if args.no_retrieval_cache:
-        ranking["retrieval_cache_ttl_s"] = 0
+    if args.no_caches:
+        ranking["retrieval_cache_ttl_s"] = ranking["ranking_cache_ttl_s"] = 0
     settings = Settings(redis_url=redis_url, data_dir=folder, qdrant_url=args.qdrant_url)
     settings = settings.model_copy(update={"ranking": settings.ranking.model_copy(update=ranking)})
     index: VectorIndex
@@ -367,8 +369,8 @@ def main() -> None:
             f"concurrency {args.concurrency}, {args.duration:.0f} s per phase; {platform.machine()}, "
             f"{os.cpu_count()} CPUs; index: {'Qdrant server' if args.qdrant_url else 'embedded Qdrant Edge'}"
             "; "
-            f"nearest-neighbour share {args.phoenix_share:.0%}, retrieval cache "
-            f"{'off' if args.no_retrieval_cache else 'on'}",
+            f"nearest-neighbour share {args.phoenix_share:.0%}, retrieval and ranking caches "
+            f"{'off' if args.no_caches else 'on'}",
             "",
             "| figure | value |",
             "|---|---|",

@@ -43,11 +43,13 @@ def test_columns_lookups_and_timelines() -> None:
     newest = catalog.newest_by(authors, per_author=2, newer_than=now - 50)
     assert sorted(catalog.keys[r] for r in newest) == ["a0", "a1"]  # b0 is too old
     assert [catalog.keys[r] for r in catalog.newest(3)] == ["a0", "a1", "a2"]
+    assert catalog.latest_post_time(authors) == now and catalog.latest_post_time(authors[1:]) == now - 100
     # removing a post drops it everywhere, and the cached newest list follows
     assert catalog.remove(["a0", "never"]) == 1
     assert catalog.rows_of(["a0"]).tolist() == [NO_ROW] and not catalog.alive[0]
     assert [catalog.keys[r] for r in catalog.newest(2)] == ["a1", "a2"]
     assert sorted(catalog.keys[r] for r in catalog.newest_by(authors, 2, now - 50)) == ["a1", "a2"]
+    assert catalog.latest_post_time(authors) == now - 1  # a0 left; a1 is a's newest
     # re-ingesting a post keeps its row
     catalog.upsert([rec("a1", "a", now)])
     assert catalog.rows_of(["a1"]).tolist() == [1] and len(catalog) == 5

@@ -62,14 +62,4 @@ class RankingCache:
         """Keep the best `keep` of a new session's ranking (scored and reranked, best first)."""
         if self._cache is None or not self.usable(query):
             return
-        best = ranked.take(slice(0, self._keep))
-        self._cache[self._key(query)] = Candidates(
-            rows=best.rows,
-            source=best.source,
-            source_score=best.source_score.astype("f4"),
-            in_network=best.in_network,
-            source_names=best.source_names,
-            parts={k: v.astype("f4") for k, v in best.parts.items()},
-            factors={k: v.astype("f4") for k, v in best.factors.items()},
-            score=best.score.astype("f4"),
-        )
+        self._cache[self._key(query)] = ranked.take(slice(0, self._keep))

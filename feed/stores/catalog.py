@@ -65,6 +65,7 @@ class PostCatalog:
         self.author_keys: list[str] = []
         self.author_ids: list[int | str] = []  # code -> the host's author id
         self.reach = np.zeros(64, dtype=np.float32)  # code -> interactions the author received
+        self.author_latest = np.zeros(64)  # code -> creation time of the author's newest live post
         self._timelines: dict[int, list[int]] = {}  # author code -> rows by created_at
         self.version = 0  # changes whenever a post is added or removed
         self.removals = 0  # changes whenever a post is removed (a key may come back on another row)
@@ -110,13 +111,7 @@ class PostCatalog:
 
     def latest_post_time(self, authors: np.ndarray) -> float:
         """Creation time of the newest live post by any of these authors (0 if none)."""
-        latest = 0.0
-        created = self.created_at
-        for code in authors.tolist():
-            timeline = self._timelines.get(code)
-            if timeline:
-                latest = max(latest, float(created[timeline[-1]]))
-        return latest
+        return float(self.author_latest[authors].max(initial=0.0))
 
     def top_trending(self, k: int) -> np.ndarray:
         """Rows of the `k` posts with the highest trending value, best first (cached until it changes)."""
@@ -161,6 +156,7 @@ class PostCatalog:
             self.author_ids.append(author_id)
             if code >= len(self.reach):
                 self.reach = _grow(self.reach, 2 * len(self.reach))
+                self.author_latest = _grow(self.author_latest, len(self.reach))
         return code
 
     def _ensure_capacity(self, rows: int) -> None:
@@ -208,15 +204,19 @@ class PostCatalog:
                     self.has[space] = np.zeros(self._capacity, dtype=bool)
                 self.vectors[space][row] = vector
                 self.has[space][row] = True
-            bisect.insort(self._timelines.setdefault(code, []), row, key=self.created_at.__getitem__)
+            timeline = self._timelines.setdefault(code, [])
+            bisect.insort(timeline, row, key=self.created_at.__getitem__)
+            self.author_latest[code] = self.created_at[timeline[-1]]
             out.append(row)
         self.version += 1
         return out
 
     def _unlink(self, row: int) -> None:
-        timeline = self._timelines.get(int(self.author[row]))
+        code = int(self.author[row])
+        timeline = self._timelines.get(code)
         if timeline and row in timeline:
             timeline.remove(row)
+            self.author_latest[code] = self.created_at[timeline[-1]] if timeline else 0.0
 
     def remove(self, post_keys: Iterable[str]) -> int:
         """Drop these posts (unknown keys are ignored); returns how many were dropped."""
