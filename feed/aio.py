@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 
@@ -18,3 +19,13 @@ async def cancel_and_wait(task: asyncio.Task[Any], every_s: float = 0.1) -> None
         await asyncio.wait([task], timeout=every_s)
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+@contextlib.asynccontextmanager
+async def running(work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """Run `work` as a background task for the duration of the context, then cancel it."""
+    task = asyncio.create_task(work, name=name)
+    try:
+        yield
+    finally:
+        await cancel_and_wait(task)

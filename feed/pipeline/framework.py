@@ -2,16 +2,20 @@
 
 Stage kinds and their semantics (after X's home mixer):
 query hydrators run in parallel and fill the query; sources run in parallel and
-return candidates; candidate hydrators add features; filters run in order and
+return candidates; candidate hydrators add feature columns; filters run in order and
 drop candidates; scorers run in order and add score parts; rerankers reorder the
-scored list; the selector keeps the top `limit`; side effects run after the
-response, off its path. Every component has a `name` and `enabled(query)`, can be
-switched off by name, and a failing one is logged and skipped, never fatal.
+best `rerank_window` of the scored list; the selector keeps the top `limit`; side
+effects run after the response, off its path. Every component has a `name` and
+`enabled(query)`, can be switched off by name, and a failing one is logged and
+skipped, never fatal. Candidates travel as one columnar batch (`Candidates`: rows of
+the post catalogue and a numpy column per feature and score part); `RankedPost`
+objects exist only for the page.
 
 A run may start from an already ranked list instead (the rest of a feed session's
-ranking, see `paging.py`): sources, scorers and rerankers are then skipped, and the
-query hydrators, candidate hydrators and filters still run, so a post deleted or an
-author blocked since the first page does not come back.
+ranking, see `paging.py`, or a hot user's kept ranking, see `ranking_cache.py`):
+sources, scorers and rerankers are then skipped, and the query hydrators, candidate
+hydrators and filters still run, so a post deleted or an author blocked since does
+not come back.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from feed.aio import cancel_and_wait
+from feed.aio import running
 from feed.stores import keys
 from feed.stores.catalog import PostCatalog
 from feed.stores.feature_store import FeatureStore
@@ -204,14 +203,9 @@ class CatalogSync:
                 log.exception("catalog_sync_failed")
                 await asyncio.sleep(1.0)
 
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
+    def running(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Run `run()` as a background task for the duration of the context."""
-        task = asyncio.create_task(self.run(), name="catalog-sync")
-        try:
-            yield
-        finally:
-            await cancel_and_wait(task)
+        return running(self.run(), "catalog-sync")
 
 
 def _as_str(value: str | bytes) -> str:

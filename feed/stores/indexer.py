@@ -19,7 +19,7 @@ import numpy as np
 import structlog
 from redis.asyncio import Redis
 
-from feed.aio import cancel_and_wait
+from feed.aio import running
 from feed.stores import keys
 from feed.stores.feature_store import FeatureStore
 from feed.stores.records import vector_from_bytes
@@ -159,11 +159,6 @@ class IndexSync:
                 log.exception("index_sync_failed")
                 await asyncio.sleep(1.0)
 
-    @contextlib.asynccontextmanager
-    async def running(self, rebuild: bool = False) -> AsyncIterator[None]:
+    def running(self, rebuild: bool = False) -> contextlib.AbstractAsyncContextManager[None]:
         """Run `run()` as a background task for the duration of the context."""
-        task = asyncio.create_task(self.run(rebuild=rebuild), name="index-sync")
-        try:
-            yield
-        finally:
-            await cancel_and_wait(task)
+        return running(self.run(rebuild=rebuild), "index-sync")
