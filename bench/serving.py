@@ -133,12 +133,13 @@ def run_consumer(
     env: dict[str, str], redis_url: str, expected: int, profile: Path | None = None, timeout_s: float = 600.0
 ) -> dict[str, float]:
     """Start `feed-consumer` on the backlog; events/s from its first applied event to the last
-    (sampled by py-spy into `profile` if given)."""
+    (sampled by py-spy into `profile` if given, from the first applied event on, so the
+    profile shows applying events rather than the process starting)."""
     r = redis.Redis.from_url(redis_url)
     before = int(r.get(keys.APPLIED_EVENTS) or 0)
     bin_dir = Path(sys.executable).parent
     proc = subprocess.Popen([str(bin_dir / "feed-consumer")], env=env)
-    spy = py_spy(proc.pid, profile, 10) if profile else None
+    spy = None
     try:
         first = last = 0.0
         deadline = time.monotonic() + timeout_s
@@ -147,6 +148,7 @@ def run_consumer(
             now = time.perf_counter()
             if applied and not first:
                 first = now
+                spy = py_spy(proc.pid, profile, 5) if profile else None
             if applied >= expected:
                 last = now
                 break
