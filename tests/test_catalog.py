@@ -39,20 +39,25 @@ def test_columns_lookups_and_timelines() -> None:
     assert catalog.post_ids[0] == "id-a0" and catalog.author_ids[catalog.author[5]] == "host-b"
     assert catalog.has["image"][:6].tolist() == [False] * 5 + [True]
     assert np.allclose(catalog.vectors["text"][3], unit(1, 2))
-    authors = catalog.authors_of(["a", "b", "unknown"])
+    authors = catalog.authors_of(frozenset({"a", "b", "unknown"}))
+    assert sorted(authors.tolist()) == [catalog.author_codes["a"], catalog.author_codes["b"]]
     newest = catalog.newest_by(authors, per_author=2, newer_than=now - 50)
     assert sorted(catalog.keys[r] for r in newest) == ["a0", "a1"]  # b0 is too old
     assert [catalog.keys[r] for r in catalog.newest(3)] == ["a0", "a1", "a2"]
-    assert catalog.latest_post_time(authors) == now and catalog.latest_post_time(authors[1:]) == now - 100
+    only_b = catalog.authors_of(frozenset({"b"}))
+    assert catalog.latest_post_time(authors) == now and catalog.latest_post_time(only_b) == now - 100
     # removing a post drops it everywhere, and the cached newest list follows
     assert catalog.remove(["a0", "never"]) == 1
     assert catalog.rows_of(["a0"]).tolist() == [NO_ROW] and not catalog.alive[0]
     assert [catalog.keys[r] for r in catalog.newest(2)] == ["a1", "a2"]
     assert sorted(catalog.keys[r] for r in catalog.newest_by(authors, 2, now - 50)) == ["a1", "a2"]
     assert catalog.latest_post_time(authors) == now - 1  # a0 left; a1 is a's newest
+    # an author's first post gives them a code: a remembered set of authors follows
+    catalog.upsert([rec("u0", "unknown", now - 200)])
+    assert len(catalog.authors_of(frozenset({"a", "b", "unknown"}))) == 3
     # re-ingesting a post keeps its row
     catalog.upsert([rec("a1", "a", now)])
-    assert catalog.rows_of(["a1"]).tolist() == [1] and len(catalog) == 5
+    assert catalog.rows_of(["a1"]).tolist() == [1] and len(catalog) == 6  # five left, plus u0
 
 
 def test_features_trending_and_cf() -> None:

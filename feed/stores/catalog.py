@@ -20,6 +20,7 @@ from itertools import repeat
 from typing import get_args
 
 import numpy as np
+from cachetools import LRUCache
 
 from feed.config import Action
 from feed.stores.records import PostRecord
@@ -71,6 +72,7 @@ class PostCatalog:
         self.removals = 0  # changes whenever a post is removed (a key may come back on another row)
         self.trending_version = 0  # changes whenever a trending value changes
         self._cached: dict[tuple[str, int, int], np.ndarray] = {}
+        self._author_sets: LRUCache[tuple[frozenset[str], int], np.ndarray] = LRUCache(maxsize=4096)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -81,10 +83,17 @@ class PostCatalog:
         """Rows of these posts, NO_ROW for posts the catalogue does not have."""
         return np.fromiter(map(self.rows.get, post_keys, repeat(NO_ROW)), dtype=np.int64)
 
-    def authors_of(self, author_keys: Iterable[str]) -> np.ndarray:
-        """Codes of these authors, leaving out authors of no post."""
-        codes = np.fromiter(map(self.author_codes.get, author_keys, repeat(NO_ROW)), dtype=np.int64)
-        return np.asarray(codes[codes != NO_ROW])
+    def authors_of(self, author_keys: frozenset[str]) -> np.ndarray:
+        """Codes of these authors, leaving out authors of no post. Remembered per set (a
+        request asks for its user's followed authors in three stages) until a new author
+        gets a code."""
+        cache_key = (author_keys, len(self.author_keys))
+        codes = self._author_sets.get(cache_key)
+        if codes is None:
+            found = np.fromiter(map(self.author_codes.get, author_keys, repeat(NO_ROW)), dtype=np.int64)
+            codes = np.asarray(found[found != NO_ROW])
+            self._author_sets[cache_key] = codes
+        return codes
 
     def row_mask(self, rows: np.ndarray) -> np.ndarray:
         """A boolean lookup table over rows, True at `rows`, indexable by any candidate row

@@ -75,9 +75,10 @@ class CatalogSync:
         return len(self._catalog)
 
     async def _upsert(self, post_keys: list[str]) -> None:
+        """Records and counts (`load` reads trending, impressions and reach for all at once)."""
         records = await self._features.posts(post_keys)
         self._catalog.upsert(records.values())
-        await self._refresh(list(records), list(records), [])
+        await self._refresh(list(records), [], [], trending=False)
 
     async def _load_totals(self) -> None:
         """Trending, impressions and reach of everything (the zsets), replacing what was there."""
@@ -100,14 +101,17 @@ class CatalogSync:
             factors[key.decode()] = vector_from_bytes(value)
         self._catalog.set_cf(int(meta[0]), factors, int(meta[1] or 0))
 
-    async def _refresh(self, posts: list[str], impressions: list[str], authors: list[str]) -> None:
-        """Read the current counters of these posts and authors into the catalogue."""
+    async def _refresh(
+        self, posts: list[str], impressions: list[str], authors: list[str], trending: bool = True
+    ) -> None:
+        """Read the current counters of these posts (counts, and trending unless told not
+        to), impressions and authors' reach into the catalogue."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(keys.TRENDING_META)
         for key in posts:
             pipe.hgetall(keys.post_counts(key))
         for zset, members in (
-            (keys.TRENDING, posts),
+            (keys.TRENDING, posts if trending else []),
             (keys.IMPRESSIONS, impressions),
             (keys.AUTHOR_REACH, authors),
         ):
@@ -116,8 +120,8 @@ class CatalogSync:
         replies = iter(await pipe.execute())
         meta = next(replies)
         counts = [next(replies) for _ in posts]
-        trending, served, reach = (
-            next(replies) if members else [] for members in (posts, impressions, authors)
+        scores, served, reach = (
+            next(replies) if members else [] for members in (posts if trending else [], impressions, authors)
         )
         catalog = self._catalog
         catalog.set_counts(
@@ -126,8 +130,8 @@ class CatalogSync:
         base = _stored_base(meta)
         if base != catalog.trending_base and catalog.trending_base is not None:
             await self._load_totals()  # rebased or restarted: every stored score changed
-        elif posts:
-            catalog.set_trending(base, {k: s or 0.0 for k, s in zip(posts, trending, strict=True)})
+        elif posts and trending:
+            catalog.set_trending(base, {k: s or 0.0 for k, s in zip(posts, scores, strict=True)})
         if impressions:
             catalog.set_impressions({k: s or 0.0 for k, s in zip(impressions, served, strict=True)})
         if authors:
