@@ -145,6 +145,24 @@ async def test_edge_shard_survives_reopen(tmp_path: Path) -> None:
     await again.close()
 
 
+async def test_edge_shard_quantises_new_points_in_batches_and_ranks_as_exact_search(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((250, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    idx = EdgeVectorIndex(tmp_path / "shard", DIMS, optimize_every=100)
+    for start in range(0, 250, 50):
+        await idx.upsert([rec(f"p{i}", "a", vectors[i]) for i in range(start, start + 50)])
+    info = idx._shard.info()  # the shard's own account of what it quantised
+    assert info.points_count == 250 and info.indexed_vectors_count == 200  # the last 50 wait for more
+    query = vectors[0] + 0.5 * vectors[1]
+    exact = [f"p{i}" for i in np.argsort(-(vectors @ query))[:10]]
+    assert [h.post_key for h in await idx.nearest([("text", query)], 10, [])] == exact  # rescored
+    await idx.close()
+    again = EdgeVectorIndex(tmp_path / "shard", DIMS, optimize_every=100)
+    assert again._shard.info().indexed_vectors_count == 250  # quantised on opening
+    await again.close()
+
+
 async def test_a_shard_with_an_old_layout_is_set_aside_and_rebuilt_from_the_records(
     settings: Any, redis_client: Any, tmp_path: Path
 ) -> None:

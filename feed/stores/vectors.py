@@ -95,28 +95,48 @@ class VectorIndex(Protocol):
 class EdgeVectorIndex:
     """Embedded Qdrant Edge shard in a folder; only one process may open it at a time.
 
+    Searches are exact scans of int8 scalar-quantised vectors (kept in RAM), rescored with
+    the float32 originals: about twice as fast as scanning the originals (100k posts, limit
+    1000: 5.9 ms against 10.9 here). There is no HNSW graph: building one held the GIL for
+    about a minute per 100k posts, and at a limit of 1000 it was not faster. New points land
+    in an appendable segment that is scanned unquantised; once `optimize_every` of them have
+    arrived, `optimize()` quantises them, however few, into a segment of their own (segments stop growing
+    at `SEGMENT_KB`, so this costs about 0.2 s per 20k new points, not a rewrite of the
+    shard; it blocks the caller meanwhile).
+
     A shard whose vector layout differs from `dims` (written by an older version) is moved
     aside to `<folder>.incompatible-<time>` and a new one is created.
     """
 
-    def __init__(self, path: Path, dims: dict[str, int]) -> None:
+    SEGMENT_KB = 50_000
+
+    def __init__(self, path: Path, dims: dict[str, int], optimize_every: int = 20_000) -> None:
         import qdrant_edge as qe
 
         self._qe = qe
         self.dims = dims
+        self._optimize_every = optimize_every
+        self._unoptimized = 0
         config = qe.EdgeConfig(
             vectors={
                 space: qe.EdgeVectorParams(
-                    size=size, distance=qe.Distance.Dot if space == CF else qe.Distance.Cosine
+                    size=size,
+                    distance=qe.Distance.Dot if space == CF else qe.Distance.Cosine,
+                    quantization_config=qe.ScalarQuantizationConfig(
+                        qe.ScalarType.Int8, quantile=0.99, always_ram=True
+                    ),
+                    hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10),
                 )
                 for space, size in dims.items()
-            }
+            },
+            optimizers=qe.EdgeOptimizersConfig(max_segment_size=self.SEGMENT_KB, indexing_threshold=1),
         )
         self._fresh = True
         if (path / "edge_config.json").exists():
             try:
                 self._shard = qe.EdgeShard.load(str(path), config)
                 self._fresh = False
+                self.optimize()  # what the last run left unquantised (or a shard from before quantisation)
             except Exception as exc:
                 if "incompatible" not in str(exc).lower():
                     raise
@@ -144,6 +164,16 @@ class EdgeVectorIndex:
         ]
         if points:
             self._shard.update(qe.UpdateOperation.upsert_points(points))
+            self._unoptimized += len(points)
+            if self._unoptimized >= self._optimize_every:
+                self.optimize()
+
+    def optimize(self) -> None:
+        """Quantise the points added since the last call into searchable segments."""
+        start = time.perf_counter()
+        self._shard.optimize()
+        log.info("vector_index_optimized", points=self._unoptimized, seconds=time.perf_counter() - start)
+        self._unoptimized = 0
 
     async def delete(self, post_keys: list[str]) -> None:
         if post_keys:
