@@ -88,14 +88,14 @@ class NearDuplicateReranker:
         out = np.full((n, n), -1.0)
         known = rows >= 0
         safe = np.where(known, rows, 0)
-        for space, matrix in self._catalog.vectors.items():
+        for space in self._catalog.vectors:
             has = self._catalog.has[space][safe] & known
             if has.all():
-                vectors = matrix[safe]
+                vectors = self._catalog.gather(space, safe)
                 np.maximum(out, vectors @ vectors.T, out=out)
             elif has.any():
                 idx = np.ix_(np.flatnonzero(has), np.flatnonzero(has))
-                vectors = matrix[safe[has]]
+                vectors = self._catalog.gather(space, safe[has])
                 out[idx] = np.maximum(out[idx], vectors @ vectors.T)
         return out
 

@@ -41,13 +41,13 @@ class SimilarityScorer:
         total = np.zeros((2, n))
         weights = np.zeros((2, n))
         horizons = (query.user.vectors, query.user.short_vectors)
-        for space, matrix in self._catalog.vectors.items():
+        for space in self._catalog.vectors:
             w = self._space_weights.get(space, 0.0)
             users = [(h, user[space]) for h, user in enumerate(horizons) if space in user]
             if w <= 0.0 or not users:
                 continue
             has = self._catalog.has[space][rows] & known
-            vectors = matrix[rows]  # one gather; a matrix-vector product per horizon (BLAS is
+            vectors = self._catalog.gather(space, rows)  # a matrix-vector product per horizon (BLAS is
             for h, user_vector in users:  # faster at two of those than at one n x 2 product)
                 total[h] += np.where(has, w * (vectors @ user_vector), 0.0)
                 weights[h] += np.where(has, w, 0.0)

@@ -95,14 +95,15 @@ class VectorIndex(Protocol):
 class EdgeVectorIndex:
     """Embedded Qdrant Edge shard in a folder; only one process may open it at a time.
 
-    Searches are exact scans of int8 scalar-quantised vectors (kept in RAM), rescored with
-    the float32 originals: about twice as fast as scanning the originals (100k posts, limit
-    1000: 5.9 ms against 10.9 here). There is no HNSW graph: building one held the GIL for
-    about a minute per 100k posts, and at a limit of 1000 it was not faster. New points land
-    in an appendable segment that is scanned unquantised; once `optimize_every` of them have
-    arrived, `optimize()` quantises them, however few, into a segment of their own (segments stop growing
-    at `SEGMENT_KB`, so this costs about 0.2 s per 20k new points, not a rewrite of the
-    shard; it blocks the caller meanwhile).
+    Searches are exact scans of int8 scalar-quantised vectors (pinned in RAM), rescored
+    with the float32 originals (on disk, read through the page cache): about twice as fast
+    as scanning the originals (100k posts, limit 1000: 5.9 ms against 10.9 here). There is
+    no HNSW graph: building one held the GIL for about a minute per 100k posts, and at a
+    limit of 1000 it was not faster. New points land in an appendable segment that is
+    scanned unquantised; once `optimize_every` of them have arrived, `optimize()` quantises
+    them, however few, into a segment of their own (segments stop growing at `SEGMENT_KB`,
+    so this costs about 0.2 s per 20k new points, not a rewrite of the shard; it blocks the
+    caller meanwhile).
 
     A shard whose vector layout differs from `dims` (written by an older version) is moved
     aside to `<folder>.incompatible-<time>` and a new one is created.
@@ -122,8 +123,9 @@ class EdgeVectorIndex:
                 space: qe.EdgeVectorParams(
                     size=size,
                     distance=qe.Distance.Dot if space == CF else qe.Distance.Cosine,
+                    memory=qe.Memory.Cold,  # originals on disk: only rescoring reads them
                     quantization_config=qe.ScalarQuantizationConfig(
-                        qe.ScalarType.Int8, quantile=0.99, always_ram=True
+                        qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned
                     ),
                     hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10),
                 )
