@@ -99,7 +99,8 @@ class PostCatalog:
 
     def gather(self, space: str, rows: np.ndarray) -> np.ndarray:
         """The vectors of `rows` (valid row numbers) in `space` (which must be in `vectors`)."""
-        return self.vectors[space][rows]
+        vectors: np.ndarray = self.vectors[space][rows]
+        return vectors
 
     def row_mask(self, rows: np.ndarray) -> np.ndarray:
         """A boolean lookup table over rows, True at `rows`, indexable by any candidate row
