@@ -266,7 +266,7 @@ def main() -> None:
     )
     parser.add_argument("--qdrant-url", help="a Qdrant server; default: the embedded Edge shard")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--profile", action="store_true", help="sample the API with py-spy during /feed")
+    parser.add_argument("--profile", action="store_true", help="sample the API and the consumer with py-spy")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="feed-bench-"))
@@ -316,6 +316,9 @@ def main() -> None:
         wait_http(f"{url}/health")
         wait_http(f"http://127.0.0.1:{host_port}/internal/social-graph/u0/")
         report["candidates"] = candidates_seen(url, corpus.users[0], args.limit)
+        first_spy = None
+        if args.profile:  # the first feeds' first `duration` seconds
+            first_spy = py_spy(api.pid, folder / "first-profile.txt", int(args.duration))
         warm = asyncio.run(  # every user's feed once: the retrieval caches hold every user
             closed_loop(
                 "warm-up",
@@ -328,6 +331,9 @@ def main() -> None:
             )
         )
         report["warm_up"] = warm.summary()
+        if first_spy is not None:
+            first_spy.wait(60)
+            report["first_profile"] = profile_top(folder / "first-profile.txt")
         report["stages_warm"] = explain(url, corpus.users[1], args.limit)
         spy = None
         if args.profile:
@@ -395,7 +401,11 @@ def main() -> None:
         ]
     )
     print(table)
-    for title, key in (("the API during /feed", "profile"), ("the event consumer", "consumer_profile")):
+    for title, key in (
+        ("the API during first feeds", "first_profile"),
+        ("the API during /feed for users seen before", "profile"),
+        ("the event consumer", "consumer_profile"),
+    ):
         for kind, rows in report.get(key, {}).items():
             print(f"profile of {title}, {kind} share of samples:")
             for frame, share in rows:
