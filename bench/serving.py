@@ -110,12 +110,16 @@ def py_spy(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes]:
     )
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, from /proc."""
+def rss_mb(pid: int) -> dict[str, float]:
+    """Resident memory of a process from /proc, MB: all of it, and its anonymous and file-backed
+    parts (file pages are the page cache of mapped files, which the kernel can drop)."""
+    fields = {"VmRSS": "total", "RssAnon": "anon", "RssFile": "file"}
+    out = {name: 0.0 for name in fields.values()}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+        key, _, value = line.partition(":")
+        if key in fields:
+            out[fields[key]] = int(value.split()[0]) / 1024
+    return out
 
 
 def wait_http(url: str, timeout_s: float = 300.0) -> None:
@@ -396,7 +400,9 @@ def main() -> None:
             f"p99 {i['p99_ms']:.1f} ms; {i['errors']:.0f} errors |",
             f"| event consumer | {c['events_per_s']:.0f} events/s "
             f"({c['events']:.0f} events in {c['seconds']:.1f} s) |",
-            f"| API memory | {report['api_rss_mb']:.0f} MB resident; "
+            f"| API memory | {report['api_rss_mb']['total']:.0f} MB resident "
+            f"({report['api_rss_mb']['anon']:.0f} MB anonymous, {report['api_rss_mb']['file']:.0f} MB "
+            "mapped files); "
             f"raw post vectors {report['raw_vector_mb']:.0f} MB |",
         ]
     )
