@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from feed.config import RankingConfig
-from feed.events.ema import action_weight, ema_batch, ema_update
+from feed.events.ema import action_weight, ema_update
 from feed.ids import decode_host_id, encode_host_id, id_key, point_id
 from tests.helpers import unit
 
@@ -59,35 +59,3 @@ def test_action_weights_come_from_the_table_and_dwell_scales() -> None:
     half = action_weight("dwell", ranking.dwell_full_ms // 2, ranking)
     assert half == pytest.approx(ranking.action_weights["dwell"] / 2)
     assert action_weight("dwell", 10 * ranking.dwell_full_ms, ranking) == ranking.action_weights["dwell"]
-
-
-def test_batched_updates_equal_the_updates_one_by_one_bit_for_bit() -> None:
-    """Mixed vector sizes, users without a vector, zero weights and a move that cancels out."""
-    rng = np.random.default_rng(1)
-
-    def vec(size: int) -> np.ndarray:
-        v = rng.standard_normal(size).astype(np.float32)
-        return v / np.linalg.norm(v)
-
-    start: dict[int, np.ndarray | None] = {}
-    updates: dict[int, list[tuple[np.ndarray, float, float]]] = {}
-    for slot in range(200):
-        size = 512 if slot % 3 == 0 else 384
-        start[slot] = None if slot % 5 == 0 else vec(size)
-        updates[slot] = [
-            (vec(size), float(rng.choice([0.0, 1.0, -1.5, 0.3, 100.0])), float(rng.choice([0.05, 0.3])))
-            for _ in range(int(rng.integers(1, 6)))
-        ]
-    cancel = vec(384)
-    start[-1], updates[-1] = cancel, [(cancel, -1.0, 0.5)]  # half of it away from itself: no direction
-    batched = ema_batch(start, updates)
-    for slot, steps in updates.items():
-        one_by_one = start[slot]
-        for post, weight, rate in steps:
-            one_by_one = ema_update(one_by_one, post, weight, rate)
-        got = batched[slot]
-        if one_by_one is None:
-            assert got is None, slot
-        else:
-            assert got is not None and got.dtype == one_by_one.dtype and np.array_equal(got, one_by_one), slot
-    assert batched[-1] is None

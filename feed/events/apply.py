@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from feed.config import HIDING_ACTIONS, NEGATIVE_ACTIONS, Settings
-from feed.events.ema import action_weight, ema_batch
+from feed.events.ema import action_weight, ema_update
 from feed.events.schemas import InteractionEvent
 from feed.stores import keys
 from feed.stores.post_store import DELETED, FAILED
@@ -248,15 +248,15 @@ class EventApplier:
             for u, raw in zip(user_keys, user_rows, strict=True):
                 for name, value in zip(fields, raw, strict=True):
                     vectors[u, name] = vector_from_bytes(value) if value else None
-            moves: dict[tuple[str, str], list[tuple[np.ndarray, float, float]]] = defaultdict(list)
+            touched: set[tuple[str, str]] = set()
             for event in sorted(todo, key=lambda e: e.ts):
                 weight = action_weight(event.action, event.dwell_ms, self._ranking)
                 for space, post_vector in posts[event.post_key].vectors.items():
                     for field_of, rate in self._horizons:
-                        moves[event.user_key, field_of(space)].append((post_vector, weight, rate))
+                        slot = (event.user_key, field_of(space))
+                        vectors[slot] = ema_update(vectors[slot], post_vector, weight, rate)
+                        touched.add(slot)
                 counts[event.user_key] += 1
-            vectors.update(ema_batch(vectors, moves))
-            touched = set(moves)
             pipe.multi()  # type: ignore[no-untyped-call]
             user_writes: list[bytes | str] = []
             for u, name in sorted(touched):
