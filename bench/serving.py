@@ -84,7 +84,10 @@ def numpy_floor(vectors: np.ndarray, n: int, limit: int, repeats: int = 200) -> 
         return float(np.median(times))
 
     with threadpool_limits(1, "blas"):
-        return {"contiguous": timed(lambda: matrix @ user), "gathered": timed(lambda: vectors[rows] @ user)}
+        return {
+            "contiguous": timed(lambda: matrix @ user),
+            "gathered": timed(lambda: np.take(vectors, rows, axis=0) @ user),  # numpy's fastest gather here
+        }
 
 
 def py_spy(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes]:

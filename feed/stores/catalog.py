@@ -4,7 +4,7 @@ Ranking 10,000 candidates must cost about what numpy needs for their vectors, so
 pipeline reads posts from here, not from Redis: one row per post, with its vectors in
 contiguous float32 matrices per embedding space (float16 would halve their memory, but
 numpy widens float16 at about 0.5 GB/s here: 6.5 ms for a feed's candidates, against
-1.6 ms for the whole float32 gather), author, creation time, and the features
+1.0 ms for the whole float32 gather), author, creation time, and the features
 the event consumer keeps changing (interaction counts per action, trending value,
 impressions, the author's reach, CF item factors). Candidates are row numbers, and a
 stage reads a feature of all of them with one numpy gather.

@@ -102,8 +102,8 @@ class EdgeVectorIndex:
     limit of 1000 it was not faster. New points land in an appendable segment that is
     scanned unquantised; once `optimize_every` of them have arrived, `optimize()` quantises
     them, however few, into a segment of their own (segments stop growing at `SEGMENT_KB`,
-    so this costs about 0.2 s per 20k new points, not a rewrite of the shard; it blocks the
-    caller meanwhile).
+    so this costs 0.2 to 1 s per 20k new points here, not a rewrite of the shard; it blocks
+    the caller meanwhile).
 
     A shard whose vector layout differs from `dims` (written by an older version) is moved
     aside to `<folder>.incompatible-<time>` and a new one is created.
