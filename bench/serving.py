@@ -91,7 +91,8 @@ def numpy_floor(vectors: np.ndarray, n: int, limit: int, repeats: int = 200) -> 
 
 
 def py_spy(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes]:
-    """Start sampling a process with py-spy for `seconds` (raw collapsed stacks into `out`)."""
+    """Start sampling a process and its children with py-spy for `seconds` (raw collapsed
+    stacks into `out`)."""
     bin_dir = Path(sys.executable).parent
     return subprocess.Popen(
         [
@@ -102,6 +103,7 @@ def py_spy(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes]:
             "--rate",
             "200",
             "--nonblocking",
+            "--subprocesses",
             "-o",
             str(out),
             "-d",
@@ -113,27 +115,46 @@ def py_spy(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes]:
     )
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (uvicorn's supervisor and its API workers), from /proc."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(p for child in children for p in process_tree(int(child)))]
+
+
 def rss_mb(pid: int) -> dict[str, float]:
-    """Resident memory of a process from /proc, MB: all of it, and its anonymous and file-backed
-    parts (file pages are the page cache of mapped files, which the kernel can drop)."""
+    """Resident memory of a process and its descendants from /proc, MB: all of it, and its
+    anonymous and file-backed parts (file pages are the page cache of mapped files, which
+    the kernel can drop; pages shared by several processes count once per process)."""
     fields = {"VmRSS": "total", "RssAnon": "anon", "RssFile": "file"}
     out = {name: 0.0 for name in fields.values()}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in fields:
-            out[fields[key]] = int(value.split()[0]) / 1024
+    for proc in process_tree(pid):
+        for line in Path(f"/proc/{proc}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in fields:
+                out[fields[key]] += int(value.split()[0]) / 1024
     return out
 
 
-def wait_http(url: str, timeout_s: float = 300.0) -> None:
+def wait_http(url: str, timeout_s: float = 300.0) -> httpx.Response:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            httpx.get(url, timeout=1.0).raise_for_status()
-            return
+            return httpx.get(url, timeout=1.0).raise_for_status()
         except httpx.HTTPError:
             time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer")
+
+
+def wait_replicas(url: str, workers: int, timeout_s: float = 600.0) -> None:
+    """Wait until each of the API's `workers` processes has answered `/health` (a new
+    connection per call, so the kernel hands them to the workers in turn)."""
+    deadline = time.monotonic() + timeout_s
+    seen: set[int] = set()
+    while len(seen) < workers:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only API replicas {sorted(seen)} of {workers} answered")
+        seen.add(wait_http(f"{url}/health", timeout_s).json()["replica"])
+        time.sleep(0.05)
 
 
 def run_consumer(
@@ -272,6 +293,12 @@ def main() -> None:
         help="rank every feed in full: no retrieval or ranking cache (the cold path)",
     )
     parser.add_argument("--qdrant-url", help="a Qdrant server; default: the embedded Edge shard")
+    parser.add_argument(
+        "--api-workers",
+        type=int,
+        default=1,
+        help="API processes (API_WORKERS); embedded, each gets a copy of the corpus's shard",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--profile", action="store_true", help="sample the API and the consumer with py-spy")
     args = parser.parse_args()
@@ -290,7 +317,7 @@ def main() -> None:
     if args.qdrant_url:
         index = ServerVectorIndex(args.qdrant_url, settings.qdrant_collection, space_dims(settings))
     else:
-        index = EdgeVectorIndex(settings.qdrant_path, space_dims(settings))
+        index = EdgeVectorIndex(settings.qdrant_path(), space_dims(settings))
     spec = CorpusSpec(posts=args.posts, authors=args.authors, users=args.users)
     report: dict[str, Any] = {
         "spec": spec.__dict__,
@@ -301,6 +328,9 @@ def main() -> None:
         print(f"writing {args.posts} posts, {args.users} users ...", flush=True)
         corpus = build(settings, index, spec)
         report["corpus_seconds"] = corpus.seconds
+        if not args.qdrant_url:  # the other replicas' shards: copies, not rebuilt from Redis at start
+            for replica in range(1, args.api_workers):
+                shutil.copytree(settings.qdrant_path(), settings.qdrant_path(replica))
         write_graph(corpus, folder / "graph.json")
         procs.append(
             subprocess.Popen([sys.executable, "-m", "bench.host", str(folder / "graph.json"), str(host_port)])
@@ -312,6 +342,7 @@ def main() -> None:
             "API_PORT": str(api_port),
             "BACKEND_URL": f"http://127.0.0.1:{host_port}",
             "LOG_LEVEL": "WARNING",
+            "API_WORKERS": str(args.api_workers),
             "RANKING": json.dumps(ranking),
             "HF_HUB_OFFLINE": "1",
             **({"QDRANT_URL": args.qdrant_url} if args.qdrant_url else {}),
@@ -320,7 +351,7 @@ def main() -> None:
         api = subprocess.Popen([str(bin_dir / "feed-api")], env=env)
         procs.append(api)
         url = f"http://127.0.0.1:{api_port}"
-        wait_http(f"{url}/health")
+        wait_replicas(url, args.api_workers)
         wait_http(f"http://127.0.0.1:{host_port}/internal/social-graph/u0/")
         report["candidates"] = candidates_seen(url, corpus.users[0], args.limit)
         first_spy = None
@@ -381,7 +412,8 @@ def main() -> None:
     table = "\n".join(
         [
             f"{args.posts} posts, {report['candidates']['after_duplicates']} candidates, limit {args.limit}, "
-            f"concurrency {args.concurrency}, {args.duration:.0f} s per phase; {platform.machine()}, "
+            f"concurrency {args.concurrency}, {args.duration:.0f} s per phase, {args.api_workers} API "
+            f"process(es); {platform.machine()}, "
             f"{os.cpu_count()} CPUs; index: {'Qdrant server' if args.qdrant_url else 'embedded Qdrant Edge'}"
             "; "
             f"nearest-neighbour share {args.phoenix_share:.0%}, retrieval and ranking caches "

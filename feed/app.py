@@ -53,14 +53,25 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     )
 
 
+def worker_app() -> Litestar:
+    """The app of one API process started by `main` (logging configured in that process)."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
 def main() -> None:
-    """Serve the API with uvicorn (uvloop, httptools) on API_HOST:API_PORT."""
+    """Serve the API with uvicorn (uvloop, httptools) on API_HOST:API_PORT, in API_WORKERS
+    processes (uvicorn's supervisor restarts one that dies; the kernel spreads connections)."""
     import uvicorn
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    several = settings.api_workers > 1
     uvicorn.run(
-        create_app(settings),
+        "feed.app:worker_app" if several else create_app(settings),
+        factory=several,
+        workers=settings.api_workers if several else None,
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),

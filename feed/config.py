@@ -133,6 +133,9 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # API processes `feed-api` starts on API_PORT; in embedded mode each keeps its own Qdrant
+    # Edge shard (`qdrant`, `qdrant-1`, ...) in step with the index stream, and its own catalogue
+    api_workers: int = Field(default=1, ge=1)
 
     qdrant_collection: str = "posts"
     events_topic: str = "feed.events"
@@ -193,10 +196,10 @@ class Settings(BaseSettings):
     disabled_components: list[str] = Field(default_factory=list)  # e.g. ["phoenix","seen"]
     ranking: RankingConfig = Field(default_factory=RankingConfig)
 
-    @property
-    def qdrant_path(self) -> Path:
-        """Folder of the embedded Qdrant Edge shard (used when `qdrant_url` is unset)."""
-        return self.data_dir / "qdrant"
+    def qdrant_path(self, replica: int = 0) -> Path:
+        """Folder of API replica `replica`'s embedded Qdrant Edge shard (used when `qdrant_url`
+        is unset)."""
+        return self.data_dir / ("qdrant" if replica == 0 else f"qdrant-{replica}")
 
 
 @lru_cache(maxsize=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -17,7 +18,9 @@ from feed.config import Settings
 from feed.events.broker import Broker, EventPublisher, create_broker, prepare_event_stream
 from feed.pipeline.home_feed import build_home_feed
 from feed.pipeline.paging import PagedFeed
+from feed.replica import claim_replica
 from feed.social_graph import SocialGraphClient
+from feed.stores import keys
 from feed.stores.catalog import PostCatalog
 from feed.stores.catalog_sync import CatalogSync
 from feed.stores.feature_store import FeatureStore
@@ -34,6 +37,7 @@ class Services:
     """What the controllers need; injected, never imported as globals."""
 
     settings: Settings
+    replica: int  # this process's slot among the API processes on this host (feed.replica)
     redis: Redis
     posts: PostStore
     features: FeatureStore
@@ -51,8 +55,17 @@ class Services:
 async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Services]:
     """Connect everything; the post catalogue is loaded first, and it and the vector index are
     kept in sync by background tasks while open."""
+    replica = claim_replica(settings.data_dir)
     redis = Redis.from_url(settings.redis_url, max_connections=512)
-    index = open_vector_index(settings)
+    index = open_vector_index(settings, replica.index)
+    # API processes sharing a Qdrant server share one group (a consumer each); each embedded
+    # shard has a group of its own
+    group, consumer = (
+        (keys.INDEX_GROUP, f"api-{socket.gethostname()}-{replica.index}")
+        if settings.qdrant_url
+        else (replica.index_group, "api")
+    )
+    index_sync = IndexSync(redis, index, group, consumer, reclaim_idle_ms=settings.event_reclaim_idle_ms)
     broker = create_broker(settings)
     features = FeatureStore(redis, settings.seen_max)
     sessions = FeedSessions(redis, settings.served_ttl_s, settings.session_ranking_ttl_s)
@@ -67,7 +80,8 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
             posts=PostStore(redis),
             features=features,
             index=index,
-            index_sync=IndexSync(redis, index),
+            index_sync=index_sync,
+            replica=replica.index,
             catalog=catalog,
             catalog_sync=CatalogSync(redis, catalog),
             publisher=EventPublisher(broker, settings.events_topic),
@@ -97,6 +111,7 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
             await broker.stop()
             await index.close()
             await redis.aclose()
+            replica.release()
 
 
 ServicesDep = Annotated[Services, Dependency(skip_validation=True)]

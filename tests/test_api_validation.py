@@ -108,7 +108,7 @@ async def test_unknown_post_is_a_404_naming_post_id(api: Any) -> None:
 
 
 async def test_health_and_openapi(api: Any) -> None:
-    assert (await api.get("/health")).json() == {"status": "ok"}
+    assert (await api.get("/health")).json() == {"status": "ok", "replica": 0}
     schema = (await api.get("/schema/openapi.json")).json()
     assert {"/posts", "/posts/{post_id}", "/interaction", "/feed", "/health"} <= set(schema["paths"])
 

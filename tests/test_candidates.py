@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 
@@ -13,9 +14,11 @@ from feed.pipeline.framework import Candidates, FeedQuery, Pipeline
 from feed.pipeline.ranking_cache import RankingCache
 from feed.pipeline.retrieval_cache import RetrievalCache
 from feed.social_graph import SocialGraph
-from feed.stores.catalog import PostCatalog
+from feed.stores import keys
+from feed.stores.catalog import NO_ROW, PostCatalog
 from feed.stores.feature_store import UserFeatures
 from feed.stores.records import PostRecord
+from feed.stores.vectors import VectorHit
 
 
 def test_concat_keeps_sources_parts_and_factors_and_take_indexes_every_column() -> None:
@@ -41,26 +44,68 @@ def query(events: int, blocked: frozenset[str] = frozenset()) -> FeedQuery:
     return FeedQuery("u", "u", 10, "c", time.time(), user=user, graph=SocialGraph(blocked=blocked))
 
 
-def test_retrieval_cache_reuses_a_result_until_the_user_interacts_or_it_expires() -> None:
-    cache = RetrievalCache(ttl_s=60, max_users=10)
-    found = Candidates.of(np.array([1, 2]), "phoenix", np.array([0.9, 0.8]))
-    assert cache.get("phoenix", query(5)) is None
-    cache.put("phoenix", query(5), found)
-    again = cache.get("phoenix", query(5))
-    assert again is not None and again.rows.tolist() == [1, 2] and again.source_score.tolist() == [0.9, 0.8]
-    again.rows[0] = 99  # stages change batches in place: the cached copy must not follow
-    assert cache.get("phoenix", query(5)).rows.tolist() == [1, 2]  # type: ignore[union-attr]
-    assert cache.get("phoenix", query(6)) is None  # one more applied event: retrieve again
-    assert cache.get("phoenix", query(5, blocked=frozenset({"a"}))) is None  # the exclusions changed
-    assert cache.get("collaborative", query(5)) is None
-    assert (cache.hits, cache.misses) == (2, 4)
-    off = RetrievalCache(ttl_s=0, max_users=10)
-    off.put("phoenix", query(5), found)
-    assert off.get("phoenix", query(5)) is None
-    expiring = RetrievalCache(ttl_s=0.05, max_users=10)
-    expiring.put("phoenix", query(5), found)
-    time.sleep(0.1)
-    assert expiring.get("phoenix", query(5)) is None
+class _Search:
+    """A nearest-neighbour search answering `hits`, counting its calls."""
+
+    def __init__(self, hits: list[VectorHit]) -> None:
+        self.hits = hits
+        self.calls = 0
+
+    async def __call__(self) -> list[VectorHit]:
+        self.calls += 1
+        return self.hits
+
+
+async def test_retrieval_cache_reuses_a_result_until_the_user_interacts_or_it_expires() -> None:
+    catalog = PostCatalog({"text": 4})
+    catalog.upsert([post(k, "a", time.time()) for k in ("x", "y", "z")])
+    search = _Search([VectorHit("z", 0.9), VectorHit("x", 0.8), VectorHit("gone", 0.7)])
+    cache = RetrievalCache(catalog, ttl_s=60, max_users=10)
+
+    async def rows(q: FeedQuery, source: str = "phoenix", on: RetrievalCache = cache) -> list[int]:
+        found: list[int] = (await on.fetch(source, q, search)).rows.tolist()
+        return found
+
+    first = await rows(query(5))
+    assert first == [catalog.rows["z"], catalog.rows["x"], NO_ROW] and search.calls == 1
+    again = await cache.fetch("phoenix", query(5), search)
+    assert again.rows.tolist() == first and again.source_score.tolist() == [0.9, 0.8, 0.7]
+    again.rows[0] = 99  # stages change batches in place: the kept copy must not follow
+    assert await rows(query(5)) == first and search.calls == 1
+    await rows(query(6))  # one more applied event: retrieve again
+    await rows(query(5, blocked=frozenset({"a"})))  # the exclusions changed
+    await rows(query(5), "collaborative")
+    assert search.calls == 4 and (cache.hits, cache.misses) == (2, 4)
+    off = RetrievalCache(catalog, ttl_s=0, max_users=10)
+    await rows(query(5), on=off)
+    await rows(query(5), on=off)
+    assert search.calls == 6
+    expiring = RetrievalCache(catalog, ttl_s=0.05, max_users=10)
+    await rows(query(5), on=expiring)
+    await asyncio.sleep(0.1)
+    await rows(query(5), on=expiring)
+    assert search.calls == 8
+
+
+async def test_retrieval_cache_is_shared_by_api_processes_through_redis(redis_client: Any) -> None:
+    """Another process's catalogue numbers the same posts differently: it gets its own rows."""
+    mine, theirs = PostCatalog({"text": 4}), PostCatalog({"text": 4})
+    now = time.time()
+    mine.upsert([post(k, "a", now) for k in ("x", "y", "z")])
+    theirs.upsert([post(k, "a", now) for k in ("other", "z", "y", "x")])
+    search = _Search([VectorHit("z", 0.9), VectorHit("x", 0.8)])
+    here = RetrievalCache(mine, ttl_s=60, max_users=10, redis=redis_client)
+    there = RetrievalCache(theirs, ttl_s=60, max_users=10, redis=redis_client)
+    assert (await here.fetch("phoenix", query(5), search)).rows.tolist() == [mine.rows["z"], mine.rows["x"]]
+    found = await there.fetch("phoenix", query(5), search)
+    assert found.rows.tolist() == [theirs.rows["z"], theirs.rows["x"]] != [mine.rows["z"], mine.rows["x"]]
+    assert found.source_score.tolist() == [0.9, 0.8] and search.calls == 1 and there.shared_hits == 1
+    assert len(await there.fetch("phoenix", query(5), search)) == 2 and there.shared_hits == 1  # now local
+    await there.fetch("phoenix", query(6), search)  # the user interacted: both layers miss
+    assert search.calls == 2
+    await here.fetch("phoenix", query(5), search)  # this process still has its own entry
+    assert search.calls == 2
+    assert await redis_client.pttl(keys.retrieval("phoenix", "u")) > 59_000
 
 
 class _Scored:

@@ -103,8 +103,8 @@ async def test_a_retrain_reaches_the_vector_index_and_the_collaborative_source(
     q = FeedQuery(user_id="u3", user_key="u3", limit=3, cursor="c", now=time.time(), user=user)
     catalog = PostCatalog(space_dims(settings))
     assert await CatalogSync(redis_client, catalog).load() == 5
-    no_cache = RetrievalCache(ttl_s=0, max_users=0)  # every fetch below asks the index
-    source = CollaborativeSource(catalog, index, budget=3, cache=no_cache)
+    no_cache = RetrievalCache(catalog, ttl_s=0, max_users=0)  # every fetch below asks the index
+    source = CollaborativeSource(index, budget=3, cache=no_cache)
     assert source.enabled(q)
 
     async def found() -> list[str]:

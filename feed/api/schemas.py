@@ -114,6 +114,7 @@ class FeedResponse(msgspec.Struct):
 
 
 class Health(msgspec.Struct):
-    """Liveness."""
+    """Liveness, and which API process answered (its slot among those sharing DATA_DIR)."""
 
     status: str
+    replica: int

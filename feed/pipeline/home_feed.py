@@ -63,7 +63,7 @@ def build_home_feed(
 ) -> Pipeline:
     """The home-feed pipeline; components named in DISABLED_COMPONENTS are switched off."""
     r = settings.ranking
-    retrieval = RetrievalCache(r.retrieval_cache_ttl_s, r.retrieval_cache_users)
+    retrieval = RetrievalCache(catalog, r.retrieval_cache_ttl_s, r.retrieval_cache_users, store.redis)
     return Pipeline(
         catalog=catalog,
         hydrators=[
@@ -73,8 +73,8 @@ def build_home_feed(
         ],
         sources=[
             ThunderSource(catalog, r.thunder_per_author, r.thunder_budget, settings.timeline_max_age_s),
-            PhoenixSource(catalog, index, r.phoenix_budget, retrieval),
-            CollaborativeSource(catalog, index, r.collaborative_budget, retrieval),
+            PhoenixSource(index, r.phoenix_budget, retrieval),
+            CollaborativeSource(index, r.collaborative_budget, retrieval),
             TrendingSource(catalog, r.trending_budget),
             FreshSource(catalog, r.fresh_budget),
         ],

@@ -1,51 +1,118 @@
-"""Per-user cache of nearest-neighbour retrieval results.
+"""Per-user cache of nearest-neighbour retrieval results, shared by the API processes.
 
 An ANN search over every post is the one per-request cost that grows with the corpus
 (milliseconds at 100k posts, holding the event loop while it runs), and its answer only
 changes when the user's interest vectors or CF factors do, which happens when they
 interact, or when posts arrive. So a source's result is kept per user under a key that
-changes with the user's applied event count and CF model version, for at most `ttl_s`
-(new posts reach a feed meanwhile through Thunder and Fresh; deleted ones are dropped by
-the missing-post filter; blocked authors by their filter). Scoring always uses the
-current vectors. Bounded by `max_users` (least recently used go first); per process.
+changes with the user's applied event count, CF model version and excluded authors, for
+at most `ttl_s` (new posts reach a feed meanwhile through Thunder and Fresh; deleted ones
+are dropped by the missing-post filter; blocked authors by their filter). Scoring always
+uses the current vectors.
+
+Two layers: this process's own (catalogue rows, bounded by `max_users`, least recently
+used go first), and, when given a Redis client, one every API process shares (post keys
+and scores, one Redis string per user and source, expiring after `ttl_s`), so a user's
+next feed served by another API process does not search again.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Awaitable, Callable
+
+import msgspec
+import numpy as np
 from cachetools import TTLCache
+from redis.asyncio import Redis
 
 from feed.pipeline.framework import Candidates, FeedQuery
+from feed.stores import keys
+from feed.stores.catalog import PostCatalog
+from feed.stores.vectors import VectorHit
+
+LocalKey = tuple[str, str, int, int, frozenset[str]]
+
+
+class _Shared(msgspec.Struct, array_like=True):
+    """A result as other API processes can use it (their catalogues number rows differently)."""
+
+    fingerprint: str
+    post_keys: list[str]
+    scores: bytes  # float64, one per key
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(_Shared).decode
+
+
+def _fingerprint(key: LocalKey) -> str:
+    _, _, events, cf_version, excluded = key
+    digest = hashlib.blake2b("\n".join(sorted(excluded)).encode(), digest_size=8).hexdigest()
+    return f"{events}:{cf_version}:{digest}"
 
 
 class RetrievalCache:
     """Retrieved candidates per (source, user, what the user's interests were retrieved from)."""
 
-    def __init__(self, ttl_s: float, max_users: int) -> None:
-        self._cache: TTLCache[tuple[str, str, int, int, frozenset[str]], Candidates] | None = (
-            TTLCache(maxsize=max_users, ttl=ttl_s) if ttl_s > 0 and max_users > 0 else None
+    def __init__(
+        self, catalog: PostCatalog, ttl_s: float, max_users: int, redis: Redis | None = None
+    ) -> None:
+        self._catalog = catalog
+        on = ttl_s > 0 and max_users > 0
+        self._local: TTLCache[LocalKey, Candidates] | None = (
+            TTLCache(maxsize=max_users, ttl=ttl_s) if on else None
         )
+        self._redis = redis if on else None
+        self._ttl_ms = int(ttl_s * 1000)
         self.hits = 0
+        self.shared_hits = 0
         self.misses = 0
 
-    @staticmethod
-    def _key(source: str, query: FeedQuery) -> tuple[str, str, int, int, frozenset[str]]:
+    async def fetch(
+        self, source: str, query: FeedQuery, search: Callable[[], Awaitable[list[VectorHit]]]
+    ) -> Candidates:
+        """`source`'s candidates for `query`: a copy of the kept result (stages change batches
+        in place), or what `search()` finds now, then kept."""
         excluded = query.graph.blocked | query.graph.muted
-        return (source, query.user_key, query.user.events, query.user.cf_version, excluded)
+        key: LocalKey = (source, query.user_key, query.user.events, query.user.cf_version, excluded)
+        if self._local is None:
+            return self._candidates(source, await search())
+        found = self._local.get(key)
+        if found is None and self._redis is not None:
+            found = await self._shared(key)
+        if found is not None:
+            self.hits += 1
+            return Candidates.of(found.rows.copy(), source, found.source_score.copy())
+        self.misses += 1
+        hits = await search()
+        found = self._candidates(source, hits)
+        self._local[key] = Candidates.of(found.rows.copy(), source, found.source_score.copy())
+        if self._redis is not None:
+            scores = np.fromiter((h.score for h in hits), dtype=np.float64, count=len(hits))
+            shared = _Shared(_fingerprint(key), [h.post_key for h in hits], scores.tobytes())
+            await self._redis.set(keys.retrieval(source, query.user_key), _encode(shared), px=self._ttl_ms)
+        return found
 
-    def get(self, source: str, query: FeedQuery) -> Candidates | None:
-        """A copy of the cached result (stages change batches in place), or None."""
-        if self._cache is None:
+    async def _shared(self, key: LocalKey) -> Candidates | None:
+        """The result another API process kept for `key`, as this catalogue's rows (also kept
+        locally), or None."""
+        assert self._redis is not None and self._local is not None
+        source, user_key = key[0], key[1]
+        raw: bytes | None = await self._redis.get(keys.retrieval(source, user_key))  # type: ignore[assignment]
+        if raw is None:
             return None
-        found = self._cache.get(self._key(source, query))
-        if found is None:
-            self.misses += 1
+        shared = _decode(raw)
+        if shared.fingerprint != _fingerprint(key):
             return None
-        self.hits += 1
-        return Candidates.of(found.rows.copy(), source, found.source_score.copy())
+        self.shared_hits += 1
+        found = Candidates.of(
+            self._catalog.rows_of(shared.post_keys), source, np.frombuffer(shared.scores, dtype=np.float64)
+        )
+        self._local[key] = found
+        return found
 
-    def put(self, source: str, query: FeedQuery, candidates: Candidates) -> None:
-        """Keep a source's fresh result."""
-        if self._cache is not None:
-            self._cache[self._key(source, query)] = Candidates.of(
-                candidates.rows.copy(), source, candidates.source_score.copy()
-            )
+    def _candidates(self, source: str, hits: list[VectorHit]) -> Candidates:
+        rows = self._catalog.rows_of(h.post_key for h in hits)
+        return Candidates.of(
+            rows, source, np.fromiter((h.score for h in hits), dtype=np.float64, count=len(hits))
+        )

@@ -7,14 +7,7 @@ import numpy as np
 from feed.pipeline.framework import Candidates, FeedQuery
 from feed.pipeline.retrieval_cache import RetrievalCache
 from feed.stores.catalog import PostCatalog
-from feed.stores.vectors import VectorHit, VectorIndex
-
-
-def _from_hits(catalog: PostCatalog, hits: list[VectorHit], source: str) -> Candidates:
-    rows = catalog.rows_of(h.post_key for h in hits)
-    return Candidates.of(
-        rows, source, np.fromiter((h.score for h in hits), dtype=np.float64, count=len(hits))
-    )
+from feed.stores.vectors import VectorIndex
 
 
 class ThunderSource:
@@ -50,8 +43,7 @@ class PhoenixSource:
 
     name = "phoenix"
 
-    def __init__(self, catalog: PostCatalog, index: VectorIndex, budget: int, cache: RetrievalCache) -> None:
-        self._catalog = catalog
+    def __init__(self, index: VectorIndex, budget: int, cache: RetrievalCache) -> None:
         self._index = index
         self._budget = budget
         self._cache = cache
@@ -60,14 +52,12 @@ class PhoenixSource:
         return bool(query.user.vectors)
 
     async def fetch(self, query: FeedQuery) -> Candidates:
-        cached = self._cache.get(self.name, query)
-        if cached is not None:
-            return cached
         excluded = sorted(query.graph.blocked | query.graph.muted | {query.user_key})
-        hits = await self._index.nearest(query.user.interest_queries(), self._budget, excluded)
-        found = _from_hits(self._catalog, hits, self.name)
-        self._cache.put(self.name, query, found)
-        return found
+        return await self._cache.fetch(
+            self.name,
+            query,
+            lambda: self._index.nearest(query.user.interest_queries(), self._budget, excluded),
+        )
 
 
 class CollaborativeSource:
@@ -77,8 +67,7 @@ class CollaborativeSource:
 
     name = "collaborative"
 
-    def __init__(self, catalog: PostCatalog, index: VectorIndex, budget: int, cache: RetrievalCache) -> None:
-        self._catalog = catalog
+    def __init__(self, index: VectorIndex, budget: int, cache: RetrievalCache) -> None:
         self._index = index
         self._budget = budget
         self._cache = cache
@@ -87,16 +76,15 @@ class CollaborativeSource:
         return query.user.cf is not None and query.user.cf_version > 0
 
     async def fetch(self, query: FeedQuery) -> Candidates:
-        if query.user.cf is None:
+        factors = query.user.cf
+        if factors is None:
             return Candidates.of(np.empty(0, dtype=np.int64), self.name)
-        cached = self._cache.get(self.name, query)
-        if cached is not None:
-            return cached
         excluded = sorted(query.graph.blocked | query.graph.muted | {query.user_key})
-        hits = await self._index.nearest_cf(query.user.cf, query.user.cf_version, self._budget, excluded)
-        found = _from_hits(self._catalog, hits, self.name)
-        self._cache.put(self.name, query, found)
-        return found
+        return await self._cache.fetch(
+            self.name,
+            query,
+            lambda: self._index.nearest_cf(factors, query.user.cf_version, self._budget, excluded),
+        )
 
 
 class TrendingSource:

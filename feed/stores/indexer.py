@@ -1,9 +1,12 @@
 """Keeps the vector index in step with ingested and deleted posts.
 
 Ingest workers never open the embedded Qdrant shard: they append `upsert` and
-`delete` operations to a Redis stream, and the one process that owns the index
-(the API) applies them here. Entries are acknowledged only after the index has
-them, and entries left pending by a crash are applied first on the next start.
+`delete` operations to a Redis stream, and the API processes apply them here. Each
+embedded shard (one per API replica) reads the stream through a consumer group of its
+own; API processes sharing a Qdrant server share one group. Entries are acknowledged
+only after the index has them; entries left pending by a crash are applied first on the
+next start, and entries a consumer that never came back left pending are taken over
+once idle for `reclaim_idle_ms`.
 A `cf` operation (a retrain swapped a new CF model in) copies the current model's
 item factors into the index.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,22 +36,52 @@ log = structlog.get_logger(__name__)
 class IndexSync:
     """Applies the index-operation stream to a `VectorIndex`."""
 
-    def __init__(self, redis: Redis, index: VectorIndex, consumer: str = "api", batch: int = 256) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        index: VectorIndex,
+        group: str = keys.INDEX_GROUP,
+        consumer: str = "api",
+        batch: int = 256,
+        reclaim_idle_ms: int = 60_000,
+    ) -> None:
         self._redis = redis
         self._index = index
         self._features = FeatureStore(redis)
+        self._group = group
         self._consumer = consumer
         self._batch = batch
+        self._reclaim_idle_ms = reclaim_idle_ms
 
     async def ensure_group(self) -> None:
         """Create the consumer group (from the stream's start) if it does not exist."""
-        await ensure_group(self._redis, keys.INDEX_STREAM, keys.INDEX_GROUP)
+        await ensure_group(self._redis, keys.INDEX_STREAM, self._group)
+
+    async def skip_to_tip(self) -> None:
+        """Point the group at the stream's end: what was appended so far is no longer read
+        (the caller is about to rebuild the index from the stored records)."""
+        await self.ensure_group()
+        await self._redis.xgroup_setid(keys.INDEX_STREAM, self._group, "$")
+
+    async def reclaim(self) -> int:
+        """Take over entries other consumers of the group left pending for `reclaim_idle_ms`
+        (they read them, then died); they are applied as this consumer's own pending entries.
+        Returns how many were taken."""
+        claimed: list[Any] = await self._redis.xautoclaim(
+            keys.INDEX_STREAM,
+            self._group,
+            self._consumer,
+            min_idle_time=self._reclaim_idle_ms,
+            count=self._batch,
+            justid=True,
+        )
+        return len(claimed)
 
     async def apply_once(self, block_ms: int | None = None, pending: bool = False) -> int:
         """Read one batch (own pending entries if `pending`), apply it, ack it; returns its size."""
         stream_id = "0" if pending else ">"
         reply: Any = await self._redis.xreadgroup(
-            keys.INDEX_GROUP,
+            self._group,
             self._consumer,
             {keys.INDEX_STREAM: stream_id},
             count=self._batch,
@@ -75,7 +109,7 @@ class IndexSync:
         await self._index.delete(deletes + [k for k in upserts if k not in records])
         if new_model or records:
             await self.sync_cf(only_posts=None if new_model else list(records))
-        await self._redis.xack(keys.INDEX_STREAM, keys.INDEX_GROUP, *[eid for eid, _ in entries])
+        await self._redis.xack(keys.INDEX_STREAM, self._group, *[eid for eid, _ in entries])
         return len(entries)
 
     async def sync_cf(self, only_posts: list[str] | None = None, batch: int = 1000) -> int:
@@ -142,14 +176,21 @@ class IndexSync:
             total += n
         return total
 
-    async def run(self, block_ms: int = 200, rebuild: bool = False) -> None:
-        """Apply operations until cancelled (first rebuilding the index if asked); a failing
+    async def run(self, block_ms: int = 200, rebuild: bool = False, reclaim_every_s: float = 30.0) -> None:
+        """Apply operations until cancelled (first rebuilding the index from the stored
+        records if asked: operations appended from then on are applied after it); a failing
         batch is logged and retried."""
-        await self.ensure_group()
         if rebuild:
+            await self.skip_to_tip()
             await self.rebuild()
+        else:
+            await self.ensure_group()
+        next_reclaim = 0.0
         while True:
             try:
+                if time.monotonic() >= next_reclaim:
+                    await self.reclaim()
+                    next_reclaim = time.monotonic() + reclaim_every_s
                 while await self.apply_once(pending=True):
                     pass
                 await self.apply_once(block_ms=block_ms)

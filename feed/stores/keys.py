@@ -83,6 +83,11 @@ def session_layout(cursor: str) -> str:
     return f"{P}session:{cursor}:layout"
 
 
+def retrieval(source: str, user_key: str) -> str:
+    """String: msgpack of a user's last nearest-neighbour result from `source` (RetrievalCache)."""
+    return f"{P}retrieval:{source}:{user_key}"
+
+
 def social_graph(user_key: str) -> str:
     """String: cached JSON social graph of a user."""
     return f"{P}sg:{user_key}"

@@ -401,10 +401,11 @@ class ServerVectorIndex:
         await self._client.close()
 
 
-def open_vector_index(settings: Settings) -> VectorIndex:
-    """The server index when `QDRANT_URL` is set, else the embedded shard under the data dir."""
+def open_vector_index(settings: Settings, replica: int = 0) -> VectorIndex:
+    """The server index when `QDRANT_URL` is set, else API replica `replica`'s embedded shard
+    under the data dir."""
     if settings.qdrant_url:
         return ServerVectorIndex(
             settings.qdrant_url, settings.qdrant_collection, space_dims(settings), settings.qdrant_api_key
         )
-    return EdgeVectorIndex(settings.qdrant_path, space_dims(settings))
+    return EdgeVectorIndex(settings.qdrant_path(replica), space_dims(settings))
