@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -108,7 +109,7 @@ async def test_unknown_post_is_a_404_naming_post_id(api: Any) -> None:
 
 
 async def test_health_and_openapi(api: Any) -> None:
-    assert (await api.get("/health")).json() == {"status": "ok", "replica": 0}
+    assert (await api.get("/health")).json() == {"status": "ok", "replica": 0, "pid": os.getpid()}
     schema = (await api.get("/schema/openapi.json")).json()
     assert {"/posts", "/posts/{post_id}", "/interaction", "/feed", "/health"} <= set(schema["paths"])
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import redis
 
+from feed.replica import claim_replica
 from feed.stores import keys
 from feed.stores.feature_store import FeatureStore
 from feed.stores.indexer import IndexSync
@@ -204,6 +205,58 @@ async def test_index_sync_applies_upserts_and_deletes_and_recovers_pending(
     assert sorted(h.post_key for h in await idx.nearest(text(1), 10, [])) == ["1", "2"]
     assert (await redis_client.xpending(keys.INDEX_STREAM, keys.INDEX_GROUP))["pending"] == 0
     await idx.close()
+    r.close()
+
+
+def test_api_processes_claim_the_lowest_free_replica_slot(tmp_path: Path) -> None:
+    first, second = claim_replica(tmp_path), claim_replica(tmp_path)
+    assert (first.index, second.index) == (0, 1)
+    assert (first.index_group, second.index_group) == (keys.INDEX_GROUP, f"{keys.INDEX_GROUP}-1")
+    first.release()  # as when its process ends
+    again = claim_replica(tmp_path)
+    assert again.index == 0
+    again.release()
+    second.release()
+
+
+async def test_each_replica_shard_follows_the_stream_in_its_own_group_and_a_new_one_starts_from_the_records(
+    settings: Any, redis_client: Any, tmp_path: Path
+) -> None:
+    r = redis.Redis.from_url(settings.redis_url)
+    for key in ("1", "2", "3"):
+        commit_ingested(r, rec(key, "a", unit(1, int(key))))
+    old, new = EdgeVectorIndex(tmp_path / "qdrant", DIMS), EdgeVectorIndex(tmp_path / "qdrant-1", DIMS)
+    old_sync = IndexSync(redis_client, old)
+    new_sync = IndexSync(redis_client, new, group=f"{keys.INDEX_GROUP}-1")
+    assert await old_sync.catch_up() == 3
+    # a replica added later rebuilds from the records, then reads only what comes after
+    await new_sync.skip_to_tip()
+    assert await new_sync.rebuild() == 3
+    commit_ingested(r, rec("4", "a", unit(1, 4)))
+    await PostStore(redis_client).delete("1")
+    assert await old_sync.catch_up() == 2 and await new_sync.catch_up() == 2
+    for index in (old, new):
+        assert sorted(h.post_key for h in await index.nearest(text(1), 10, [])) == ["2", "3", "4"]
+        await index.close()
+    r.close()
+
+
+async def test_index_sync_takes_over_what_a_dead_consumer_left_pending(
+    settings: Any, redis_client: Any, tmp_path: Path
+) -> None:
+    r = redis.Redis.from_url(settings.redis_url)
+    for key in ("1", "2"):
+        commit_ingested(r, rec(key, "a", unit(1, int(key))))
+    index = EdgeVectorIndex(tmp_path / "shard", DIMS)
+    await IndexSync(redis_client, index, consumer="api-gone-0").ensure_group()
+    await redis_client.xreadgroup(keys.INDEX_GROUP, "api-gone-0", {keys.INDEX_STREAM: ">"})  # then died
+    alive = IndexSync(redis_client, index, consumer="api-host-1", reclaim_idle_ms=0)
+    assert await alive.catch_up() == 0  # its own group position is past them
+    assert await alive.reclaim() == 2
+    assert await alive.catch_up() == 2
+    assert sorted(h.post_key for h in await index.nearest(text(1), 10, [])) == ["1", "2"]
+    assert (await redis_client.xpending(keys.INDEX_STREAM, keys.INDEX_GROUP))["pending"] == 0
+    await index.close()
     r.close()
 
 

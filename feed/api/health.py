@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from litestar import get
 
 from feed.api.schemas import Health
@@ -11,4 +13,4 @@ from feed.services import ServicesDep
 @get("/health", tags=["health"])
 async def health(services: ServicesDep) -> Health:
     """Liveness: the API process is up (and serving with its services open)."""
-    return Health(status="ok", replica=services.replica)
+    return Health(status="ok", replica=services.replica, pid=os.getpid())

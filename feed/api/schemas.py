@@ -114,7 +114,9 @@ class FeedResponse(msgspec.Struct):
 
 
 class Health(msgspec.Struct):
-    """Liveness, and which API process answered (its slot among those sharing DATA_DIR)."""
+    """Liveness, and which API process answered: its slot among those sharing DATA_DIR, and
+    its process id."""
 
     status: str
     replica: int
+    pid: int

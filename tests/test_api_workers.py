@@ -1,0 +1,103 @@
+"""`feed-api` with API_WORKERS=2, as real processes: each worker keeps its own embedded shard
+in step with the index stream, both serve feeds, and a killed worker is replaced and takes
+its slot back."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from feed.config import Settings
+from feed.events.apply import EventApplier
+from feed.events.schemas import InteractionEvent
+from feed.redis_server import free_port
+from feed.stores import keys
+from feed.stores.post_store import commit_ingested
+from feed.stores.records import PostRecord
+from tests.helpers import unit, wait_for
+
+
+def replicas_answering(url: str, tries: int) -> dict[int, int]:
+    """Process id by replica number, from `tries` calls of /health, each on a new connection."""
+    seen: dict[int, int] = {}
+    for _ in range(tries):
+        with contextlib.suppress(httpx.HTTPError):
+            health = httpx.get(f"{url}/health", timeout=2.0).json()
+            seen[health["replica"]] = health["pid"]
+    return seen
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "DATA_DIR": str(settings.data_dir),
+        "API_PORT": str(port),
+        "API_WORKERS": "2",
+        "LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "feed-api")], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while set(replicas_answering(url, 4)) != {0, 1}:
+            assert proc.poll() is None and time.monotonic() < deadline, "the API workers did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def post(key: str, *values: float) -> PostRecord:
+    return PostRecord(key, key, "author", "author", time.time(), "text", key, {"text": unit(*values)})
+
+
+def caught_up(r: redis.Redis) -> dict[str, bool]:
+    """Per index-stream group: has it read and acknowledged the whole stream."""
+    groups: Any = r.xinfo_groups(keys.INDEX_STREAM)
+    last: Any = r.xinfo_stream(keys.INDEX_STREAM)["last-generated-id"]
+    return {g["name"].decode(): g["last-delivered-id"] == last and g["pending"] == 0 for g in groups}
+
+
+async def test_two_api_workers_each_index_every_post_and_a_killed_one_comes_back(
+    api: str, settings: Settings, redis_client: Any
+) -> None:
+    r = redis.Redis.from_url(settings.redis_url)
+    for i in range(5):
+        commit_ingested(r, post(f"p{i}", 1, i / 10))
+    # each worker's shard reads the stream through its own group and acknowledges after applying
+    expected = {keys.INDEX_GROUP: True, f"{keys.INDEX_GROUP}-1": True}
+    await wait_for(lambda: caught_up(r) == expected)
+    await EventApplier(redis_client, settings).apply(
+        [InteractionEvent("e1", "u", "u", "p0", "p0", "like", time.time())]
+    )
+    for _ in range(6):  # new connections: either worker answers, from its own shard
+        page = httpx.post(f"{api}/feed", json={"user_id": "u", "limit": 10}).raise_for_status().json()
+        nearest = {item["post_id"] for item in page["items"] if item["source"] == "phoenix"}
+        assert nearest == {f"p{i}" for i in range(1, 5)}  # p0 is the one the user liked
+
+    pids = await wait_for(lambda: (found := replicas_answering(api, 8)).keys() == {0, 1} and found)
+    os.kill(pids[0], signal.SIGKILL)  # uvicorn's supervisor starts another, which takes slot 0 again
+    await wait_for(lambda: (found := replicas_answering(api, 8)).keys() == {0, 1} and found[0] != pids[0], 90)
+    commit_ingested(r, post("p5", 1, 0.5))
+    await wait_for(lambda: caught_up(r) == expected)
+    assert r.xlen(keys.INDEX_STREAM) == 6
+    r.close()
