@@ -158,15 +158,21 @@ def wait_replicas(url: str, workers: int, timeout_s: float = 600.0) -> None:
 
 
 def run_consumer(
-    env: dict[str, str], redis_url: str, expected: int, profile: Path | None = None, timeout_s: float = 600.0
+    env: dict[str, str],
+    redis_url: str,
+    expected: int,
+    profile: Path | None = None,
+    processes: int = 1,
+    timeout_s: float = 600.0,
 ) -> dict[str, float]:
-    """Start `feed-consumer` on the backlog; events/s from its first applied event to the last
-    (sampled by py-spy into `profile` if given, from the first applied event on, so the
-    profile shows applying events rather than the process starting)."""
+    """Start `processes` `feed-consumer`s on the backlog; events/s from the first applied event
+    to the last (the first consumer sampled by py-spy into `profile` if given, from the first
+    applied event on, so the profile shows applying events rather than the process starting)."""
     r = redis.Redis.from_url(redis_url)
     before = int(r.get(keys.APPLIED_EVENTS) or 0)
     bin_dir = Path(sys.executable).parent
-    proc = subprocess.Popen([str(bin_dir / "feed-consumer")], env=env)
+    procs = [subprocess.Popen([str(bin_dir / "feed-consumer")], env=env) for _ in range(processes)]
+    proc = procs[0]
     spy = None
     try:
         first = last = 0.0
@@ -186,8 +192,10 @@ def run_consumer(
     finally:
         if spy is not None:
             spy.wait(60)
-        proc.terminate()
-        proc.wait(30)
+        for each in procs:
+            each.terminate()
+        for each in procs:
+            each.wait(30)
         r.close()
 
 
@@ -300,6 +308,7 @@ def main() -> None:
         help="API processes (API_WORKERS); embedded, each gets a copy of the corpus's shard",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--consumers", type=int, default=1, help="feed-consumer processes on the backlog")
     parser.add_argument("--profile", action="store_true", help="sample the API and the consumer with py-spy")
     args = parser.parse_args()
 
@@ -391,7 +400,9 @@ def main() -> None:
         interactions = interaction_phase(url, corpus, args.concurrency * 2, args.duration)
         report["interaction"] = interactions.summary()
         consumer_profile = folder / "consumer-profile.txt" if args.profile else None
-        report["consumer"] = run_consumer(env, redis_url, len(interactions.latencies_ms), consumer_profile)
+        report["consumer"] = run_consumer(
+            env, redis_url, len(interactions.latencies_ms), consumer_profile, args.consumers
+        )
         if consumer_profile is not None and consumer_profile.exists():
             report["consumer_profile"] = profile_top(consumer_profile)
         failed = False
@@ -433,7 +444,7 @@ def main() -> None:
             f"{f['server_took_p50_ms']:.1f} ms) |",
             f"| POST /interaction | {i['req_per_s']:.0f} req/s accepted; p50 {i['p50_ms']:.1f} ms, "
             f"p99 {i['p99_ms']:.1f} ms; {i['errors']:.0f} errors |",
-            f"| event consumer | {c['events_per_s']:.0f} events/s "
+            f"| event consumer ({args.consumers} process(es)) | {c['events_per_s']:.0f} events/s "
             f"({c['events']:.0f} events in {c['seconds']:.1f} s) |",
             f"| API memory | {report['api_rss_mb']['total']:.0f} MB resident "
             f"({report['api_rss_mb']['anon']:.0f} MB anonymous, {report['api_rss_mb']['file']:.0f} MB "
