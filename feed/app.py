@@ -10,15 +10,18 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.prometheus import PrometheusController
 from threadpoolctl import threadpool_limits
 
 from feed.api.errors import validation_error_handler
 from feed.api.feed import FeedController
-from feed.api.health import health
+from feed.api.health import health, ready
 from feed.api.interactions import InteractionController
 from feed.api.posts import PostController
+from feed.api.request_ids import RequestIdMiddleware
 from feed.config import Settings, get_settings
 from feed.logging import configure_logging
+from feed.metrics import prepare_multiprocess, prometheus_config
 from feed.services import Services, open_services
 
 
@@ -44,9 +47,17 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         return holder["services"]
 
     return Litestar(
-        route_handlers=[PostController, InteractionController, FeedController, health],
+        route_handlers=[
+            PostController,
+            InteractionController,
+            FeedController,
+            health,
+            ready,
+            PrometheusController,
+        ],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         lifespan=[lifespan],
+        middleware=[RequestIdMiddleware(), prometheus_config().middleware],
         exception_handlers={ValidationException: validation_error_handler},
         openapi_config=OpenAPIConfig(title="Feed engine", version="0.1.0", path="/schema"),
         logging_config=None,  # logging is configured once per process (feed.logging), at LOG_LEVEL
@@ -68,6 +79,8 @@ def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level)
     several = settings.api_workers > 1
+    if several:  # each process writes its metrics there; a scrape of any one sums them all
+        prepare_multiprocess(settings.data_dir / "prometheus")
     uvicorn.run(
         "feed.app:worker_app" if several else create_app(settings),
         factory=several,

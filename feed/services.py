@@ -14,8 +14,10 @@ from celery import Celery
 from litestar.params import Dependency
 from redis.asyncio import Redis
 
+from feed.aio import running
 from feed.config import Settings
-from feed.events.broker import Broker, EventPublisher, create_broker, prepare_event_stream
+from feed.events.broker import CONSUMER_GROUP, Broker, EventPublisher, create_broker, prepare_event_stream
+from feed.metrics import refresh_backlogs_forever
 from feed.pipeline.home_feed import build_home_feed
 from feed.pipeline.paging import PagedFeed
 from feed.replica import claim_replica
@@ -104,7 +106,14 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
             gc.collect()
             gc.freeze()
             gc.set_threshold(GC_YOUNG_THRESHOLD)
-            async with services.index_sync.running(rebuild=rebuild), services.catalog_sync.running():
+            backlogs = refresh_backlogs_forever(
+                redis, settings.events_topic, CONSUMER_GROUP, group, celery.conf.task_default_queue
+            )
+            async with (
+                services.index_sync.running(rebuild=rebuild),
+                services.catalog_sync.running(),
+                running(backlogs, "metrics-backlogs"),
+            ):
                 yield services
         finally:
             await services.home_feed.pipeline.drain()

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import numpy as np
+from prometheus_client import REGISTRY
 
 from feed.pipeline.candidate_hydrators import PostFeaturesHydrator
 from feed.pipeline.filters import DuplicateFilter, MissingPostFilter
@@ -44,6 +45,15 @@ def query(events: int, blocked: frozenset[str] = frozenset()) -> FeedQuery:
     return FeedQuery("u", "u", 10, "c", time.time(), user=user, graph=SocialGraph(blocked=blocked))
 
 
+def lookups(cache: str, since: dict[str, float] | None = None) -> dict[str, float]:
+    """The cache's lookups by result, as counted by its Prometheus counter (minus `since`)."""
+    now = {
+        r: REGISTRY.get_sample_value("feed_cache_lookups_total", {"cache": cache, "result": r}) or 0.0
+        for r in ("hit", "shared_hit", "miss")
+    }
+    return {r: v - (since or {}).get(r, 0.0) for r, v in now.items()}
+
+
 class _Search:
     """A nearest-neighbour search answering `hits`, counting its calls."""
 
@@ -61,6 +71,7 @@ async def test_retrieval_cache_reuses_a_result_until_the_user_interacts_or_it_ex
     catalog.upsert([post(k, "a", time.time()) for k in ("x", "y", "z")])
     search = _Search([VectorHit("z", 0.9), VectorHit("x", 0.8), VectorHit("gone", 0.7)])
     cache = RetrievalCache(catalog, ttl_s=60, max_users=10)
+    before = lookups("retrieval")
 
     async def rows(q: FeedQuery, source: str = "phoenix", on: RetrievalCache = cache) -> list[int]:
         found: list[int] = (await on.fetch(source, q, search)).rows.tolist()
@@ -75,7 +86,7 @@ async def test_retrieval_cache_reuses_a_result_until_the_user_interacts_or_it_ex
     await rows(query(6))  # one more applied event: retrieve again
     await rows(query(5, blocked=frozenset({"a"})))  # the exclusions changed
     await rows(query(5), "collaborative")
-    assert search.calls == 4 and (cache.hits, cache.misses) == (2, 4)
+    assert search.calls == 4 and lookups("retrieval", before) == {"hit": 2, "shared_hit": 0, "miss": 4}
     off = RetrievalCache(catalog, ttl_s=0, max_users=10)
     await rows(query(5), on=off)
     await rows(query(5), on=off)
@@ -96,11 +107,13 @@ async def test_retrieval_cache_is_shared_by_api_processes_through_redis(redis_cl
     search = _Search([VectorHit("z", 0.9), VectorHit("x", 0.8)])
     here = RetrievalCache(mine, ttl_s=60, max_users=10, redis=redis_client)
     there = RetrievalCache(theirs, ttl_s=60, max_users=10, redis=redis_client)
+    before = lookups("retrieval")
     assert (await here.fetch("phoenix", query(5), search)).rows.tolist() == [mine.rows["z"], mine.rows["x"]]
     found = await there.fetch("phoenix", query(5), search)
     assert found.rows.tolist() == [theirs.rows["z"], theirs.rows["x"]] != [mine.rows["z"], mine.rows["x"]]
-    assert found.source_score.tolist() == [0.9, 0.8] and search.calls == 1 and there.shared_hits == 1
-    assert len(await there.fetch("phoenix", query(5), search)) == 2 and there.shared_hits == 1  # now local
+    assert found.source_score.tolist() == [0.9, 0.8] and search.calls == 1
+    assert len(await there.fetch("phoenix", query(5), search)) == 2  # now local
+    assert lookups("retrieval", before) == {"hit": 1, "shared_hit": 1, "miss": 1}
     await there.fetch("phoenix", query(6), search)  # the user interacted: both layers miss
     assert search.calls == 2
     await here.fetch("phoenix", query(5), search)  # this process still has its own entry

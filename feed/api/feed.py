@@ -9,6 +9,7 @@ from litestar import Controller, post
 
 from feed.api.schemas import FeedItem, FeedRequest, FeedResponse, StageOut
 from feed.ids import id_key
+from feed.metrics import observe_stages
 from feed.pipeline.framework import FeedQuery
 from feed.services import ServicesDep
 
@@ -31,6 +32,7 @@ class FeedController(Controller):
             now=time.time(),
         )
         result = await services.home_feed.page(query, continuing=data.cursor is not None)
+        observe_stages(result.stages)
         items = [
             FeedItem(
                 post_id=p.post_id,

@@ -120,3 +120,10 @@ class Health(msgspec.Struct):
     status: str
     replica: int
     pid: int
+
+
+class Readiness(msgspec.Struct):
+    """Whether this process can serve: each dependency's state (`ok`, or what went wrong)."""
+
+    ready: bool
+    checks: dict[str, str]

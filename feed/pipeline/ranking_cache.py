@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from cachetools import TLRUCache
 
+from feed.metrics import CACHE_LOOKUPS
 from feed.pipeline.framework import Candidates, FeedQuery
 from feed.stores.catalog import PostCatalog
 
 Key = tuple[str, int, int, int, float]
+HITS, MISSES = CACHE_LOOKUPS.labels("ranking", "hit"), CACHE_LOOKUPS.labels("ranking", "miss")
 
 
 def _nbytes(batch: Candidates) -> int:
@@ -56,7 +58,11 @@ class RankingCache:
         if self._cache is None or not self.usable(query):
             return None
         found = self._cache.get(self._key(query))
-        return None if found is None else found.take(slice(None))
+        if found is None:
+            MISSES.inc()
+            return None
+        HITS.inc()
+        return found.take(slice(None))
 
     def put(self, query: FeedQuery, ranked: Candidates) -> None:
         """Keep the best `keep` of a new session's ranking (scored and reranked, best first)."""

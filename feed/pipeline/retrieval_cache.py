@@ -25,12 +25,16 @@ import numpy as np
 from cachetools import TTLCache
 from redis.asyncio import Redis
 
+from feed.metrics import CACHE_LOOKUPS
 from feed.pipeline.framework import Candidates, FeedQuery
 from feed.stores import keys
 from feed.stores.catalog import PostCatalog
 from feed.stores.vectors import VectorHit
 
 LocalKey = tuple[str, str, int, int, frozenset[str]]
+LOCAL_HITS, SHARED_HITS, MISSES = (
+    CACHE_LOOKUPS.labels("retrieval", r) for r in ("hit", "shared_hit", "miss")
+)
 
 
 class _Shared(msgspec.Struct, array_like=True):
@@ -64,9 +68,6 @@ class RetrievalCache:
         )
         self._redis = redis if on else None
         self._ttl_ms = int(ttl_s * 1000)
-        self.hits = 0
-        self.shared_hits = 0
-        self.misses = 0
 
     async def fetch(
         self, source: str, query: FeedQuery, search: Callable[[], Awaitable[list[VectorHit]]]
@@ -80,10 +81,11 @@ class RetrievalCache:
         found = self._local.get(key)
         if found is None and self._redis is not None:
             found = await self._shared(key)
+        elif found is not None:
+            LOCAL_HITS.inc()
         if found is not None:
-            self.hits += 1
             return Candidates.of(found.rows.copy(), source, found.source_score.copy())
-        self.misses += 1
+        MISSES.inc()
         hits = await search()
         found = self._candidates(source, hits)
         self._local[key] = Candidates.of(found.rows.copy(), source, found.source_score.copy())
@@ -104,7 +106,7 @@ class RetrievalCache:
         shared = _decode(raw)
         if shared.fingerprint != _fingerprint(key):
             return None
-        self.shared_hits += 1
+        SHARED_HITS.inc()
         found = Candidates.of(
             self._catalog.rows_of(shared.post_keys), source, np.frombuffer(shared.scores, dtype=np.float64)
         )
