@@ -93,6 +93,10 @@ async def test_two_api_workers_each_index_every_post_and_a_killed_one_comes_back
         page = httpx.post(f"{api}/feed", json={"user_id": "u", "limit": 10}).raise_for_status().json()
         nearest = {item["post_id"] for item in page["items"] if item["source"] == "phoenix"}
         assert nearest == {f"p{i}" for i in range(1, 5)}  # p0 is the one the user liked
+    # any worker's /metrics sums both workers' (prometheus-client's multiprocess mode)
+    metrics = httpx.get(f"{api}/metrics").text
+    served = [line for line in metrics.splitlines() if line.startswith("feed_http_requests_total{")]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in served if 'path="/feed"' in line) == 6
 
     pids = await wait_for(lambda: (found := replicas_answering(api, 8)).keys() == {0, 1} and found)
     os.kill(pids[0], signal.SIGKILL)  # uvicorn's supervisor starts another, which takes slot 0 again
