@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import structlog
 from celery import Celery
 from litestar import Litestar
 from litestar.di import Provide
@@ -13,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusController
 from threadpoolctl import threadpool_limits
 
+from feed.api.access import ApiKeyMiddleware
 from feed.api.errors import validation_error_handler
 from feed.api.feed import FeedController
 from feed.api.health import health, ready
@@ -24,6 +26,8 @@ from feed.logging import configure_logging
 from feed.metrics import prepare_multiprocess, prometheus_config
 from feed.services import Services, open_services
 
+log = structlog.get_logger(__name__)
+
 
 def create_app(settings: Settings | None = None, celery: Celery | None = None) -> Litestar:
     """The API application; services open with the app's lifespan and close with it."""
@@ -32,6 +36,8 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         from ingest_workers.celery_app import app as celery
 
     holder: dict[str, Services] = {}
+    if not settings.api_keys:
+        log.warning("api_open", detail="API_KEYS is empty: every request is accepted without a key")
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -57,7 +63,11 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         ],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         lifespan=[lifespan],
-        middleware=[RequestIdMiddleware(), prometheus_config().middleware],
+        middleware=[
+            RequestIdMiddleware(),
+            prometheus_config().middleware,
+            *([ApiKeyMiddleware(settings.api_keys)] if settings.api_keys else []),
+        ],
         exception_handlers={ValidationException: validation_error_handler},
         openapi_config=OpenAPIConfig(title="Feed engine", version="0.1.0", path="/schema"),
         logging_config=None,  # logging is configured once per process (feed.logging), at LOG_LEVEL

@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     # API processes `feed-api` starts on API_PORT; in embedded mode each keeps its own Qdrant
     # Edge shard (`qdrant`, `qdrant-1`, ...) in step with the index stream, and its own catalogue
     api_workers: int = Field(default=1, ge=1)
+    # X-API-Key values host backends must send (JSON list); empty = an open API (see feed/api/access.py)
+    api_keys: list[str] = Field(default_factory=list)
+    write_limit_per_key: int = 10_000  # writes (posts, deletes, interactions) per second per key; 0 = off
+    write_limit_per_user: int = 50  # posts per author and interactions per user per second; 0 = off
 
     qdrant_collection: str = "posts"
     events_topic: str = "feed.events"

@@ -15,6 +15,7 @@ from litestar.params import Dependency
 from redis.asyncio import Redis
 
 from feed.aio import running
+from feed.api.access import WriteLimits
 from feed.config import Settings
 from feed.events.broker import CONSUMER_GROUP, Broker, EventPublisher, create_broker, prepare_event_stream
 from feed.metrics import refresh_backlogs_forever
@@ -48,6 +49,7 @@ class Services:
     catalog: PostCatalog
     catalog_sync: CatalogSync
     publisher: EventPublisher
+    limits: WriteLimits
     broker: Broker
     home_feed: PagedFeed
     celery: Celery
@@ -87,6 +89,7 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
             catalog=catalog,
             catalog_sync=CatalogSync(redis, catalog),
             publisher=EventPublisher(broker, settings.events_topic),
+            limits=WriteLimits(redis, settings.write_limit_per_key, settings.write_limit_per_user),
             broker=broker,
             home_feed=PagedFeed(
                 build_home_feed(settings, catalog, features, index, graph, sessions),

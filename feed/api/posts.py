@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 from urllib.parse import urlsplit
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.exceptions import NotFoundException, ServiceUnavailableException
 
+from feed.api.access import api_key_of
 from feed.api.errors import invalid
 from feed.api.schemas import MAX_IMAGES, PostAccepted, PostIn, PostStatus
 from feed.ids import id_key
@@ -25,9 +27,13 @@ class PostController(Controller):
     tags = ["posts"]
 
     @post("/", status_code=202)
-    async def add_post(self, data: PostIn, services: ServicesDep) -> PostAccepted:
-        """Accept a post for ingest; its state is `queued` until a worker has stored it."""
+    async def add_post(
+        self, request: Request[Any, Any, Any], data: PostIn, services: ServicesDep
+    ) -> PostAccepted:
+        """Accept a post for ingest; its state is `queued` until a worker has stored it (429 over
+        the write limits)."""
         media_urls = _media_urls(data)
+        await services.limits.check(api_key_of(request), ("author_id", id_key(data.author_id)))
         key = id_key(data.post_id)
         created = data.created_at.timestamp() if data.created_at else time.time()
         job = IngestJob(
@@ -63,8 +69,11 @@ class PostController(Controller):
         return await _status(services, post_id)
 
     @delete("/{post_id:str}", status_code=200)
-    async def delete_post(self, post_id: str, services: ServicesDep) -> PostStatus:
-        """Remove the post from feeds, timelines and the vector index."""
+    async def delete_post(
+        self, request: Request[Any, Any, Any], post_id: str, services: ServicesDep
+    ) -> PostStatus:
+        """Remove the post from feeds, timelines and the vector index (429 over the key's write limit)."""
+        await services.limits.check(api_key_of(request))
         if not await services.posts.delete(post_id):
             raise NotFoundException(detail=f"post_id: unknown post {post_id!r}")
         return await _status(services, post_id)

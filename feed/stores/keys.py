@@ -88,6 +88,11 @@ def retrieval(source: str, user_key: str) -> str:
     return f"{P}retrieval:{source}:{user_key}"
 
 
+def write_window(kind: str, who: str, second: int) -> str:
+    """String counter: writes by an API key or a user (`kind`) in one second (WriteLimits)."""
+    return f"{P}rl:{kind}:{who}:{second}"
+
+
 def social_graph(user_key: str) -> str:
     """String: cached JSON social graph of a user."""
     return f"{P}sg:{user_key}"

@@ -1,0 +1,102 @@
+"""Who may call the API, and how fast they may write.
+
+API keys: with `API_KEYS` set, every request except `/health`, `/ready` and `/metrics` must
+carry one of them in `X-API-Key`, compared in constant time with each configured key;
+otherwise 401. Without `API_KEYS` the API is open (the single-machine default, which
+listens on 127.0.0.1) and says so in a log line at start.
+
+Write limits: fixed one-second windows counted in Redis, so every API process shares
+them, per API key and per user (the post's author, the interaction's user); a request over
+either answers 429 with `Retry-After`. Written here rather than with Litestar's
+`RateLimitMiddleware`, which keeps every request's timestamp of the window in one JSON
+value read and rewritten per request (O(limit) work, and a race between API processes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+from litestar import Request
+from litestar.enums import ScopeType
+from litestar.exceptions import TooManyRequestsException
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
+from redis.asyncio import Redis
+
+from feed.stores import keys
+
+HEADER = b"x-api-key"
+OPEN = "open"  # the key id of requests to an API without keys
+
+
+def key_id(key: str) -> str:
+    """A short, non-secret name of a key (for limits and logs)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def api_key_of(request: Request[Any, Any, Any]) -> str:
+    """The id of the key the request was let in with (`open` without API keys)."""
+    return str(request.scope.get("state", {}).get("api_key", OPEN))
+
+
+class ApiKeyMiddleware(ASGIMiddleware):
+    """401 unless `X-API-Key` is one of `api_keys`; the matched key's id goes to the scope state."""
+
+    scopes = (ScopeType.HTTP,)
+    exclude_path_pattern = ("^/health$", "^/ready$", "^/metrics$")
+
+    def __init__(self, api_keys: list[str]) -> None:
+        self._keys = [(k.encode(), key_id(k)) for k in api_keys]
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        presented = next((v for k, v in scope.get("headers", ()) if k == HEADER), b"")
+        matched = None
+        for key, ident in self._keys:  # every key is compared: the time does not tell which matched
+            if hmac.compare_digest(presented, key):
+                matched = ident
+        if matched is None:
+            body = json.dumps(
+                {"status_code": 401, "detail": "X-API-Key: missing or not a valid key"}
+            ).encode()
+            headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"ApiKey")]
+            start: HTTPResponseStartEvent = {"type": "http.response.start", "status": 401, "headers": headers}
+            end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+            await send(start)
+            await send(end)
+            return
+        scope.setdefault("state", {})["api_key"] = matched
+        await next_app(scope, receive, send)
+
+
+class WriteLimits:
+    """Writes per second allowed per API key and per user (0 turns a limit off)."""
+
+    def __init__(self, redis: Redis, per_key: int, per_user: int) -> None:
+        self._redis = redis
+        self._limits = {"key": per_key, "user": per_user}
+
+    async def check(self, api_key: str, user: tuple[str, str] | None = None) -> None:
+        """Count one write for `api_key` and for `user` (the request field naming the user, and
+        the user's key); raise 429 naming the field if either is over its limit."""
+        fields = {"key": "X-API-Key", "user": user[0] if user else ""}
+        subjects = [("key", api_key)] + ([("user", user[1])] if user is not None else [])
+        subjects = [(kind, who) for kind, who in subjects if self._limits[kind] > 0]
+        if not subjects:
+            return
+        second = int(time.time())
+        pipe = self._redis.pipeline(transaction=False)
+        for kind, who in subjects:
+            name = keys.write_window(kind, who, second)
+            pipe.incr(name)
+            pipe.expire(name, 2, nx=True)
+        counts = (await pipe.execute())[::2]
+        for (kind, _), count in zip(subjects, counts, strict=True):
+            if int(count) > self._limits[kind]:
+                raise TooManyRequestsException(
+                    detail=f"{fields[kind]}: over {self._limits[kind]} writes per second, retry later",
+                    headers={"Retry-After": "1"},
+                )
