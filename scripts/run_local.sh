@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for a single machine: set up .venv, then start a Redis-compatible server
-# (append-only persistence under $DATA_DIR/redis), the API (which owns the embedded
-# Qdrant shard under $DATA_DIR/qdrant), the Celery ingest worker and the event consumer.
+# (append-only persistence under $DATA_DIR/redis), the API (whose processes, API_WORKERS, own the embedded
+# Qdrant shards under $DATA_DIR), the Celery ingest worker and the event consumer.
 # Ctrl-C stops every process this script started, and nothing else.
 #
 # Environment: API_PORT (8000), REDIS_PORT (6379), DATA_DIR (.data), MODELS_DIR (./models_data),
