@@ -9,13 +9,12 @@ import structlog
 from celery import Celery
 from litestar import Litestar
 from litestar.di import Provide
-from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusController
 from threadpoolctl import threadpool_limits
 
 from feed.api.access import ApiKeyMiddleware
-from feed.api.errors import validation_error_handler
+from feed.api.errors import bad_request_handler
 from feed.api.feed import FeedController
 from feed.api.health import health, ready
 from feed.api.interactions import InteractionController
@@ -68,7 +67,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
             prometheus_config().middleware,
             *([ApiKeyMiddleware(settings.api_keys)] if settings.api_keys else []),
         ],
-        exception_handlers={ValidationException: validation_error_handler},
+        exception_handlers={400: bad_request_handler},  # status codes take precedence over classes
         openapi_config=OpenAPIConfig(title="Feed engine", version="0.1.0", path="/schema"),
         logging_config=None,  # logging is configured once per process (feed.logging), at LOG_LEVEL
     )

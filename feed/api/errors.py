@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import ValidationException
+from litestar.exceptions import HTTPException, ValidationException
 
 # msgspec names the field as "... - at `$.limit`" or "Object missing required field `user_id`".
 _FIELD_IN_MESSAGE = re.compile(r"(?:at `\$\.|missing required field `)([A-Za-z0-9_.\[\]]+)`")
@@ -17,8 +17,9 @@ def invalid(field: str, message: str) -> ValidationException:
     return ValidationException(detail=f"{field}: {message}", extra=[{"key": field, "message": message}])
 
 
-def validation_error_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
-    """400 with `detail` naming each invalid field (`"limit: Expected `int` <= 200"`)."""
+def bad_request_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    """Every 400 (failed validation, a body that does not decode): `detail` names each invalid
+    field (`"limit: Expected `int` <= 200"`), or `body` when the body is not a JSON document."""
     errors = exc.extra if isinstance(exc.extra, list) else []
     messages: list[str] = []
     for error in errors:
@@ -26,11 +27,11 @@ def validation_error_handler(_: Request[Any, Any, Any], exc: ValidationException
             continue
         message = str(error.get("message", ""))
         match = _FIELD_IN_MESSAGE.search(message)
-        key = match.group(1) if match else error.get("key")
-        if key and not message.startswith(f"{key}:"):
+        key = match.group(1) if match else error.get("key") or "body"
+        if not message.startswith(f"{key}:"):
             message = f"{key}: {message}"
         messages.append(message)
-    detail = "; ".join(messages) if messages else exc.detail
+    detail = "; ".join(messages) if messages else f"body: {exc.detail}"
     return Response(
         {"status_code": 400, "detail": detail, "errors": errors},
         status_code=400,

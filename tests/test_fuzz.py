@@ -1,0 +1,105 @@
+"""Schemathesis over the served OpenAPI document, against a real `feed-api` process: valid and
+invalid requests for every operation; no answer is a 5xx, every 400 names the field."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.core.result import Ok
+
+from feed.redis_server import free_port
+
+EXAMPLES = 40  # per operation and generation mode
+NAMES_A_FIELD = re.compile(r"^[A-Za-z_][\w.\[\]-]*: \S")
+
+
+@pytest.fixture
+def api_url(settings: Any) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "DATA_DIR": str(settings.data_dir),
+        "API_PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "feed-api")], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/health", timeout=1.0).raise_for_status()
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline, "feed-api did not start"
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def fuzz(
+    operation: Any, mode: GenerationMode, api_url: str, statuses: Counter[str], failures: list[str]
+) -> None:
+    """Send `EXAMPLES` generated requests for one operation; count answers, note failures."""
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def run(case: Any) -> None:
+        response = case.call(base_url=api_url, timeout=10)
+        statuses[f"{case.method} {case.path} {mode.value} {response.status_code}"] += 1
+        where = f"{case.method} {case.formatted_path}"
+        if response.status_code >= 500:
+            failures.append(f"{where} -> {response.status_code}: {case.body!r}")
+        elif response.status_code == 400:
+            detail = response.json().get("detail", "")
+            if not NAMES_A_FIELD.match(detail):
+                failures.append(f"{where} 400 without a field: {detail!r}")
+
+    run()
+
+
+@pytest.mark.timeout(600)
+def test_fuzzed_requests_get_no_5xx_and_every_400_names_the_field(api_url: str) -> None:
+    schema = schemathesis.openapi.from_url(f"{api_url}/schema/openapi.json")
+    statuses: Counter[str] = Counter()
+    failures: list[str] = []
+    unsatisfiable: list[str] = []
+    operations = [result.ok() for result in schema.get_all_operations() if isinstance(result, Ok)]
+    assert {f"{op.method.upper()} {op.path}" for op in operations} >= {
+        "POST /posts",
+        "GET /posts/{post_id}",
+        "DELETE /posts/{post_id}",
+        "POST /interaction",
+        "POST /feed",
+        "GET /health",
+        "GET /ready",
+    }
+    for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            try:
+                fuzz(operation, mode, api_url, statuses, failures)
+            except Unsatisfiable:  # nothing about the operation can be made invalid (no inputs)
+                assert mode == GenerationMode.NEGATIVE, operation.path
+                unsatisfiable.append(f"{operation.method.upper()} {operation.path}")
+    print(f"fuzz: {sum(statuses.values())} requests", *sorted(statuses.items()), sep="\n  ")
+    print("no invalid input possible:", unsatisfiable)
+    assert not failures, "\n".join(failures[:20])
+    assert sum(n for key, n in statuses.items() if key.endswith(" 400")) > 0  # invalid input was sent
