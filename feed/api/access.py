@@ -7,7 +7,8 @@ listens on 127.0.0.1) and says so in a log line at start.
 
 Write limits: fixed one-second windows counted in Redis, so every API process shares
 them, per API key and per user (the post's author, the interaction's user); a request over
-either answers 429 with `Retry-After`. Written here rather than with Litestar's
+either answers 429 with `Retry-After`. While Redis does not answer, writes are not limited
+(the event broker may still take them, e.g. Kafka). Written here rather than with Litestar's
 `RateLimitMiddleware`, which keeps every request's timestamp of the window in one JSON
 value read and rewritten per request (O(limit) work, and a race between API processes).
 """
@@ -20,16 +21,20 @@ import json
 import time
 from typing import Any
 
+import structlog
 from litestar import Request
 from litestar.enums import ScopeType
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from feed.stores import keys
 
 HEADER = b"x-api-key"
+log = structlog.get_logger(__name__)
+
 OPEN = "open"  # the key id of requests to an API without keys
 
 
@@ -93,7 +98,11 @@ class WriteLimits:
             name = keys.write_window(kind, who, second)
             pipe.incr(name)
             pipe.expire(name, 2, nx=True)
-        counts = (await pipe.execute())[::2]
+        try:
+            counts = (await pipe.execute())[::2]
+        except RedisError as exc:  # no count, no limit: the write itself decides whether it can be taken
+            log.warning("write_limits_unavailable", error=repr(exc))
+            return
         for (kind, _), count in zip(subjects, counts, strict=True):
             if int(count) > self._limits[kind]:
                 raise TooManyRequestsException(

@@ -1,0 +1,193 @@
+"""Faults on real processes: a Redis of the test's own (append-only), `feed-api` and
+`feed-consumer` started as processes, then killed or restarted while they work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from feed.redis_server import free_port, start_server
+from feed.stores import keys
+from feed.stores.post_store import commit_ingested
+from feed.stores.records import PostRecord
+from tests.helpers import unit
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Stack:
+    """The processes of one test and how to restart them."""
+
+    folder: Path
+    redis_port: int
+    api_port: int
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "REDIS_URL": self.redis_url,
+            "DATA_DIR": str(self.folder / "data"),
+            "API_PORT": str(self.api_port),
+            "LOG_LEVEL": "WARNING",
+            "EVENT_RECLAIM_IDLE_MS": "2000",
+        }
+
+    def start_redis(self) -> None:
+        self.procs["redis"] = start_server(self.redis_port, self.folder / "redis")
+
+    def start(self, name: str) -> None:
+        """Start `feed-api` or `feed-consumer`; the API is waited for until it answers."""
+        self.procs[name] = subprocess.Popen([str(BIN / name)], env=self.env())
+        if name == "feed-api":
+            deadline = time.monotonic() + 60
+            while not _answers(f"{self.api}/health"):
+                assert self.procs[name].poll() is None and time.monotonic() < deadline, (
+                    "feed-api did not start"
+                )
+                time.sleep(0.1)
+
+    def stop(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path, free_port(), free_port())
+    s.start_redis()
+    try:
+        yield s
+    finally:
+        for name in list(s.procs)[::-1]:
+            s.stop(name)
+
+
+def wait_until(predicate: object, timeout: float, every: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(every)
+
+
+class Sender(threading.Thread):
+    """Sends interactions one after another until stopped; keeps the ids answered 202 and every
+    answer's status (`error` for no answer at all)."""
+
+    def __init__(self, api: str) -> None:
+        super().__init__(daemon=True)
+        self.api = api
+        self.accepted: list[str] = []
+        self.statuses: Counter[str] = Counter()
+        self.retry_hints: set[str] = set()
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.api, timeout=5.0) as client:
+            n = 0
+            while not self.halt.is_set():
+                n += 1
+                event = {"event_id": f"e{n}", "user_id": f"u{n % 1000}", "post_id": "p1", "action": "like"}
+                try:
+                    answer = client.post("/interaction", json=event)
+                except httpx.HTTPError:
+                    self.statuses["error"] += 1
+                    continue
+                self.statuses[str(answer.status_code)] += 1
+                if answer.status_code == 202:
+                    self.accepted.append(event["event_id"])
+                elif answer.status_code == 503:
+                    self.retry_hints.add(answer.headers.get("retry-after", ""))
+                    time.sleep(0.05)
+
+
+@pytest.mark.timeout(180)
+def test_redis_restarted_while_events_stream_in_loses_no_accepted_event(stack: Stack) -> None:
+    r = redis.Redis.from_url(stack.redis_url)
+    commit_ingested(r, PostRecord("p1", "p1", "a1", "a1", time.time(), "text", "hi", {"text": unit(1)}))
+    stack.start("feed-api")
+    stack.start("feed-consumer")
+    sender = Sender(stack.api)
+    sender.start()
+    wait_until(lambda: int(r.get(keys.APPLIED_EVENTS) or 0) >= 100, 60)  # the consumer is applying
+    stack.stop("redis")  # graceful: the append-only file is flushed
+    down = Counter(sender.statuses)
+    time.sleep(1.5)
+    stack.start_redis()
+    wait_until(lambda: sender.statuses["202"] >= down["202"] + 200, 60)  # accepted again
+    sender.halt.set()
+    sender.join(10)
+
+    r = redis.Redis.from_url(stack.redis_url)
+
+    def all_applied() -> bool:
+        pipe = r.pipeline(transaction=False)
+        for event_id in sender.accepted:
+            pipe.exists(keys.event_done(event_id))
+        return all(pipe.execute())
+
+    wait_until(all_applied, 60)  # the consumer resumed by itself
+    assert sender.statuses["503"] > 0 and sender.retry_hints == {"1"}  # refused while Redis was down
+    assert set(sender.statuses) <= {"202", "503", "error"}, sender.statuses
+    # each event the broker took is applied once; that can be one more than were answered 202 (a
+    # publish whose answer was lost as Redis stopped: answered 503, so the host retries it, and
+    # its event id makes the retry a no-op)
+    assert int(r.get(keys.APPLIED_EVENTS) or 0) == r.xlen("feed.events") >= len(sender.accepted)
+    assert _answers(f"{stack.api}/ready")
+    r.close()
+
+
+@pytest.mark.timeout(180)
+def test_api_killed_and_restarted_loses_nothing(stack: Stack) -> None:
+    r = redis.Redis.from_url(stack.redis_url)
+    for i in range(3):
+        commit_ingested(
+            r, PostRecord(f"p{i}", f"p{i}", "a1", "a1", time.time(), "text", "x", {"text": unit(1, i)})
+        )
+    stack.start("feed-api")
+    stack.start("feed-consumer")
+    liked = httpx.post(f"{stack.api}/interaction", json={"user_id": "u", "post_id": "p0", "action": "like"})
+    assert liked.status_code == 202
+    wait_until(lambda: int(r.get(keys.APPLIED_EVENTS) or 0) == 1, 30)
+    first = httpx.post(f"{stack.api}/feed", json={"user_id": "u", "limit": 1}).json()
+    assert first["next_cursor"]
+    stack.stop("feed-api", signal.SIGKILL)
+    stack.start("feed-api")
+    # the session, the user's interests and seen posts, the posts and their vectors are all back
+    page = httpx.post(
+        f"{stack.api}/feed", json={"user_id": "u", "limit": 5, "cursor": first["next_cursor"]}
+    ).json()
+    served = {item["post_id"] for item in first["items"] + page["items"]}
+    assert served == {"p1", "p2"}  # p0 is seen, nothing is served twice
+    fresh = httpx.post(f"{stack.api}/feed", json={"user_id": "u", "limit": 5}).json()
+    assert {i["post_id"] for i in fresh["items"] if i["source"] == "phoenix"} == {"p1", "p2"}
+    r.close()
