@@ -26,7 +26,13 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
     for name, value in catalogue_profile({}, CATALOGUE_DISABLED).items():
         monkeypatch.setenv(name, value)
-    return Settings(redis_url=os.environ["REDIS_URL"], data_dir=tmp_path, backend_url=None)
+    return Settings(  # a replay sends each user's history within seconds: no write limits
+        redis_url=os.environ["REDIS_URL"],
+        data_dir=tmp_path,
+        backend_url=None,
+        write_limit_per_key=0,
+        write_limit_per_user=0,
+    )
 
 
 @pytest.mark.timeout(300)

@@ -45,6 +45,9 @@ class LocalEngine:
             "LOG_LEVEL": "WARNING",
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
+            # a replay sends each user's history within seconds: it is not traffic to limit
+            "WRITE_LIMIT_PER_KEY": "0",
+            "WRITE_LIMIT_PER_USER": "0",
             **self._env,
         }
         self._process_env = env
