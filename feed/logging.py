@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -24,3 +27,12 @@ def configure_logging(level: str = "INFO") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         cache_logger_on_first_use=True,
     )
+
+
+def log_retried_failure(logger: Any, event: str, exc: BaseException) -> None:
+    """Log one failed round of a background loop that retries: a single line when a server
+    does not answer (it repeats every round of an outage), the traceback for anything else."""
+    if isinstance(exc, (OSError, RedisConnectionError, RedisTimeoutError)):
+        logger.warning(event, error=repr(exc))
+    else:
+        logger.exception(event)

@@ -25,6 +25,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from feed.logging import log_retried_failure
 from feed.pipeline.framework import StageReport
 from feed.stores import keys
 
@@ -124,6 +125,6 @@ async def refresh_backlogs_forever(
             await refresh_backlogs(redis, events_stream, events_group, index_group, queue)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("metrics_refresh_failed")
+        except Exception as exc:
+            log_retried_failure(log, "metrics_refresh_failed", exc)
         await asyncio.sleep(every_s)

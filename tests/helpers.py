@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 
@@ -28,3 +36,45 @@ def unit(*values: float, dim: int = 384) -> np.ndarray:
     v = np.zeros(dim, dtype=np.float32)
     v[: len(values)] = values
     return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def health_answers(url: str) -> bool:
+    """`GET {url}/health` answers 200 now."""
+    try:
+        return httpx.get(f"{url}/health", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextlib.contextmanager
+def feed_api(
+    settings: Any, ready: Callable[[str], bool] = health_answers, timeout: float = 120.0, **env: str
+) -> Iterator[str]:
+    """A real `feed-api` process on a free port, on `settings`' Redis and data folder (more
+    environment in `env`); yields its URL once `ready(url)`, and stops it afterwards."""
+    from feed.redis_server import free_port
+
+    port = free_port()
+    process_env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "DATA_DIR": str(settings.data_dir),
+        "API_PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+        **env,
+    }
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "feed-api")], env=process_env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready(url):
+            assert proc.poll() is None and time.monotonic() < deadline, "feed-api did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

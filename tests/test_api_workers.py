@@ -7,11 +7,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,11 +18,10 @@ import redis
 from feed.config import Settings
 from feed.events.apply import EventApplier
 from feed.events.schemas import InteractionEvent
-from feed.redis_server import free_port
 from feed.stores import keys
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
-from tests.helpers import unit, wait_for
+from tests.helpers import feed_api, unit, wait_for
 
 
 def replicas_answering(url: str, tries: int) -> dict[int, int]:
@@ -40,30 +36,8 @@ def replicas_answering(url: str, tries: int) -> dict[int, int]:
 
 @pytest.fixture
 def api(settings: Settings) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "DATA_DIR": str(settings.data_dir),
-        "API_PORT": str(port),
-        "API_WORKERS": "2",
-        "LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "feed-api")], env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while set(replicas_answering(url, 4)) != {0, 1}:
-            assert proc.poll() is None and time.monotonic() < deadline, "the API workers did not start"
-            time.sleep(0.2)
+    with feed_api(settings, lambda url: set(replicas_answering(url, 4)) == {0, 1}, API_WORKERS="2") as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def post(key: str, *values: float) -> PostRecord:

@@ -22,7 +22,7 @@ from feed.redis_server import free_port, start_server
 from feed.stores import keys
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
-from tests.helpers import unit
+from tests.helpers import health_answers, unit
 
 BIN = Path(sys.executable).parent
 
@@ -62,7 +62,7 @@ class Stack:
         self.procs[name] = subprocess.Popen([str(BIN / name)], env=self.env())
         if name == "feed-api":
             deadline = time.monotonic() + 60
-            while not _answers(f"{self.api}/health"):
+            while not health_answers(self.api):
                 assert self.procs[name].poll() is None and time.monotonic() < deadline, (
                     "feed-api did not start"
                 )
@@ -163,6 +163,7 @@ def test_redis_restarted_while_events_stream_in_loses_no_accepted_event(stack: S
     # its event id makes the retry a no-op)
     assert int(r.get(keys.APPLIED_EVENTS) or 0) == r.xlen("feed.events") >= len(sender.accepted)
     assert _answers(f"{stack.api}/ready")
+    print(f"redis restart: answers {dict(sender.statuses)}; applied {r.get(keys.APPLIED_EVENTS)!r}")
     r.close()
 
 

@@ -3,18 +3,11 @@ invalid requests for every operation; no answer is a 5xx, every 400 names the fi
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +15,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 
-from feed.redis_server import free_port
+from tests.helpers import feed_api
 
 EXAMPLES = 40  # per operation and generation mode
 NAMES_A_FIELD = re.compile(r"^[A-Za-z_][\w.\[\]-]*: \S")
@@ -30,29 +23,8 @@ NAMES_A_FIELD = re.compile(r"^[A-Za-z_][\w.\[\]-]*: \S")
 
 @pytest.fixture
 def api_url(settings: Any) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "DATA_DIR": str(settings.data_dir),
-        "API_PORT": str(port),
-        "LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "feed-api")], env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/health", timeout=1.0).raise_for_status()
-                break
-            except httpx.HTTPError:
-                assert proc.poll() is None and time.monotonic() < deadline, "feed-api did not start"
-                time.sleep(0.2)
+    with feed_api(settings) as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def fuzz(

@@ -18,7 +18,7 @@ from feed.stores.post_store import PostStore, commit_ingested
 from feed.stores.records import PostRecord
 from feed.stores.streams import unpack_keys
 from feed.stores.vectors import EdgeVectorIndex, ServerVectorIndex, VectorIndex
-from tests.helpers import unit
+from tests.helpers import unit, wait_for
 
 DIMS = {"text": 384, "image": 512, "cf": 4}
 
@@ -258,6 +258,44 @@ async def test_index_sync_takes_over_what_a_dead_consumer_left_pending(
     assert (await redis_client.xpending(keys.INDEX_STREAM, keys.INDEX_GROUP))["pending"] == 0
     await index.close()
     r.close()
+
+
+async def test_index_sync_recreates_its_group_when_redis_lost_it(
+    settings: Any, redis_client: Any, tmp_path: Path
+) -> None:
+    """A Redis restarted without persistence has no consumer group: the sync makes it again."""
+    index = EdgeVectorIndex(tmp_path / "shard", DIMS)
+    sync = IndexSync(redis_client, index)
+    r = redis.Redis.from_url(settings.redis_url)
+    async with sync.running():
+        commit_ingested(r, rec("1", "a", unit(1, 1)))
+        await wait_for(lambda: index.count(), 10)
+        await redis_client.xgroup_destroy(keys.INDEX_STREAM, keys.INDEX_GROUP)
+        commit_ingested(r, rec("2", "a", unit(1, 2)))
+        await wait_for(lambda: _has(index, 2), 15)
+    await index.close()
+    r.close()
+
+
+async def _has(index: EdgeVectorIndex, n: int) -> bool:
+    return await index.count() == n
+
+
+def test_a_lost_connection_is_one_line_and_anything_else_a_traceback() -> None:
+    import structlog
+
+    from feed.logging import log_retried_failure
+
+    log = structlog.get_logger("test")
+    gone = redis.exceptions.ConnectionError("gone")
+    with structlog.testing.capture_logs() as logs:
+        log_retried_failure(log, "sync_failed", gone)
+        try:
+            raise ValueError("bug")
+        except ValueError as exc:
+            log_retried_failure(log, "sync_failed", exc)
+    assert logs[0] == {"event": "sync_failed", "error": repr(gone), "log_level": "warning"}
+    assert logs[1]["log_level"] == "error" and logs[1]["exc_info"] is True
 
 
 async def test_feature_store_reads(settings: Any, redis_client: Any) -> None:

@@ -24,6 +24,7 @@ import structlog
 from redis.asyncio import Redis
 
 from feed.aio import running
+from feed.logging import log_retried_failure
 from feed.stores import keys
 from feed.stores.feature_store import FeatureStore
 from feed.stores.records import vector_from_bytes
@@ -56,6 +57,10 @@ class IndexSync:
     async def ensure_group(self) -> None:
         """Create the consumer group (from the stream's start) if it does not exist."""
         await ensure_group(self._redis, keys.INDEX_STREAM, self._group)
+
+    async def _recreate_group(self) -> None:
+        with contextlib.suppress(Exception):  # still failing: the next round tries again
+            await self.ensure_group()
 
     async def skip_to_tip(self) -> None:
         """Point the group at the stream's end: what was appended so far is no longer read
@@ -196,8 +201,10 @@ class IndexSync:
                 await self.apply_once(block_ms=block_ms)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("index_sync_failed")
+            except Exception as exc:
+                log_retried_failure(log, "index_sync_failed", exc)
+                if "NOGROUP" in str(exc):  # Redis came back without the group (no persistence)
+                    await self._recreate_group()
                 await asyncio.sleep(1.0)
 
     def running(self, rebuild: bool = False) -> contextlib.AbstractAsyncContextManager[None]:
