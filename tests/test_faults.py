@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -13,15 +14,21 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
+from litestar.testing import AsyncTestClient
 
+from feed.app import create_app
+from feed.events.apply import EventApplier
+from feed.events.schemas import InteractionEvent
 from feed.redis_server import free_port, start_server
 from feed.stores import keys
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
+from ingest_workers.celery_app import app as celery_app
 from tests.helpers import health_answers, unit
 
 BIN = Path(sys.executable).parent
@@ -72,6 +79,10 @@ class Stack:
         proc = self.procs.pop(name)
         proc.send_signal(sig)
         proc.wait(timeout=30)
+
+
+def text_post(key: str, i: int) -> PostRecord:
+    return PostRecord(key, key, "a1", "a1", time.time(), "text", "x", {"text": unit(1, i)})
 
 
 def _answers(url: str) -> bool:
@@ -133,7 +144,7 @@ class Sender(threading.Thread):
 @pytest.mark.timeout(180)
 def test_redis_restarted_while_events_stream_in_loses_no_accepted_event(stack: Stack) -> None:
     r = redis.Redis.from_url(stack.redis_url)
-    commit_ingested(r, PostRecord("p1", "p1", "a1", "a1", time.time(), "text", "hi", {"text": unit(1)}))
+    commit_ingested(r, text_post("p1", 0))
     stack.start("feed-api")
     stack.start("feed-consumer")
     sender = Sender(stack.api)
@@ -192,3 +203,37 @@ def test_api_killed_and_restarted_loses_nothing(stack: Stack) -> None:
     fresh = httpx.post(f"{stack.api}/feed", json={"user_id": "u", "limit": 5}).json()
     assert {i["post_id"] for i in fresh["items"] if i["source"] == "phoenix"} == {"p1", "p2"}
     r.close()
+
+
+@pytest.mark.parametrize("fault", ["down", "slow"])
+async def test_vector_index_down_or_slow_the_feed_answers_in_budget_from_the_other_sources(
+    settings: Any, redis_client: Any, fault: str
+) -> None:
+
+    r = redis.Redis.from_url(settings.redis_url)
+    for i in range(4):
+        commit_ingested(
+            r, PostRecord(f"p{i}", f"p{i}", "a1", "a1", time.time(), "text", "x", {"text": unit(1, i)})
+        )
+    r.close()
+    await EventApplier(redis_client, settings).apply(
+        [InteractionEvent("e", "u", "u", "p0", "p0", "like", time.time())]
+    )
+    async with AsyncTestClient(create_app(settings, celery=celery_app)) as api:
+        index = api.app.dependencies["services"].dependency().index
+
+        async def broken(*_: Any) -> list[Any]:
+            if fault == "slow":
+                await asyncio.sleep(5.0)
+            raise ConnectionError("vector index down")
+
+        index.nearest = broken
+        started = time.perf_counter()
+        answer = await api.post("/feed", json={"user_id": "u", "limit": 10, "explain": True})
+        took = time.perf_counter() - started
+    assert answer.status_code == 200
+    body = answer.json()
+    assert took < settings.ranking.source_timeout_s + 1.0  # the source's budget, not the index's 5 s
+    assert {item["post_id"] for item in body["items"]} == {"p1", "p2", "p3"}  # from fresh and trending
+    phoenix = next(s for s in body["stages"] if s["name"] == "phoenix")
+    assert phoenix["status"] == ("timeout" if fault == "slow" else "failed")
