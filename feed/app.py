@@ -27,6 +27,8 @@ from feed.services import Services, open_services
 
 log = structlog.get_logger(__name__)
 
+MAX_BODY_BYTES = 1_000_000
+
 
 def create_app(settings: Settings | None = None, celery: Celery | None = None) -> Litestar:
     """The API application; services open with the app's lifespan and close with it."""
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         ],
         exception_handlers={400: bad_request_handler},  # status codes take precedence over classes
         openapi_config=OpenAPIConfig(title="Feed engine", version="0.1.0", path="/schema"),
+        request_max_body_size=MAX_BODY_BYTES,  # 413 beyond: the largest valid post is under 100 kB
         logging_config=None,  # logging is configured once per process (feed.logging), at LOG_LEVEL
     )
 

@@ -158,3 +158,11 @@ async def test_interaction_is_503_when_the_broker_does_not_take_it(
     monkeypatch.setattr(EventPublisher, "publish", refuse)
     response = await api.post("/interaction", json={"user_id": "u", "post_id": 9, "action": "like"})
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
+
+
+async def test_a_body_over_the_size_limit_is_413(api: Any) -> None:
+    from feed.app import MAX_BODY_BYTES
+
+    huge = b'{"post_id": 1, "author_id": 1, "text": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    answer = await api.post("/posts", content=huge, headers={"content-type": "application/json"})
+    assert answer.status_code == 413
