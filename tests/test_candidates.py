@@ -199,8 +199,11 @@ async def test_a_new_session_starts_from_the_users_kept_ranking_until_something_
     assert source.calls == 5  # a later page of a session re-ranks without what it served
     off = RankingCache(catalog, ttl_s=0, max_bytes=2**20, keep=8)
     assert not off.usable(q()) and off.get(q()) is None
+    ranking = Candidates.of(np.array(sorted(catalog.rows.values())), "all")
     brief = RankingCache(catalog, ttl_s=0.05, max_bytes=2**20, keep=8)
-    brief.put(q(), (await pipeline.run(q(events=9))).rest or Candidates.concat([]))
+    brief.put(q(events=7), ranking.take(slice(0, 7)))  # shorter than keep: not kept
+    assert brief.get(q(events=7)) is None
+    brief.put(q(), ranking)
     assert brief.get(q()) is not None
     await asyncio.sleep(0.1)
     assert brief.get(q()) is None  # expired

@@ -65,7 +65,10 @@ class RankingCache:
         return found.take(slice(None))
 
     def put(self, query: FeedQuery, ranked: Candidates) -> None:
-        """Keep the best `keep` of a new session's ranking (scored and reranked, best first)."""
-        if self._cache is None or not self.usable(query):
+        """Keep the best `keep` of a new session's ranking (scored and reranked, best first).
+        A ranking shorter than `keep` is not kept: with so few candidates ranking again is
+        cheap, and a post published meanwhile (which the key does not follow unless its author
+        is followed) must not wait for the entry to expire to reach a near-empty feed."""
+        if self._cache is None or not self.usable(query) or len(ranked) < self._keep:
             return
         self._cache[self._key(query)] = ranked.take(slice(0, self._keep))
