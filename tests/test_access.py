@@ -54,3 +54,16 @@ async def test_writes_over_the_per_user_or_per_key_limit_get_429(api: Any) -> No
     assert (await like("u4", key="key-two")).status_code == 202  # each key has its own limit
     deleted = await api.delete("/posts/p9", headers={"X-API-Key": "key-one"})
     assert deleted.status_code == 429  # deletes count against the key too
+
+
+async def test_an_open_api_has_no_key_to_limit(redis_client: Any) -> None:
+    from litestar.exceptions import TooManyRequestsException
+
+    from feed.api.access import OPEN, WriteLimits
+
+    limits = WriteLimits(redis_client, per_key=1, per_user=0)
+    for _ in range(3):
+        await limits.check(OPEN)
+    await limits.check("k1")
+    with pytest.raises(TooManyRequestsException):
+        await limits.check("k1")

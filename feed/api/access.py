@@ -88,7 +88,8 @@ class WriteLimits:
         """Count one write for `api_key` and for `user` (the request field naming the user, and
         the user's key); raise 429 naming the field if either is over its limit."""
         fields = {"key": "X-API-Key", "user": user[0] if user else ""}
-        subjects = [("key", api_key)] + ([("user", user[1])] if user is not None else [])
+        subjects = [("key", api_key)] if api_key != OPEN else []  # an open API has no keys to limit
+        subjects += [("user", user[1])] if user is not None else []
         subjects = [(kind, who) for kind, who in subjects if self._limits[kind] > 0]
         if not subjects:
             return
