@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import httpx
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -29,10 +30,22 @@ def configure_logging(level: str = "INFO") -> None:
     )
 
 
-def log_retried_failure(logger: Any, event: str, exc: BaseException) -> None:
-    """Log one failed round of a background loop that retries: a single line when a server
-    does not answer (it repeats every round of an outage), the traceback for anything else."""
-    if isinstance(exc, (OSError, RedisConnectionError, RedisTimeoutError)):
-        logger.warning(event, error=repr(exc))
+def log_failure(logger: Any, event: str, exc: BaseException, **fields: Any) -> None:
+    """Log a failure that will be retried or skipped: a single line when a server does not
+    answer (it repeats for every request or round of an outage), the traceback for anything else."""
+    if _unreachable(exc):
+        logger.warning(event, error=repr(exc), **fields)
     else:
-        logger.exception(event)
+        logger.exception(event, **fields)
+
+
+_UNREACHABLE = (OSError, RedisConnectionError, RedisTimeoutError, httpx.TransportError)
+
+
+def _unreachable(exc: BaseException | None) -> bool:
+    """`exc`, or an error it wraps (qdrant-client wraps httpx's), says a server did not answer."""
+    for _ in range(8):  # a bounded walk: a chain can loop
+        if exc is None or isinstance(exc, _UNREACHABLE):
+            return exc is not None
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -25,7 +25,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from feed.logging import log_retried_failure
+from feed.logging import log_failure
 from feed.pipeline.framework import StageReport
 from feed.stores import keys
 
@@ -126,5 +126,5 @@ async def refresh_backlogs_forever(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log_retried_failure(log, "metrics_refresh_failed", exc)
+            log_failure(log, "metrics_refresh_failed", exc)
         await asyncio.sleep(every_s)

@@ -101,7 +101,6 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
         await prepare_event_stream(settings, redis)
         await broker.connect()
         try:
-            rebuild = await index.prepare()
             await services.catalog_sync.load()
             # What exists now (the catalogue, modules, clients) lives as long as the process:
             # keep it out of the collector's scans, and collect young objects less often
@@ -113,7 +112,7 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
                 redis, settings.events_topic, CONSUMER_GROUP, group, celery.conf.task_default_queue
             )
             async with (
-                services.index_sync.running(rebuild=rebuild),
+                services.index_sync.running(),
                 services.catalog_sync.running(),
                 running(backlogs, "metrics-backlogs"),
             ):

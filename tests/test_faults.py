@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -64,9 +66,10 @@ class Stack:
     def start_redis(self) -> None:
         self.procs["redis"] = start_server(self.redis_port, self.folder / "redis")
 
-    def start(self, name: str) -> None:
-        """Start `feed-api` or `feed-consumer`; the API is waited for until it answers."""
-        self.procs[name] = subprocess.Popen([str(BIN / name)], env=self.env())
+    def start(self, name: str, **env: str) -> None:
+        """Start `feed-api` or `feed-consumer` (with more environment in `env`); the API is
+        waited for until it answers."""
+        self.procs[name] = subprocess.Popen([str(BIN / name)], env={**self.env(), **env})
         if name == "feed-api":
             deadline = time.monotonic() + 60
             while not health_answers(self.api):
@@ -202,6 +205,61 @@ def test_api_killed_and_restarted_loses_nothing(stack: Stack) -> None:
     assert served == {"p1", "p2"}  # p0 is seen, nothing is served twice
     fresh = httpx.post(f"{stack.api}/feed", json={"user_id": "u", "limit": 5}).json()
     assert {i["post_id"] for i in fresh["items"] if i["source"] == "phoenix"} == {"p1", "p2"}
+    r.close()
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never answers: a hung Qdrant."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.held.append(self.sock.accept()[0])
+
+    def close(self) -> None:
+        for conn in [*self.held, self.sock]:
+            conn.close()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("fault", ["down", "slow"])
+def test_qdrant_server_down_or_slow_the_api_starts_and_feeds_from_the_other_sources(
+    stack: Stack, fault: str
+) -> None:
+    r = redis.Redis.from_url(stack.redis_url)
+    for i in range(4):
+        commit_ingested(r, text_post(f"p{i}", i))
+    silent = SilentServer() if fault == "slow" else None
+    qdrant_port = silent.port if silent else free_port()  # down: nothing listens there
+    try:
+        stack.start("feed-api", QDRANT_URL=f"http://127.0.0.1:{qdrant_port}")
+        stack.start("feed-consumer")
+        like = {"user_id": "u", "post_id": "p0", "action": "like"}
+        assert httpx.post(f"{stack.api}/interaction", json=like).status_code == 202
+        wait_until(lambda: int(r.get(keys.APPLIED_EVENTS) or 0) == 1, 30)
+        started = time.perf_counter()
+        query = {"user_id": "u", "limit": 10, "explain": True}
+        answer = httpx.post(f"{stack.api}/feed", json=query, timeout=10)
+        took = time.perf_counter() - started
+        ready = httpx.get(f"{stack.api}/ready", timeout=10)
+    finally:
+        if silent:
+            silent.close()
+    assert answer.status_code == 200
+    body = answer.json()
+    assert took < 1.5  # the sources' 0.5 s budget, not the client's timeout
+    assert {item["post_id"] for item in body["items"]} == {"p1", "p2", "p3"}  # from fresh and trending
+    phoenix = next(s for s in body["stages"] if s["name"] == "phoenix")
+    assert phoenix["status"] == ("timeout" if fault == "slow" else "failed")
+    assert ready.status_code == 503 and ready.json()["checks"]["vector_index"] != "ok"
+    assert ready.json()["checks"]["redis"] == "ok"
+    print(f"qdrant {fault}: /feed 200 in {1000 * took:.0f} ms; ready {ready.json()['checks']}")
     r.close()
 
 

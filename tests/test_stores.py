@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import redis
@@ -208,6 +209,29 @@ async def test_index_sync_applies_upserts_and_deletes_and_recovers_pending(
     r.close()
 
 
+async def test_index_sync_waits_for_a_vector_index_down_at_start_then_builds_it_from_the_records(
+    settings: Any, redis_client: Any
+) -> None:
+    r = redis.Redis.from_url(settings.redis_url)
+    for key in ("1", "2"):
+        commit_ingested(r, rec(key, "a", unit(1, int(key))))
+    r.close()
+    idx = ServerVectorIndex(":memory:", "posts", DIMS)
+    create = idx.prepare
+    down = [ConnectionError("refused")]
+
+    async def prepare() -> bool:
+        if down:
+            raise down.pop()
+        return await create()
+
+    idx.prepare = prepare  # type: ignore[method-assign]
+    sync = IndexSync(redis_client, idx)
+    await sync.start()  # retried until the index answers, then rebuilt: it was created empty
+    assert not down and await idx.count() == 2
+    await idx.close()
+
+
 def test_api_processes_claim_the_lowest_free_replica_slot(tmp_path: Path) -> None:
     first, second = claim_replica(tmp_path), claim_replica(tmp_path)
     assert (first.index, second.index) == (0, 1)
@@ -283,19 +307,24 @@ async def _has(index: EdgeVectorIndex, n: int) -> bool:
 
 def test_a_lost_connection_is_one_line_and_anything_else_a_traceback() -> None:
     import structlog
+    from qdrant_client.http.exceptions import ResponseHandlingException
 
-    from feed.logging import log_retried_failure
+    from feed.logging import log_failure
 
     log = structlog.get_logger("test")
     gone = redis.exceptions.ConnectionError("gone")
+    refused = ResponseHandlingException(httpx.ConnectError("refused"))
+    refused.__cause__ = refused.source
     with structlog.testing.capture_logs() as logs:
-        log_retried_failure(log, "sync_failed", gone)
+        log_failure(log, "sync_failed", gone)
+        log_failure(log, "sync_failed", refused)  # a Qdrant server that does not answer
         try:
             raise ValueError("bug")
         except ValueError as exc:
-            log_retried_failure(log, "sync_failed", exc)
+            log_failure(log, "sync_failed", exc)
     assert logs[0] == {"event": "sync_failed", "error": repr(gone), "log_level": "warning"}
-    assert logs[1]["log_level"] == "error" and logs[1]["exc_info"] is True
+    assert logs[1] == {"event": "sync_failed", "error": repr(refused), "log_level": "warning"}
+    assert logs[2]["log_level"] == "error" and logs[2]["exc_info"] is True
 
 
 async def test_feature_store_reads(settings: Any, redis_client: Any) -> None:

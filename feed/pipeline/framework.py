@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import numpy as np
 import structlog
 
+from feed.logging import log_failure
 from feed.social_graph import SocialGraph
 
 if TYPE_CHECKING:
@@ -369,7 +370,7 @@ class Pipeline:
             log.warning("stage_timeout", stage=stage, component=component.name)
         except Exception as exc:
             report.status, report.error = "failed", repr(exc)
-            log.exception("stage_failed", stage=stage, component=component.name)
+            log_failure(log, "stage_failed", exc, stage=stage, component=component.name)
         report.ms = (time.perf_counter() - start) * 1000
         return result, report
 

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from feed.aio import running
-from feed.logging import log_retried_failure
+from feed.logging import log_failure
 from feed.stores import keys
 from feed.stores.catalog import PostCatalog
 from feed.stores.feature_store import FeatureStore
@@ -205,7 +205,7 @@ class CatalogSync:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log_retried_failure(log, "catalog_sync_failed", exc)
+                log_failure(log, "catalog_sync_failed", exc)
                 await asyncio.sleep(1.0)
 
     def running(self) -> contextlib.AbstractAsyncContextManager[None]:

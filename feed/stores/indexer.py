@@ -24,7 +24,7 @@ import structlog
 from redis.asyncio import Redis
 
 from feed.aio import running
-from feed.logging import log_retried_failure
+from feed.logging import log_failure
 from feed.stores import keys
 from feed.stores.feature_store import FeatureStore
 from feed.stores.records import vector_from_bytes
@@ -181,15 +181,28 @@ class IndexSync:
             total += n
         return total
 
-    async def run(self, block_ms: int = 200, rebuild: bool = False, reclaim_every_s: float = 30.0) -> None:
-        """Apply operations until cancelled (first rebuilding the index from the stored
-        records if asked: operations appended from then on are applied after it); a failing
-        batch is logged and retried."""
-        if rebuild:
-            await self.skip_to_tip()
-            await self.rebuild()
-        else:
-            await self.ensure_group()
+    async def start(self) -> None:
+        """Prepare the index (create its collection if missing) and the group; an index that
+        was just created is rebuilt from the stored records first, and operations appended
+        from then on are applied after it. Retried every second until it succeeds: a vector
+        index that is down when the API starts delays only this loop, not the API."""
+        while True:
+            try:
+                if await self._index.prepare():
+                    await self.skip_to_tip()
+                    await self.rebuild()
+                else:
+                    await self.ensure_group()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log_failure(log, "index_prepare_failed", exc)
+                await asyncio.sleep(1.0)
+
+    async def run(self, block_ms: int = 200, reclaim_every_s: float = 30.0) -> None:
+        """`start()`, then apply operations until cancelled; a failing batch is logged and retried."""
+        await self.start()
         next_reclaim = 0.0
         while True:
             try:
@@ -202,11 +215,11 @@ class IndexSync:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log_retried_failure(log, "index_sync_failed", exc)
+                log_failure(log, "index_sync_failed", exc)
                 if "NOGROUP" in str(exc):  # Redis came back without the group (no persistence)
                     await self._recreate_group()
                 await asyncio.sleep(1.0)
 
-    def running(self, rebuild: bool = False) -> contextlib.AbstractAsyncContextManager[None]:
+    def running(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Run `run()` as a background task for the duration of the context."""
-        return running(self.run(rebuild=rebuild), "index-sync")
+        return running(self.run(), "index-sync")
