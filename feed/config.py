@@ -196,6 +196,10 @@ class Settings(BaseSettings):
     ingest_batch_size: int = 32
     ingest_flush_interval_s: float = 0.05
     ingest_max_retries: int = 5
+    # A task taken by a worker that then died (killed, host lost) goes back to the queue this
+    # long after it was taken; longer than the slowest batch (a batch of videos), or a slow
+    # batch would be ingested twice (harmless, but wasted work). Idle workers look every 10 s.
+    ingest_visibility_timeout_s: int = 600
 
     disabled_components: list[str] = Field(default_factory=list)  # e.g. ["phoenix","seen"]
     ranking: RankingConfig = Field(default_factory=RankingConfig)

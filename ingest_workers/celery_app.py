@@ -28,7 +28,9 @@ def create_celery_app() -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options={
-            "visibility_timeout": 600,
+            "visibility_timeout": settings.ingest_visibility_timeout_s,
+            "unacked_restore_interval": 10,  # look for tasks of dead workers every 10 s
+            "unacked_restore_throttle": 1,
             "global_keyprefix": "feed:celery:",
         },
     )

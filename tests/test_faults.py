@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest
 import redis
 from litestar.testing import AsyncTestClient
 
+from bench.samples import image_bytes
 from feed.app import create_app
 from feed.events.apply import EventApplier
 from feed.events.schemas import InteractionEvent
@@ -206,6 +208,75 @@ def test_api_killed_and_restarted_loses_nothing(stack: Stack) -> None:
     fresh = httpx.post(f"{stack.api}/feed", json={"user_id": "u", "limit": 5}).json()
     assert {i["post_id"] for i in fresh["items"] if i["source"] == "phoenix"} == {"p1", "p2"}
     r.close()
+
+
+class StallingMediaHost:
+    """Serves one JPEG; the first request is held without an answer until `release` is set
+    (a fetch the worker is in the middle of), later ones are answered."""
+
+    def __init__(self) -> None:
+        self.fetching, self.release = threading.Event(), threading.Event()
+        self.requests = 0
+        body, host = image_bytes((200, 120, 40), "JPEG"), self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                host.requests += 1
+                if host.requests == 1:
+                    host.fetching.set()
+                    host.release.wait(120)
+                    return  # the connection closes unanswered
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/photo.jpg"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.timeout(240)
+def test_ingest_worker_killed_mid_task_the_post_is_ingested_once_a_worker_is_back(
+    stack: Stack, tiny_models: Any
+) -> None:
+    media = StallingMediaHost()
+    worker_env = {
+        **{name.upper(): str(value) for name, value in tiny_models.settings().items() if value is not None},
+        "MEDIA_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+        "INGEST_VISIBILITY_TIMEOUT_S": "5",
+    }
+    try:
+        stack.start("feed-api")
+        post = {"post_id": "photo", "author_id": "a1", "post_type": "image", "media_url": media.url}
+        assert httpx.post(f"{stack.api}/posts", json=post).status_code == 202
+        stack.start("feed-worker", **worker_env)
+        assert media.fetching.wait(120), "the worker never fetched the photo"
+        stack.stop("feed-worker", signal.SIGKILL)  # mid-task: the fetch is under way
+        media.release.set()
+
+        def state() -> str:
+            return str(httpx.get(f"{stack.api}/posts/photo").json()["state"])
+
+        assert state() == "queued"
+        restarted = time.monotonic()
+        stack.start("feed-worker", **worker_env)
+        wait_until(lambda: state() == "ingested", 120, every=0.5)
+        print(f"worker killed mid-task: ingested {time.monotonic() - restarted:.1f} s after the restart")
+    finally:
+        media.close()
+    assert media.requests == 2  # taken again once, by the new worker
+    feed = httpx.post(f"{stack.api}/feed", json={"user_id": "u", "limit": 5}).json()
+    assert [item["post_id"] for item in feed["items"]] == ["photo"]
 
 
 class SilentServer:
