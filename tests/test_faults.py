@@ -184,6 +184,24 @@ def test_redis_restarted_while_events_stream_in_loses_no_accepted_event(stack: S
 
 
 @pytest.mark.timeout(180)
+def test_api_and_consumer_started_while_redis_is_down_wait_for_it(stack: Stack) -> None:
+    stack.stop("redis")
+    for name in ("feed-consumer", "feed-api"):
+        stack.procs[name] = subprocess.Popen([str(BIN / name)], env=stack.env())
+    time.sleep(4.0)
+    assert all(stack.procs[name].poll() is None for name in ("feed-consumer", "feed-api"))  # waiting
+    assert not health_answers(stack.api)
+    stack.start_redis()  # from this thread: the server dies with the thread that started it
+    wait_until(lambda: health_answers(stack.api), 30)
+    r = redis.Redis.from_url(stack.redis_url)
+    commit_ingested(r, text_post("p1", 0))
+    like = {"user_id": "u", "post_id": "p1", "action": "like"}
+    assert httpx.post(f"{stack.api}/interaction", json=like).status_code == 202
+    wait_until(lambda: int(r.get(keys.APPLIED_EVENTS) or 0) == 1, 30)  # the consumer is consuming
+    r.close()
+
+
+@pytest.mark.timeout(180)
 def test_api_killed_and_restarted_loses_nothing(stack: Stack) -> None:
     r = redis.Redis.from_url(stack.redis_url)
     for i in range(3):

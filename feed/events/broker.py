@@ -11,10 +11,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+import structlog
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.redis import RedisBroker, StreamSub
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from feed.config import Settings
 from feed.events.schemas import InteractionEvent
@@ -22,6 +25,8 @@ from feed.stores.streams import ensure_group
 
 Broker = RedisBroker | KafkaBroker
 BatchHandler = Callable[[list[InteractionEvent]], Awaitable[Any]]
+
+log = structlog.get_logger(__name__)
 
 CONSUMER_GROUP = "feed-consumer"
 MAX_BATCH = 500
@@ -55,14 +60,28 @@ class EventPublisher:
 
 
 async def prepare_event_stream(settings: Settings, redis: Redis) -> None:
-    """On Redis Streams, create the consumer group at the stream's start if it does not exist yet.
+    """Wait for Redis, then, on Redis Streams, create the consumer group at the stream's start
+    if it does not exist yet.
 
-    FastStream would create it at `$` (new entries only) when the consumer first starts,
-    skipping events the API accepted before that; both the API and the consumer call this
-    before their broker starts, so every accepted event is delivered. Kafka needs nothing.
+    The API and the consumer both call this before their broker starts. While Redis does not
+    answer (it is starting, or restarting) this retries with backoff up to 5 s apart instead
+    of ending the process: both need Redis whichever broker carries the events. FastStream
+    would create the group at `$` (new entries only) when the consumer first starts, skipping
+    events the API accepted before that; created here, every accepted event is delivered.
     """
-    if not settings.kafka_bootstrap_servers:
-        await ensure_group(redis, settings.events_topic, CONSUMER_GROUP)
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type((RedisError, OSError)),
+        wait=wait_exponential(multiplier=0.1, max=5.0),
+        before_sleep=lambda state: log.warning(
+            "redis_unavailable_at_start",
+            attempt=state.attempt_number,
+            error=repr(state.outcome.exception()) if state.outcome else None,
+        ),
+    ):
+        with attempt:
+            await redis.ping()
+            if not settings.kafka_bootstrap_servers:
+                await ensure_group(redis, settings.events_topic, CONSUMER_GROUP)
 
 
 def subscribe_events(

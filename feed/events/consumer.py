@@ -14,8 +14,6 @@ import structlog
 import uvloop
 from faststream import FastStream
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from feed.aio import cancel_and_wait
 from feed.config import Settings, get_settings
@@ -66,20 +64,8 @@ class EventConsumer:
             self._retrier = None
 
     async def prepare(self) -> None:
-        """Before the broker starts: make sure the Redis consumer group starts at the stream's start.
-        While Redis does not answer (it is starting, or restarting) this waits, retrying with
-        backoff up to 5 s apart, instead of ending the process."""
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((RedisError, OSError)),
-            wait=wait_exponential(multiplier=0.1, max=5.0),
-            before_sleep=lambda state: log.warning(
-                "redis_unavailable_at_start",
-                attempt=state.attempt_number,
-                error=repr(state.outcome.exception()) if state.outcome else None,
-            ),
-        ):
-            with attempt:
-                await prepare_event_stream(self.settings, self._redis)
+        """Before the broker starts: wait for Redis, and create the stream's consumer group."""
+        await prepare_event_stream(self.settings, self._redis)
 
     async def start(self) -> None:
         """Connect the broker, start consuming and the retrier."""
