@@ -14,6 +14,7 @@ from litestar.plugins.prometheus import PrometheusController
 from threadpoolctl import threadpool_limits
 
 from feed.api.access import ApiKeyMiddleware
+from feed.api.admin import AdminController
 from feed.api.errors import bad_request_handler
 from feed.api.feed import FeedController
 from feed.api.health import health, ready
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
             health,
             ready,
             PrometheusController,
+            AdminController,
         ],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         lifespan=[lifespan],

@@ -10,7 +10,7 @@ from litestar import Controller, post
 from feed.api.schemas import FeedItem, FeedRequest, FeedResponse, StageOut
 from feed.ids import id_key
 from feed.metrics import observe_stages
-from feed.pipeline.framework import FeedQuery
+from feed.pipeline.framework import FeedQuery, RankedPost, StageReport
 from feed.services import ServicesDep
 
 
@@ -33,26 +33,34 @@ class FeedController(Controller):
         )
         result = await services.home_feed.page(query, continuing=data.cursor is not None)
         observe_stages(result.stages)
-        items = [
-            FeedItem(
-                post_id=p.post_id,
-                author_id=p.author_id,
-                score=round(p.score, 6),
-                source=p.source,
-                score_parts={**p.parts, **p.factors},
-            )
-            for p in result.items
-        ]
-        stages = None
-        if data.explain:
-            stages = [
-                StageOut(r.stage, r.name, round(r.ms, 3), r.count_in, r.count_out, r.status, r.error)
-                for r in result.stages
-            ]
         return FeedResponse(
             user_id=data.user_id,
-            items=items,
-            next_cursor=query.cursor if len(items) == data.limit else None,
+            items=[feed_item(p) for p in result.items],
+            next_cursor=query.cursor if len(result.items) == data.limit else None,
             took_ms=round((time.perf_counter() - start) * 1000, 3),
-            stages=stages,
+            stages=[stage_out(r) for r in result.stages] if data.explain else None,
         )
+
+
+def feed_item(post: RankedPost) -> FeedItem:
+    """A ranked post as the API returns it."""
+    return FeedItem(
+        post_id=post.post_id,
+        author_id=post.author_id,
+        score=round(post.score, 6),
+        source=post.source,
+        score_parts={**post.parts, **post.factors},
+    )
+
+
+def stage_out(report: StageReport) -> StageOut:
+    """A component's report as the API returns it."""
+    return StageOut(
+        report.stage,
+        report.name,
+        round(report.ms, 3),
+        report.count_in,
+        report.count_out,
+        report.status,
+        report.error,
+    )

@@ -9,6 +9,7 @@ import msgspec
 
 from feed.config import MAX_PAGE, Action
 from feed.ids import HostId
+from feed.metrics import MetricsSummary
 
 MAX_TEXT_CHARS = 20_000
 MAX_IMAGES = 4
@@ -127,3 +128,36 @@ class Readiness(msgspec.Struct):
 
     ready: bool
     checks: dict[str, str]
+
+
+class PreviewItem(msgspec.Struct):
+    """A post of an operator's feed preview: the feed item and what the post is."""
+
+    post_id: int | str
+    author_id: int | str
+    score: float
+    source: str
+    score_parts: dict[str, float]
+    post_type: str | None  # None: the record is gone (deleted meanwhile)
+    text: str | None
+    tags: dict[str, int]
+
+
+class FeedPreview(msgspec.Struct):
+    """A user's feed as an operator sees it: ranked afresh, every stage's report, nothing
+    recorded (no impressions, no session, no ranking kept)."""
+
+    user_id: str
+    items: list[PreviewItem]
+    stages: list[StageOut]
+    took_ms: float
+
+
+class Overview(msgspec.Struct):
+    """The operator page's live figures: this API's metrics (all its processes) and the
+    answering process's catalogue."""
+
+    replica: int
+    pid: int
+    posts: int  # in the answering process's catalogue
+    metrics: MetricsSummary

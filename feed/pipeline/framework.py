@@ -60,6 +60,7 @@ class FeedQuery:
     user: UserFeatures = NO_USER
     graph: SocialGraph = field(default_factory=SocialGraph)
     served: frozenset[str] = frozenset()
+    preview: bool = False  # an operator's look: ranked afresh, no side effects, nothing kept
 
 
 @dataclass(slots=True)
@@ -394,6 +395,7 @@ class Pipeline:
 
         With `ranked` (scored earlier, best first), no source, scorer or reranker runs; nor
         when the ranking cache holds the user's ranking for a new session (status `cached`).
+        A `query.preview` neither reads nor fills the ranking cache and runs no side effect.
         """
         reports: list[StageReport] = []
 
@@ -405,7 +407,7 @@ class Pipeline:
             reports.append(report)
 
         before = "ranked_before"
-        if ranked is None and self.ranking_cache is not None:
+        if ranked is None and self.ranking_cache is not None and not query.preview:
             ranked = self.ranking_cache.get(query)
             before = "cached"
         if ranked is None:
@@ -436,7 +438,7 @@ class Pipeline:
                 out, report = self._sync("reranker", reranker, n, partial(reranker.rerank, query, candidates))
                 candidates = out if out is not None else candidates
                 reports.append(report)
-            if self.ranking_cache is not None:
+            if self.ranking_cache is not None and not query.preview:
                 self.ranking_cache.put(query, candidates)
         else:
             self._ranked_before("scorer", self.scorers, reports, len(candidates), before)
@@ -445,7 +447,7 @@ class Pipeline:
         rest = candidates.take(slice(query.limit, query.limit + keep))
         rest = rest.take(rest.known())
 
-        for effect in self.side_effects:
+        for effect in () if query.preview else self.side_effects:
             if not self._inactive_status(effect, query):
                 task = asyncio.create_task(self._side_effect(effect, query, selected))
                 self._background.add(task)

@@ -1,0 +1,93 @@
+"""The operator page: `GET /admin`, behind the API key like every endpoint but health and
+metrics (a browser sends the key as the password of HTTP Basic authentication).
+
+One HTML file (`static/admin.html`: no build step, no outside assets) that reads two JSON
+endpoints: `GET /admin/overview`, the API's metrics summed up (requests, pipeline stages,
+caches, backlogs) and polled every few seconds, and `GET /admin/feed`, a user's feed ranked
+afresh with each item's source and score parts and every stage's timing. A preview records
+nothing: no impressions, no session, no ranking kept in the ranking cache.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from importlib.resources import files
+from typing import Annotated
+
+from litestar import Controller, MediaType, get
+from litestar.params import Parameter
+
+from feed.api.feed import feed_item, stage_out
+from feed.api.schemas import FeedPreview, Overview, PreviewItem
+from feed.config import MAX_PAGE
+from feed.ids import id_key
+from feed.metrics import summarize_metrics
+from feed.pipeline.framework import FeedQuery
+from feed.services import ServicesDep
+
+PAGE = files("feed.api").joinpath("static/admin.html").read_text(encoding="utf-8")
+
+
+class AdminController(Controller):
+    """The operator page and what it reads."""
+
+    path = "/admin"
+    tags = ["admin"]
+
+    @get("/", media_type=MediaType.HTML)
+    async def page(self) -> str:
+        """The operator page (HTML)."""
+        return PAGE
+
+    @get("/overview")
+    async def overview(self, services: ServicesDep) -> Overview:
+        """This API's metrics summed up, and the answering process's catalogue size."""
+        return Overview(
+            replica=services.replica,
+            pid=os.getpid(),
+            posts=len(services.catalog),
+            metrics=summarize_metrics(),
+        )
+
+    @get("/feed")
+    async def preview(
+        self,
+        services: ServicesDep,
+        user_id: Annotated[str, Parameter(min_length=1, max_length=64, description="the host's user id")],
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 20,
+    ) -> FeedPreview:
+        """The user's feed ranked afresh, with every stage's report; records nothing."""
+        start = time.perf_counter()
+        query = FeedQuery(
+            user_id=user_id,
+            user_key=id_key(user_id),
+            limit=limit,
+            cursor=uuid.uuid4().hex,
+            now=time.time(),
+            preview=True,
+        )
+        result = await services.home_feed.pipeline.run(query)
+        records = await services.features.posts([p.post_key for p in result.items])
+        items = []
+        for post in result.items:
+            item, record = feed_item(post), records.get(post.post_key)
+            items.append(
+                PreviewItem(
+                    post_id=item.post_id,
+                    author_id=item.author_id,
+                    score=item.score,
+                    source=item.source,
+                    score_parts=item.score_parts,
+                    post_type=record.post_type if record else None,
+                    text=record.text if record else None,
+                    tags=record.tags if record else {},
+                )
+            )
+        return FeedPreview(
+            user_id=user_id,
+            items=items,
+            stages=[stage_out(r) for r in result.stages],
+            took_ms=round((time.perf_counter() - start) * 1000, 3),
+        )
