@@ -33,6 +33,7 @@ from feed.stores import keys
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
 from ingest_workers.celery_app import app as celery_app
+from tests.conftest import HostBackend
 from tests.helpers import health_answers, start_tansu, unit
 
 BIN = Path(sys.executable).parent
@@ -86,8 +87,8 @@ class Stack:
         proc.wait(timeout=30)
 
 
-def text_post(key: str, i: int) -> PostRecord:
-    return PostRecord(key, key, "a1", "a1", time.time(), "text", "x", {"text": unit(1, i)})
+def text_post(key: str, i: int, author: str = "a1") -> PostRecord:
+    return PostRecord(key, key, author, author, time.time(), "text", "x", {"text": unit(1, i)})
 
 
 def _answers(url: str) -> bool:
@@ -224,6 +225,41 @@ def test_kafka_broker_down_interactions_answer_503_then_202_once_it_is_back(stac
         assert client.get("/ready").status_code == 503
         stack.procs["kafka"] = start_tansu(kafka_port)
         wait_until(lambda: client.post("/interaction", json=like).status_code == 202, 60, every=1.0)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("fault", ["slow", "failing"])
+def test_host_social_graph_slow_or_failing_the_feed_keeps_its_budget_and_the_last_known_graph(
+    stack: Stack, host: HostBackend, fault: str
+) -> None:
+    r = redis.Redis.from_url(stack.redis_url)
+    for i, author in enumerate(("a1", "a2", "a3")):
+        commit_ingested(
+            r, PostRecord(f"p{i}", f"p{i}", author, author, time.time(), "text", "x", {"text": unit(1, i)})
+        )
+    r.close()
+    host.graphs["u"] = {"following": ["a1"], "blocked": ["a2"]}
+    stack.start("feed-api", BACKEND_URL=host.url, SOCIAL_GRAPH_TTL_S="0")  # asked on every feed
+    query = {"user_id": "u", "limit": 10}
+
+    def served() -> tuple[dict[str, str], float]:
+        started = time.perf_counter()
+        answer = httpx.post(f"{stack.api}/feed", json=query, timeout=10)
+        assert answer.status_code == 200
+        return {i["post_id"]: i["source"] for i in answer.json()["items"]}, time.perf_counter() - started
+
+    known, _ = served()
+    assert known == {"p0": "thunder", "p2": "fresh"}  # a1 followed, a2 blocked
+    calls = host.calls
+    if fault == "slow":
+        host.delay_s = 2.0
+    else:
+        host.fail = True
+    items, took = served()
+    assert host.calls > calls  # the host was asked
+    assert items == known  # from the last known graph
+    assert took < 1.0  # SOCIAL_GRAPH_TIMEOUT_S is 0.3 s, not the host's 2 s
+    print(f"host graph {fault}: /feed 200 in {1000 * took:.0f} ms with the last known graph")
 
 
 @pytest.mark.timeout(180)
