@@ -263,6 +263,27 @@ def test_host_social_graph_slow_or_failing_the_feed_keeps_its_budget_and_the_las
 
 
 @pytest.mark.timeout(180)
+def test_the_same_event_sent_twice_is_applied_once(stack: Stack) -> None:
+    r = redis.Redis.from_url(stack.redis_url)
+    commit_ingested(r, text_post("p1", 0))
+    stack.start("feed-api")
+    stack.start("feed-consumer")
+    like = {"event_id": "once", "user_id": "u", "post_id": "p1", "action": "like"}
+    other = {"event_id": "other", "user_id": "u2", "post_id": "p1", "action": "like"}
+    for event in (like, like, other):  # a host retrying a request whose answer it lost
+        assert httpx.post(f"{stack.api}/interaction", json=event).status_code == 202
+    wait_until(lambda: int(r.get(keys.APPLIED_EVENTS) or 0) == 2, 30)
+
+    def consumed() -> bool:
+        group = r.xinfo_groups("feed.events")[0]
+        return group["pending"] == 0 and group["lag"] == 0
+
+    wait_until(consumed, 30)  # all three were read and acknowledged
+    assert r.xlen("feed.events") == 3 and int(r.get(keys.APPLIED_EVENTS) or 0) == 2
+    r.close()
+
+
+@pytest.mark.timeout(180)
 def test_api_killed_and_restarted_loses_nothing(stack: Stack) -> None:
     r = redis.Redis.from_url(stack.redis_url)
     for i in range(3):
