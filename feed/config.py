@@ -203,6 +203,7 @@ class Settings(BaseSettings):
     # long after it was taken; longer than the slowest batch (a batch of videos), or a slow
     # batch would be ingested twice (harmless, but wasted work). Idle workers look every 10 s.
     ingest_visibility_timeout_s: int = 600
+    worker_metrics_port: int = 0  # an ingest worker serves Prometheus metrics here (0: not served)
 
     disabled_components: list[str] = Field(default_factory=list)  # e.g. ["phoenix","seen"]
     ranking: RankingConfig = Field(default_factory=RankingConfig)

@@ -18,6 +18,7 @@ class IngestJob(msgspec.Struct, frozen=True):
     post_type: str
     text: str
     media_urls: tuple[str, ...] = ()
+    accepted_at: float = 0.0  # when the API accepted it (0: not known), for the ingest latency
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the Celery message."""

@@ -27,6 +27,7 @@ from feed.batch import cf
 from feed.config import get_settings
 from feed.stores.post_store import commit_ingested, mark_failed
 from feed.stores.records import PostRecord
+from ingest_workers import metrics
 from ingest_workers.analyze import Failed, PostAnalyzer, Understood
 from ingest_workers.celery_app import INGEST_TASK, RETRAIN_TASK, app
 from ingest_workers.fetch import FetchPolicy, MediaFetcher
@@ -51,6 +52,9 @@ def warm_up(**_: Any) -> None:
     A model that cannot load is logged, not fatal: posts that need it are marked failed
     with the same reason (text posts only need the text encoder).
     """
+    port = get_settings().worker_metrics_port
+    if port:
+        metrics.serve_metrics(port)
     models = analyzer().models
     try:
         models.text.encode_texts(["warm up"])
@@ -99,12 +103,17 @@ def ingest_batch(jobs: list[IngestJob], attempts: list[int]) -> None:
     settings = get_settings()
     committed = 0
     for job, attempt, result in zip(jobs, attempts, results, strict=True):
+        outcome = "failed"
         if isinstance(result, Understood):
-            if commit_ingested(r, build_record(job, result)):
+            outcome = "ingested" if commit_ingested(r, build_record(job, result)) else "deleted"
+            if outcome == "ingested":
                 committed += 1
+                if job.accepted_at:
+                    metrics.LATENCY.labels(job.post_type).observe(max(time.time() - job.accepted_at, 0.0))
             else:
                 log.info("ingest_skipped_deleted", post=job.key)
         elif result.transient and attempt < settings.ingest_max_retries:
+            outcome = "retry"
             ingest_post.apply_async(
                 args=[job.to_dict()], kwargs={"attempt": attempt + 1}, countdown=2**attempt
             )
@@ -116,12 +125,16 @@ def ingest_batch(jobs: list[IngestJob], attempts: list[int]) -> None:
             )
             mark_failed(r, job.key, reason)
             log.error("ingest_failed", post=job.key, error=reason)
+        metrics.POSTS.labels(job.post_type, outcome).inc()
+    finished = time.perf_counter()
+    metrics.BATCH_SECONDS.labels("analyze").observe(analyzed - started)
+    metrics.BATCH_SECONDS.labels("commit").observe(finished - analyzed)
     log.info(
         "ingested",
         posts=committed,
         batch=len(jobs),
         analyze_ms=round(1000 * (analyzed - started), 1),
-        commit_ms=round(1000 * (time.perf_counter() - analyzed), 1),
+        commit_ms=round(1000 * (finished - analyzed), 1),
     )
 
 

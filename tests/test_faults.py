@@ -275,8 +275,8 @@ def test_the_same_event_sent_twice_is_applied_once(stack: Stack) -> None:
     wait_until(lambda: int(r.get(keys.APPLIED_EVENTS) or 0) == 2, 30)
 
     def consumed() -> bool:
-        group = r.xinfo_groups("feed.events")[0]
-        return group["pending"] == 0 and group["lag"] == 0
+        group: dict[str, Any] = r.xinfo_groups("feed.events")[0]
+        return bool(group["pending"] == 0 and group["lag"] == 0)
 
     wait_until(consumed, 30)  # all three were read and acknowledged
     assert r.xlen("feed.events") == 3 and int(r.get(keys.APPLIED_EVENTS) or 0) == 2
@@ -369,12 +369,17 @@ def test_ingest_worker_killed_mid_task_the_post_is_ingested_once_a_worker_is_bac
 
         assert state() == "queued"
         restarted = time.monotonic()
-        stack.start("feed-worker", **worker_env)
+        metrics_port = free_port()
+        stack.start("feed-worker", **worker_env, WORKER_METRICS_PORT=str(metrics_port))
         wait_until(lambda: state() == "ingested", 120, every=0.5)
         print(f"worker killed mid-task: ingested {time.monotonic() - restarted:.1f} s after the restart")
     finally:
         media.close()
     assert media.requests == 2  # taken again once, by the new worker
+    scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text  # the worker's own metrics
+    assert 'feed_ingest_posts_total{outcome="ingested",post_type="image"} 1.0' in scraped
+    assert 'feed_ingest_latency_seconds_count{post_type="image"} 1.0' in scraped
+    assert 'feed_ingest_batch_seconds_count{phase="analyze"} 1.0' in scraped
     feed = httpx.post(f"{stack.api}/feed", json={"user_id": "u", "limit": 5}).json()
     assert [item["post_id"] for item in feed["items"]] == ["photo"]
 

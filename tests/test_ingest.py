@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from feed.config import get_settings
 from feed.stores import keys
@@ -128,10 +129,19 @@ async def test_gives_up_after_max_retries(
     use_models(text=FlakyEncoder(text_encoder, failures=99))
     await PostStore(redis_client).mark_queued("gone", "t")
     max_retries = get_settings().ingest_max_retries
+
+    def failed() -> float:
+        return (
+            REGISTRY.get_sample_value("feed_ingest_posts_total", {"post_type": "text", "outcome": "failed"})
+            or 0
+        )
+
+    before = failed()
     tasks.ingest_batch([job("gone", "x")], [max_retries])
     state = await PostStore(redis_client).state("gone")
     assert state is not None and state.state == "failed"
     assert state.error is not None and "gave up" in state.error
+    assert failed() == before + 1
 
 
 async def test_deleted_post_is_not_resurrected_by_a_late_commit(

@@ -45,6 +45,7 @@ class PostController(Controller):
             post_type=data.post_type,
             text=data.text or "",
             media_urls=media_urls,
+            accepted_at=time.time(),
         )
         task_id = uuid.uuid4().hex
         await services.posts.mark_queued(key, task_id)
