@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     # POST /interaction answers 503 when the broker has not stored the event by then (Kafka's
     # client would otherwise wait out its own 40 s request timeout while the broker is down)
     event_publish_timeout_s: float = 5.0
+    # Redis Streams (events, index operations) drop what every consumer group acknowledged
+    # this often (0: never)
+    stream_trim_every_s: float = 30.0
     served_ttl_s: int = 1800  # a feed session (cursor) expires this long after its last page
     session_keep: int = 200  # ranked candidates stored per session for its next pages
     session_ranking_ttl_s: int = 600  # how long they are kept after the last page

@@ -69,7 +69,14 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
         if settings.qdrant_url
         else (replica.index_group, "api")
     )
-    index_sync = IndexSync(redis, index, group, consumer, reclaim_idle_ms=settings.event_reclaim_idle_ms)
+    index_sync = IndexSync(
+        redis,
+        index,
+        group,
+        consumer,
+        reclaim_idle_ms=settings.event_reclaim_idle_ms,
+        trim_every_s=settings.stream_trim_every_s,
+    )
     broker = create_broker(settings)
     features = FeatureStore(redis, settings.seen_max)
     sessions = FeedSessions(redis, settings.served_ttl_s, settings.session_ranking_ttl_s)

@@ -36,7 +36,11 @@ def replicas_answering(url: str, tries: int) -> dict[int, int]:
 
 @pytest.fixture
 def api(settings: Settings) -> Iterator[str]:
-    with feed_api(settings, lambda url: set(replicas_answering(url, 4)) == {0, 1}, API_WORKERS="2") as url:
+    def both_answer(url: str) -> bool:
+        return set(replicas_answering(url, 4)) == {0, 1}
+
+    # no trimming: the test counts the index stream's entries
+    with feed_api(settings, both_answer, API_WORKERS="2", STREAM_TRIM_EVERY_S="0") as url:
         yield url
 
 

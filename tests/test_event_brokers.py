@@ -28,7 +28,10 @@ async def test_kafka_path_applies_events_once(settings: Any, redis_client: Any) 
     assert await redis_client.hget(keys.post_counts("k1"), "like") == b"1"
 
 
-async def test_redis_streams_path_applies_published_events(settings: Any, redis_client: Any) -> None:
+async def test_redis_streams_path_applies_published_events_then_trims_them(
+    settings: Any, redis_client: Any
+) -> None:
+    settings = settings.model_copy(update={"stream_trim_every_s": 0.1})
     store_post(settings, "r1", "author", unit(0, 1))
     consumer = EventConsumer(settings, redis_client)
     publisher_broker = create_broker(settings)
@@ -39,6 +42,7 @@ async def test_redis_streams_path_applies_published_events(settings: Any, redis_
         for i in range(3):
             await publisher.publish(event(f"stream-e{i}", "r1", user=f"user-{i}"))
         await wait_for(lambda: _applied(redis_client, 3))
+        await wait_for(lambda: _length_is(redis_client, settings.events_topic, 1))  # the last one read stays
     finally:
         await consumer.stop()
         await publisher_broker.stop()
@@ -126,3 +130,7 @@ async def _no_pending(redis_client: Any, topic: str) -> bool:
 
     info = await redis_client.xpending(topic, CONSUMER_GROUP)
     return int(info["pending"]) == 0
+
+
+async def _length_is(redis_client: Any, stream: str, n: int) -> bool:
+    return int(await redis_client.xlen(stream)) == n

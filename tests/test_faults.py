@@ -64,6 +64,7 @@ class Stack:
             "API_PORT": str(self.api_port),
             "LOG_LEVEL": "WARNING",
             "EVENT_RECLAIM_IDLE_MS": "2000",
+            "STREAM_TRIM_EVERY_S": "0",  # the tests count the stream's entries
         }
 
     def start_redis(self) -> None:

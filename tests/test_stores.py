@@ -232,6 +232,53 @@ async def test_index_sync_waits_for_a_vector_index_down_at_start_then_builds_it_
     await idx.close()
 
 
+async def test_trimming_drops_only_what_every_group_acknowledged(redis_client: Any) -> None:
+    from feed.stores.streams import trim_consumed
+
+    assert await trim_consumed(redis_client, "s") == 0  # no stream
+    ids = [await redis_client.xadd("s", {"n": i}) for i in range(10)]
+    assert await trim_consumed(redis_client, "s") == 0  # no group: nobody said what they consumed
+    for group in ("a", "b", "idle"):
+        await redis_client.xgroup_create("s", group, id="0")
+    assert await trim_consumed(redis_client, "s") == 0  # `idle` read nothing yet
+    await redis_client.xgroup_destroy("s", "idle")
+    await redis_client.xreadgroup("a", "c", {"s": ">"})
+    await redis_client.xack("s", "a", *ids)
+    await redis_client.xreadgroup("b", "c", {"s": ">"}, count=6)
+    await redis_client.xack("s", "b", *ids[:3])  # b still holds ids[3:6]
+    assert await trim_consumed(redis_client, "s") == 3
+    assert [eid for eid, _ in await redis_client.xrange("s")] == ids[3:]
+    await redis_client.xreadgroup("b", "c", {"s": ">"})
+    await redis_client.xack("s", "b", *ids[3:])
+    assert await trim_consumed(redis_client, "s") == 6
+    assert [eid for eid, _ in await redis_client.xrange("s")] == ids[9:]  # the last read stays
+
+
+async def test_index_sync_trims_the_operations_every_group_applied(
+    settings: Any, redis_client: Any, tmp_path: Path
+) -> None:
+    import asyncio
+
+    r = redis.Redis.from_url(settings.redis_url)
+    for key in ("1", "2", "3"):
+        commit_ingested(r, rec(key, "a", unit(1, int(key))))
+    r.close()
+    idx = EdgeVectorIndex(tmp_path / "shard", DIMS)
+    sync = IndexSync(redis_client, idx, trim_every_s=0.05)
+    task = asyncio.create_task(sync.run(block_ms=20))
+    try:
+        await wait_for(lambda: _has(idx, 3))
+        await wait_for(lambda: _stream_length(redis_client, 1))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await idx.close()
+
+
+async def _stream_length(redis_client: Any, n: int) -> bool:
+    return int(await redis_client.xlen(keys.INDEX_STREAM)) == n
+
+
 def test_api_processes_claim_the_lowest_free_replica_slot(tmp_path: Path) -> None:
     first, second = claim_replica(tmp_path), claim_replica(tmp_path)
     assert (first.index, second.index) == (0, 1)

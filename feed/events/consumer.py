@@ -1,7 +1,8 @@
 """The event consumer process: applies interaction events from the broker to Redis.
 
 Run it with `python -m feed.events.consumer`. Besides the broker subscription it
-retries parked events (events that arrived before their post) every few seconds.
+retries parked events (events that arrived before their post) every few seconds and, on
+Redis Streams, trims the events every consumer group has acknowledged.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 
 import structlog
 import uvloop
@@ -20,13 +22,14 @@ from feed.config import Settings, get_settings
 from feed.events.apply import EventApplier
 from feed.events.broker import create_broker, prepare_event_stream, subscribe_events
 from feed.events.schemas import InteractionEvent
-from feed.logging import configure_logging
+from feed.logging import configure_logging, log_failure
+from feed.stores.streams import trim_consumed
 
 log = structlog.get_logger(__name__)
 
 
 class EventConsumer:
-    """Wires a broker subscription and the pending-event retrier to one `EventApplier`."""
+    """Wires a broker subscription and the housekeeping (parked events, trimming) to one `EventApplier`."""
 
     def __init__(self, settings: Settings, redis: Redis) -> None:
         self.settings = settings
@@ -37,45 +40,52 @@ class EventConsumer:
             self.broker, settings.events_topic, consumer_name, self.handle, settings.event_reclaim_idle_ms
         )
         self._redis = redis
-        self._retrier: asyncio.Task[None] | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
 
     async def handle(self, events: list[InteractionEvent]) -> None:
         """Apply a batch from the broker."""
         result = await self.applier.apply(events)
         log.debug("events_applied", applied=result.applied, parked=result.parked)
 
-    async def retry_pending_forever(self, every_s: float = 2.0) -> None:
-        """Apply parked events whose post arrived; never stops on an error."""
+    async def housekeeping_forever(self, every_s: float = 2.0) -> None:
+        """Apply parked events whose post arrived, every `every_s`; on Redis Streams, also trim
+        the events every group has acknowledged, every STREAM_TRIM_EVERY_S (Kafka keeps its
+        own retention). Never stops on an error."""
+        trim = not self.settings.kafka_bootstrap_servers and self.settings.stream_trim_every_s > 0
+        next_trim = time.monotonic() + self.settings.stream_trim_every_s
         while True:
             try:
                 await self.applier.retry_pending()
-            except Exception:
-                log.exception("retry_pending_failed")
+                if trim and time.monotonic() >= next_trim:
+                    next_trim = time.monotonic() + self.settings.stream_trim_every_s
+                    await trim_consumed(self._redis, self.settings.events_topic)
+            except Exception as exc:
+                log_failure(log, "consumer_housekeeping_failed", exc)
             await asyncio.sleep(every_s)
 
-    async def start_retrier(self) -> None:
-        """Start the background retrier of parked events."""
-        self._retrier = asyncio.create_task(self.retry_pending_forever(), name="retry-pending")
+    async def start_housekeeping(self) -> None:
+        """Start the background housekeeping (parked events, stream trimming)."""
+        self._housekeeping = asyncio.create_task(self.housekeeping_forever(), name="housekeeping")
 
-    async def stop_retrier(self) -> None:
-        """Stop the retrier."""
-        if self._retrier is not None:
-            await cancel_and_wait(self._retrier)
-            self._retrier = None
+    async def stop_housekeeping(self) -> None:
+        """Stop the housekeeping."""
+        if self._housekeeping is not None:
+            await cancel_and_wait(self._housekeeping)
+            self._housekeeping = None
 
     async def prepare(self) -> None:
         """Before the broker starts: wait for Redis, and create the stream's consumer group."""
         await prepare_event_stream(self.settings, self._redis)
 
     async def start(self) -> None:
-        """Connect the broker, start consuming and the retrier."""
+        """Connect the broker, start consuming and the housekeeping."""
         await self.prepare()
         await self.broker.start()
-        await self.start_retrier()
+        await self.start_housekeeping()
 
     async def stop(self) -> None:
         """Stop consuming; batches not yet acknowledged are redelivered later."""
-        await self.stop_retrier()
+        await self.stop_housekeeping()
         await self.broker.stop()
 
 
@@ -85,8 +95,8 @@ def create_app(settings: Settings | None = None) -> FastStream:
     consumer = EventConsumer(settings, Redis.from_url(settings.redis_url))
     app = FastStream(consumer.broker)
     app.on_startup(consumer.prepare)
-    app.after_startup(consumer.start_retrier)
-    app.on_shutdown(consumer.stop_retrier)
+    app.after_startup(consumer.start_housekeeping)
+    app.on_shutdown(consumer.stop_housekeeping)
     return app
 
 

@@ -28,7 +28,7 @@ from feed.logging import log_failure
 from feed.stores import keys
 from feed.stores.feature_store import FeatureStore
 from feed.stores.records import vector_from_bytes
-from feed.stores.streams import ensure_group
+from feed.stores.streams import ensure_group, trim_consumed
 from feed.stores.vectors import CF, VectorIndex
 
 log = structlog.get_logger(__name__)
@@ -45,6 +45,7 @@ class IndexSync:
         consumer: str = "api",
         batch: int = 256,
         reclaim_idle_ms: int = 60_000,
+        trim_every_s: float = 0.0,
     ) -> None:
         self._redis = redis
         self._index = index
@@ -53,6 +54,7 @@ class IndexSync:
         self._consumer = consumer
         self._batch = batch
         self._reclaim_idle_ms = reclaim_idle_ms
+        self._trim_every_s = trim_every_s  # how often `run` trims what every group applied (0: never)
 
     async def ensure_group(self) -> None:
         """Create the consumer group (from the stream's start) if it does not exist."""
@@ -201,14 +203,18 @@ class IndexSync:
                 await asyncio.sleep(1.0)
 
     async def run(self, block_ms: int = 200, reclaim_every_s: float = 30.0) -> None:
-        """`start()`, then apply operations until cancelled; a failing batch is logged and retried."""
+        """`start()`, then apply operations until cancelled; a failing batch is logged and
+        retried. Every `trim_every_s` the entries every group applied are dropped from the stream."""
         await self.start()
-        next_reclaim = 0.0
+        next_reclaim, next_trim = 0.0, time.monotonic() + self._trim_every_s
         while True:
             try:
                 if time.monotonic() >= next_reclaim:
                     await self.reclaim()
                     next_reclaim = time.monotonic() + reclaim_every_s
+                if self._trim_every_s and time.monotonic() >= next_trim:
+                    next_trim = time.monotonic() + self._trim_every_s
+                    await trim_consumed(self._redis, keys.INDEX_STREAM)
                 while await self.apply_once(pending=True):
                     pass
                 await self.apply_once(block_ms=block_ms)
