@@ -185,6 +185,9 @@ class Settings(BaseSettings):
     # Redis Streams (events, index operations) drop what every consumer group acknowledged
     # this often (0: never)
     stream_trim_every_s: float = 30.0
+    # an index-stream group (an API replica slot's shard) whose readers have all been idle this
+    # long is dropped so the stream can be trimmed; the slot rebuilds its shard if it returns
+    index_group_drop_idle_s: float = 3600.0
     served_ttl_s: int = 1800  # a feed session (cursor) expires this long after its last page
     session_keep: int = 200  # ranked candidates stored per session for its next pages
     session_ranking_ttl_s: int = 600  # how long they are kept after the last page

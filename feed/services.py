@@ -76,6 +76,7 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
         consumer,
         reclaim_idle_ms=settings.event_reclaim_idle_ms,
         trim_every_s=settings.stream_trim_every_s,
+        drop_idle_groups_s=settings.index_group_drop_idle_s,
     )
     broker = create_broker(settings)
     features = FeatureStore(redis, settings.seen_max)

@@ -84,6 +84,8 @@ async def test_vector_index_contract(index: VectorIndex) -> None:
     assert [h.post_key for h in hits] == ["y", "z"]
     await index.delete(["y", "unknown"])
     assert await index.count() == 2
+    await index.clear()
+    assert await index.count() == 0 and await index.nearest(text(1, 0), 2, []) == []
 
 
 async def test_vector_index_fuses_spaces_and_takes_posts_without_some_vectors(index: VectorIndex) -> None:
@@ -252,6 +254,49 @@ async def test_trimming_drops_only_what_every_group_acknowledged(redis_client: A
     await redis_client.xack("s", "b", *ids[3:])
     assert await trim_consumed(redis_client, "s") == 6
     assert [eid for eid, _ in await redis_client.xrange("s")] == ids[9:]  # the last read stays
+
+
+async def test_a_group_idle_too_long_is_dropped_so_the_stream_can_be_trimmed(redis_client: Any) -> None:
+    import asyncio
+
+    from feed.stores.streams import trim_consumed
+
+    ids = [await redis_client.xadd("s", {"n": i}) for i in range(4)]
+    for group in ("live", "gone", "unread"):
+        await redis_client.xgroup_create("s", group, id="0")
+    await redis_client.xreadgroup("gone", "c", {"s": ">"}, count=1)  # read one, then never again
+    await asyncio.sleep(0.3)
+    await redis_client.xreadgroup("live", "c", {"s": ">"})
+    await redis_client.xack("s", "live", *ids)
+    await redis_client.xgroup_destroy("s", "unread")  # (a group nobody read from is never dropped)
+    assert await trim_consumed(redis_client, "s", drop_idle_s=10.0) == 0  # `gone` holds ids[0]
+    assert await trim_consumed(redis_client, "s", drop_idle_s=0.2) == 3
+    assert [g["name"] for g in await redis_client.xinfo_groups("s")] == [b"live"]
+
+
+async def test_a_shard_whose_group_was_dropped_is_rebuilt_from_the_records(
+    settings: Any, redis_client: Any, tmp_path: Path
+) -> None:
+    r = redis.Redis.from_url(settings.redis_url)
+    commit_ingested(r, rec("1", "a", unit(1, 1)))
+    idx = EdgeVectorIndex(tmp_path / "shard", DIMS)
+    sync = IndexSync(redis_client, idx)
+    await sync.start()
+    assert await sync.catch_up() == 0 and await idx.count() == 1  # a first start builds from the records
+    await idx.close()
+    # while the replica is away its group is dropped and the stream trimmed past what it missed
+    await redis_client.xgroup_destroy(keys.INDEX_STREAM, keys.INDEX_GROUP)
+    commit_ingested(r, rec("2", "a", unit(1, 2)))
+    await PostStore(redis_client).delete("1")
+    await redis_client.xtrim(keys.INDEX_STREAM, maxlen=0)
+    r.close()
+    idx = EdgeVectorIndex(tmp_path / "shard", DIMS)
+    assert not await idx.prepare()  # the shard is reopened as it was
+    sync = IndexSync(redis_client, idx)
+    await sync.start()
+    await sync.catch_up()
+    assert sorted(h.post_key for h in await idx.nearest(text(1), 10, [])) == ["2"]
+    await idx.close()
 
 
 async def test_index_sync_trims_the_operations_every_group_applied(

@@ -46,6 +46,7 @@ class IndexSync:
         batch: int = 256,
         reclaim_idle_ms: int = 60_000,
         trim_every_s: float = 0.0,
+        drop_idle_groups_s: float = 0.0,
     ) -> None:
         self._redis = redis
         self._index = index
@@ -55,10 +56,12 @@ class IndexSync:
         self._batch = batch
         self._reclaim_idle_ms = reclaim_idle_ms
         self._trim_every_s = trim_every_s  # how often `run` trims what every group applied (0: never)
+        self._drop_idle_groups_s = drop_idle_groups_s  # groups idle this long are dropped (0: never)
 
-    async def ensure_group(self) -> None:
-        """Create the consumer group (from the stream's start) if it does not exist."""
-        await ensure_group(self._redis, keys.INDEX_STREAM, self._group)
+    async def ensure_group(self) -> bool:
+        """Create the consumer group (from the stream's start) if it does not exist; returns
+        whether it was created."""
+        return await ensure_group(self._redis, keys.INDEX_STREAM, self._group)
 
     async def _recreate_group(self) -> None:
         with contextlib.suppress(Exception):  # still failing: the next round tries again
@@ -184,17 +187,20 @@ class IndexSync:
         return total
 
     async def start(self) -> None:
-        """Prepare the index (create its collection if missing) and the group; an index that
-        was just created is rebuilt from the stored records first, and operations appended
-        from then on are applied after it. Retried every second until it succeeds: a vector
-        index that is down when the API starts delays only this loop, not the API."""
+        """Prepare the index (create its collection if missing) and the group. An index that
+        was just created, or whose group had to be created (a first start, or a group dropped
+        while idle, whose entries may have been trimmed since), is rebuilt from the stored
+        records first; operations appended from then on are applied after it. Retried every
+        second until it succeeds: a vector index that is down when the API starts delays only
+        this loop, not the API."""
         while True:
             try:
-                if await self._index.prepare():
+                new_index = await self._index.prepare()
+                if await self.ensure_group() or new_index:
+                    if not new_index:  # it may hold posts deleted while it had no group
+                        await self._index.clear()
                     await self.skip_to_tip()
                     await self.rebuild()
-                else:
-                    await self.ensure_group()
                 return
             except asyncio.CancelledError:
                 raise
@@ -214,7 +220,7 @@ class IndexSync:
                     next_reclaim = time.monotonic() + reclaim_every_s
                 if self._trim_every_s and time.monotonic() >= next_trim:
                     next_trim = time.monotonic() + self._trim_every_s
-                    await trim_consumed(self._redis, keys.INDEX_STREAM)
+                    await trim_consumed(self._redis, keys.INDEX_STREAM, self._drop_idle_groups_s)
                 while await self.apply_once(pending=True):
                     pass
                 await self.apply_once(block_ms=block_ms)

@@ -5,17 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+log = structlog.get_logger(__name__)
 
-async def ensure_group(redis: Redis, stream: str, group: str) -> None:
-    """Create consumer group `group` at the start of `stream` (creating the stream) unless it exists."""
+
+async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
+    """Create consumer group `group` at the start of `stream` (creating the stream) unless it
+    exists; returns whether it was created."""
     try:
         await redis.xgroup_create(stream, group, id="0", mkstream=True)
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+        return False
+    return True
 
 
 def _stream_id(raw: bytes | str) -> tuple[int, int]:
@@ -24,16 +30,20 @@ def _stream_id(raw: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-async def trim_consumed(redis: Redis, stream: str) -> int:
+async def trim_consumed(redis: Redis, stream: str, drop_idle_s: float = 0.0) -> int:
     """Remove the entries of `stream` that every consumer group has read and acknowledged
     (`XTRIM MINID`: the oldest entry still pending in any group, else the oldest last-read
     entry, stays); returns how many were removed. A stream without groups is left as it is:
     nobody has said what they consumed. A group that stopped reading keeps everything after
-    its position (its backlog shows on `/metrics`)."""
+    its position, unless `drop_idle_s` is set: a group whose consumers have all been idle
+    that long is then destroyed first (its reader must rebuild what it kept from the stream
+    if it ever comes back; a group no consumer ever read from is kept)."""
     try:
         groups: list[dict[str, Any]] = await redis.xinfo_groups(stream)
     except ResponseError:  # no such stream
         return 0
+    if drop_idle_s > 0:
+        groups = [g for g in groups if not await _drop_if_idle(redis, stream, g, drop_idle_s)]
     if not groups:
         return 0
     keep: list[tuple[int, int]] = []
@@ -47,6 +57,17 @@ async def trim_consumed(redis: Redis, stream: str) -> int:
     if (ms, seq) == (0, 0):
         return 0
     return int(await redis.xtrim(stream, minid=f"{ms}-{seq}", approximate=False))
+
+
+async def _drop_if_idle(redis: Redis, stream: str, group: dict[str, Any], idle_s: float) -> bool:
+    """Destroy `group` if it has consumers and all of them have been idle for `idle_s`."""
+    consumers: list[dict[str, Any]] = await redis.xinfo_consumers(stream, group["name"])
+    if not consumers or min(int(c["idle"]) for c in consumers) < idle_s * 1000:
+        return False
+    await redis.xgroup_destroy(stream, group["name"])
+    name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+    log.warning("stream_group_dropped", stream=stream, group=name, idle_s=idle_s)
+    return True
 
 
 _encode_keys = msgspec.msgpack.Encoder().encode

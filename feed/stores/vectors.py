@@ -68,6 +68,9 @@ class VectorIndex(Protocol):
     async def delete(self, post_keys: list[str]) -> None:
         """Remove these posts' points; unknown keys are ignored."""
 
+    async def clear(self) -> None:
+        """Remove every point (before a rebuild from the stored records)."""
+
     async def nearest(self, queries: Queries, limit: int, exclude_authors: list[str]) -> list[VectorHit]:
         """Posts nearest to the query vectors, skipping posts by `exclude_authors`.
 
@@ -180,6 +183,9 @@ class EdgeVectorIndex:
         if post_keys:
             ids: list[int | str] = [point_id(k) for k in post_keys]
             self._shard.update(self._qe.UpdateOperation.delete_points(ids))  # type: ignore[arg-type]
+
+    async def clear(self) -> None:
+        self._shard.update(self._qe.UpdateOperation.delete_points_by_filter(self._qe.Filter()))
 
     async def nearest(self, queries: Queries, limit: int, exclude_authors: list[str]) -> list[VectorHit]:
         qe = self._qe
@@ -315,6 +321,14 @@ class ServerVectorIndex:
                 self._collection,
                 points_selector=models.PointIdsList(points=[point_id(k) for k in post_keys]),
             )
+
+    async def clear(self) -> None:
+        from qdrant_client import models
+
+        await self._ensure_collection()
+        await self._client.delete(
+            self._collection, points_selector=models.FilterSelector(filter=models.Filter())
+        )
 
     async def nearest(self, queries: Queries, limit: int, exclude_authors: list[str]) -> list[VectorHit]:
         from qdrant_client import models
