@@ -44,6 +44,7 @@ from bench.corpus import Corpus, CorpusSpec, build, write_graph
 from bench.load import LoadResult, closed_loop
 from feed.config import Settings
 from feed.redis_server import free_port, start_server
+from feed.replica import index_group
 from feed.stores import keys
 from feed.stores.vectors import EdgeVectorIndex, ServerVectorIndex, VectorIndex, space_dims
 
@@ -340,6 +341,11 @@ def main() -> None:
         if not args.qdrant_url:  # the other replicas' shards: copies, not rebuilt from Redis at start
             for replica in range(1, args.api_workers):
                 shutil.copytree(settings.qdrant_path(), settings.qdrant_path(replica))
+        # the index was written directly: its groups start at the stream's end, as after a
+        # replica's own rebuild (an API process that finds no group rebuilds its shard)
+        with redis.Redis.from_url(redis_url) as r:
+            for slot in range(1 if args.qdrant_url else args.api_workers):
+                r.xgroup_create(keys.INDEX_STREAM, index_group(slot), id="$", mkstream=True)
         write_graph(corpus, folder / "graph.json")
         procs.append(
             subprocess.Popen([sys.executable, "-m", "bench.host", str(folder / "graph.json"), str(host_port)])

@@ -30,9 +30,14 @@ class ReplicaSlot:
 
     @property
     def index_group(self) -> str:
-        """The index-stream consumer group of this slot's own embedded shard (slot 0 keeps the
-        group name single-process installs always had)."""
-        return keys.INDEX_GROUP if self.index == 0 else f"{keys.INDEX_GROUP}-{self.index}"
+        """The index-stream consumer group of this slot's own embedded shard."""
+        return index_group(self.index)
+
+
+def index_group(slot: int) -> str:
+    """The index-stream consumer group of slot `slot`'s embedded shard (slot 0 keeps the group
+    name single-process installs always had)."""
+    return keys.INDEX_GROUP if slot == 0 else f"{keys.INDEX_GROUP}-{slot}"
 
 
 def claim_replica(data_dir: Path) -> ReplicaSlot:
