@@ -82,6 +82,14 @@ class Stack:
                 )
                 time.sleep(0.1)
 
+    def start_engine(self) -> redis.Redis:
+        """Commit text post `p1`, start `feed-api` and `feed-consumer`; returns a Redis client."""
+        r = redis.Redis.from_url(self.redis_url)
+        commit_ingested(r, text_post("p1", 0))
+        self.start("feed-api")
+        self.start("feed-consumer")
+        return r
+
     def stop(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
         proc = self.procs.pop(name)
         proc.send_signal(sig)
@@ -150,10 +158,7 @@ class Sender(threading.Thread):
 
 @pytest.mark.timeout(180)
 def test_redis_restarted_while_events_stream_in_loses_no_accepted_event(stack: Stack) -> None:
-    r = redis.Redis.from_url(stack.redis_url)
-    commit_ingested(r, text_post("p1", 0))
-    stack.start("feed-api")
-    stack.start("feed-consumer")
+    r = stack.start_engine()
     sender = Sender(stack.api)
     sender.start()
     wait_until(lambda: int(r.get(keys.APPLIED_EVENTS) or 0) >= 100, 60)  # the consumer is applying
@@ -265,10 +270,7 @@ def test_host_social_graph_slow_or_failing_the_feed_keeps_its_budget_and_the_las
 
 @pytest.mark.timeout(180)
 def test_the_same_event_sent_twice_is_applied_once(stack: Stack) -> None:
-    r = redis.Redis.from_url(stack.redis_url)
-    commit_ingested(r, text_post("p1", 0))
-    stack.start("feed-api")
-    stack.start("feed-consumer")
+    r = stack.start_engine()
     like = {"event_id": "once", "user_id": "u", "post_id": "p1", "action": "like"}
     other = {"event_id": "other", "user_id": "u2", "post_id": "p1", "action": "like"}
     for event in (like, like, other):  # a host retrying a request whose answer it lost

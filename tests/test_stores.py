@@ -214,10 +214,7 @@ async def test_index_sync_applies_upserts_and_deletes_and_recovers_pending(
 async def test_index_sync_waits_for_a_vector_index_down_at_start_then_builds_it_from_the_records(
     settings: Any, redis_client: Any
 ) -> None:
-    r = redis.Redis.from_url(settings.redis_url)
-    for key in ("1", "2"):
-        commit_ingested(r, rec(key, "a", unit(1, int(key))))
-    r.close()
+    commit_text_posts(settings, "1", "2")
     idx = ServerVectorIndex(":memory:", "posts", DIMS)
     create = idx.prepare
     down = [ConnectionError("refused")]
@@ -304,10 +301,7 @@ async def test_index_sync_trims_the_operations_every_group_applied(
 ) -> None:
     import asyncio
 
-    r = redis.Redis.from_url(settings.redis_url)
-    for key in ("1", "2", "3"):
-        commit_ingested(r, rec(key, "a", unit(1, int(key))))
-    r.close()
+    commit_text_posts(settings, "1", "2", "3")
     idx = EdgeVectorIndex(tmp_path / "shard", DIMS)
     sync = IndexSync(redis_client, idx, trim_every_s=0.05)
     task = asyncio.create_task(sync.run(block_ms=20))
@@ -318,6 +312,14 @@ async def test_index_sync_trims_the_operations_every_group_applied(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await idx.close()
+
+
+def commit_text_posts(settings: Any, *post_keys: str) -> None:
+    """Commit text posts by author `a` whose keys are digits (their vectors differ by it)."""
+    r = redis.Redis.from_url(settings.redis_url)
+    for key in post_keys:
+        commit_ingested(r, rec(key, "a", unit(1, int(key))))
+    r.close()
 
 
 async def _stream_length(redis_client: Any, n: int) -> bool:
