@@ -63,10 +63,6 @@ class IndexSync:
         whether it was created."""
         return await ensure_group(self._redis, keys.INDEX_STREAM, self._group)
 
-    async def _recreate_group(self) -> None:
-        with contextlib.suppress(Exception):  # still failing: the next round tries again
-            await self.ensure_group()
-
     async def skip_to_tip(self) -> None:
         """Point the group at the stream's end: what was appended so far is no longer read
         (the caller is about to rebuild the index from the stored records)."""
@@ -228,9 +224,9 @@ class IndexSync:
                 raise
             except Exception as exc:
                 log_failure(log, "index_sync_failed", exc)
-                if "NOGROUP" in str(exc):  # Redis came back without the group (no persistence)
-                    await self._recreate_group()
                 await asyncio.sleep(1.0)
+                if "NOGROUP" in str(exc):  # the group is gone (Redis lost it, or it was dropped as
+                    await self.start()  # idle): what it missed may be trimmed, so rebuild
 
     def running(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Run `run()` as a background task for the duration of the context."""
