@@ -76,7 +76,7 @@ def build(settings: Settings, index: VectorIndex, spec: CorpusSpec, threads: int
     vectors = unit_rows(rng, spec.posts, spec.dim)
     author_of = power_law_authors(rng, spec.posts, spec.authors)
     now = time.time()
-    ages = rng.uniform(0, settings.timeline_max_age_s * 0.9, spec.posts)
+    ages = rng.uniform(0, 27 * 24 * 3600, spec.posts)  # posts of the last four weeks
     records = [
         PostRecord(
             key=f"p{i}",

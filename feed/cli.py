@@ -4,8 +4,8 @@
     feed-engine worker [celery opts]  an ingest worker (feed-worker)
     feed-engine consumer              the event consumer (feed-consumer)
     feed-engine backfill posts.jsonl  send a file of posts to a running API, with progress
-    feed-engine retrain               train the CF model now
-    feed-engine evaluate movielens    the ranking-quality evaluation
+    feed-engine retrain               train every batch model now (CF, then the ranker)
+    feed-engine evaluate ciaodvd      the ranking-quality evaluation (ciaodvd or movielens)
     feed-engine bench serving         a benchmark (from a source checkout: bench/ is not installed)
 
 Every process reads its settings from the environment (README, Configuration); options
@@ -72,16 +72,16 @@ def consumer() -> None:
 @main.command(context_settings=PASS_THROUGH)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def retrain(args: tuple[str, ...]) -> None:
-    """Train the collaborative-filtering model now on the interaction log (--seed N)."""
-    from feed.batch.cf import main as cf
+    """Train every batch model now (CF, then the ranker) on the interaction log (--seed N)."""
+    from feed.batch.retrain import main as batch
 
-    _run("feed-engine retrain", cf, args)
+    _run("feed-engine retrain", batch, args)
 
 
 @main.command(context_settings=PASS_THROUGH)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def evaluate(args: tuple[str, ...]) -> None:
-    """Evaluate ranking quality (`movielens --data FOLDER`; -h for its options)."""
+    """Evaluate ranking quality (`ciaodvd|movielens --data FOLDER`; -h for its options)."""
     from feed.evaluate.__main__ import main as evaluation
 
     _run("feed-engine evaluate", evaluation, args)

@@ -31,6 +31,9 @@ MAX_PAGE = 200  # the largest `limit` a feed request may ask for
 
 NEGATIVE_ACTIONS: frozenset[str] = frozenset({"hide", "not_interested", "block_author", "report"})
 HIDING_ACTIONS: frozenset[str] = frozenset({"hide", "block_author", "report"})  # the author leaves the feed
+# Public endorsements, which the user's followers see through the social source; views, clicks
+# and dwell are private consumption and stay out of it.
+SOCIAL_ACTIONS: frozenset[str] = frozenset({"like", "comment", "share"})
 
 
 class RankingConfig(BaseModel):
@@ -104,6 +107,9 @@ class RankingConfig(BaseModel):
     collaborative_budget: int = 200
     trending_budget: int = 200
     fresh_budget: int = 200
+    social_budget: int = 200  # posts the people a user follows engaged with, most followees first
+    social_per_user: int = 50  # newest engagements read per followee
+    social_max_followees: int = 200  # followees read per request (bounds the Redis round trip)
     trending_half_life_s: float = 6 * 3600.0  # positive engagement loses half its weight in this time
     # nearest-neighbour results are reused per user until they interact again, at most this
     # long, for this many users per API process (0 turns the cache off)
@@ -115,6 +121,16 @@ class RankingConfig(BaseModel):
     ranking_cache_ttl_s: float = 30.0
     ranking_cache_mb: int = 256
     source_timeout_s: float = 0.5
+    # learned ranker (feed/batch/ranker.py): trained on the log replayed at earlier cutoffs
+    # (quantiles of the log's event times), validated on the part after `ranker_validation_cutoff`
+    ranker_min_events: int = 200  # fewer logged interactions: no training (the formula ranks)
+    ranker_train_cutoffs: tuple[float, ...] = (0.6, 0.7, 0.8)
+    ranker_validation_cutoff: float = 0.9
+    ranker_max_groups: int = 1500  # users replayed per cutoff (a random sample of those who engaged)
+    ranker_min_groups: int = 20  # fewer training groups: no model
+    ranker_negatives: int = 100  # unlabelled candidates kept per training group (all in validation)
+    ranker_leaves: int = 15
+    ranker_max_trees: int = 150  # boosting stops earlier when held-out NDCG stops improving
 
 
 class Settings(BaseSettings):
@@ -174,8 +190,11 @@ class Settings(BaseSettings):
     media_max_frames: int = 8
     media_fetch_threads: int = 8
 
-    timeline_max_age_s: int = 30 * 24 * 3600
+    # posts older than this never reach a feed (0: no limit). Not a ranking knob: how much age
+    # matters is learned by the ranker from each deployment's data; this is a host's product rule
+    timeline_max_age_s: int = 0
     seen_max: int = 5_000
+    social_engaged_keep: int = 100  # newest likes, comments and shares kept per user (social source)
     event_dedupe_ttl_s: int = 7 * 24 * 3600
     pending_event_ttl_s: int = 3600
     event_reclaim_idle_ms: int = 60_000  # Redis Streams: take over events a dead consumer left unacked
@@ -200,7 +219,17 @@ class Settings(BaseSettings):
     cf_regularization: float = 0.05
     cf_alpha: float = 10.0
     cf_log_max: int = 5_000_000  # interactions kept for training (oldest trimmed first)
-    cf_retrain_every_s: float = 6 * 3600.0  # schedule of the worker's retrain task; 0 = only on demand
+    # Retraining (CF and the ranker, feed/batch/schedule.py): the worker started with --beat checks every
+    # RETRAIN_CHECK_EVERY_S (0: only on demand) and starts a retrain in a child process when the
+    # interactions applied since the last training reach max(MIN_NEW_EVENTS, GROWTH * those it was
+    # trained on) and MIN_INTERVAL_S passed since the last start; or, after MAX_INTERVAL_S (0: never),
+    # on any new interaction. The lock expires after RETRAIN_LOCK_TTL_S (keep it above a training).
+    retrain_check_every_s: float = 60.0
+    retrain_min_new_events: int = 500
+    retrain_growth: float = 0.1
+    retrain_min_interval_s: float = 300.0
+    retrain_max_interval_s: float = 6 * 3600.0
+    retrain_lock_ttl_s: int = 3600
 
     ingest_batch_size: int = 32
     ingest_flush_interval_s: float = 0.05

@@ -21,6 +21,8 @@ from feed.events.broker import CONSUMER_GROUP, Broker, EventPublisher, create_br
 from feed.metrics import refresh_backlogs_forever
 from feed.pipeline.home_feed import build_home_feed
 from feed.pipeline.paging import PagedFeed
+from feed.ranking.model import RankerSlot
+from feed.ranking.sync import RankerSync
 from feed.replica import claim_replica
 from feed.social_graph import SocialGraphClient
 from feed.stores import keys
@@ -29,6 +31,7 @@ from feed.stores.catalog_sync import CatalogSync
 from feed.stores.feature_store import FeatureStore
 from feed.stores.indexer import IndexSync
 from feed.stores.post_store import PostStore
+from feed.stores.ranker_store import RankerStore
 from feed.stores.sessions import FeedSessions
 from feed.stores.vectors import VectorIndex, open_vector_index, space_dims
 
@@ -53,6 +56,8 @@ class Services:
     broker: Broker
     home_feed: PagedFeed
     celery: Celery
+    ranker: RankerSlot  # the learned model serving now (None inside: the hand-set formula)
+    rankers: RankerStore  # the deployed model and the training reports
 
 
 @contextlib.asynccontextmanager
@@ -82,6 +87,9 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
     features = FeatureStore(redis, settings.seen_max)
     sessions = FeedSessions(redis, settings.served_ttl_s, settings.session_ranking_ttl_s)
     catalog = PostCatalog(space_dims(settings))
+    ranker = RankerSlot()
+    rankers = RankerStore(redis)
+    ranker_sync = RankerSync(rankers, ranker)
     async with httpx.AsyncClient() as http:
         graph = SocialGraphClient(
             redis, http, settings.backend_url, settings.social_graph_timeout_s, settings.social_graph_ttl_s
@@ -100,16 +108,19 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
             limits=WriteLimits(redis, settings.write_limit_per_key, settings.write_limit_per_user),
             broker=broker,
             home_feed=PagedFeed(
-                build_home_feed(settings, catalog, features, index, graph, sessions),
+                build_home_feed(settings, catalog, features, index, graph, sessions, ranker),
                 sessions,
                 settings.session_keep,
             ),
             celery=celery,
+            ranker=ranker,
+            rankers=rankers,
         )
         await prepare_event_stream(settings, redis)
         await broker.connect()
         try:
             await services.catalog_sync.load()
+            await ranker_sync.refresh()
             # What exists now (the catalogue, modules, clients) lives as long as the process:
             # keep it out of the collector's scans, and collect young objects less often
             # (a request allocates thousands; full collections over the heap took ms each).
@@ -123,6 +134,7 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
                 services.index_sync.running(),
                 services.catalog_sync.running(),
                 running(backlogs, "metrics-backlogs"),
+                running(ranker_sync.run(), "ranker-sync"),
             ):
                 yield services
         finally:

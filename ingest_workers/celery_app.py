@@ -9,8 +9,10 @@ from celery import Celery
 from feed.config import get_settings
 
 INGEST_QUEUE = "feed.ingest"
+# retrain checks have a queue of their own, so a backlog of posts to ingest does not delay them
+BATCH_QUEUE = "feed.batch"
 INGEST_TASK = "ingest_workers.ingest_post"
-RETRAIN_TASK = "ingest_workers.retrain_cf"
+RETRAIN_CHECK_TASK = "ingest_workers.check_retrain"
 
 
 def create_celery_app() -> Celery:
@@ -24,6 +26,8 @@ def create_celery_app() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_default_queue=INGEST_QUEUE,
+        task_queues={INGEST_QUEUE: {}, BATCH_QUEUE: {}},  # a worker consumes both
+        task_routes={RETRAIN_CHECK_TASK: {"queue": BATCH_QUEUE}},
         worker_prefetch_multiplier=max(settings.ingest_batch_size, 1),
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
@@ -34,9 +38,13 @@ def create_celery_app() -> Celery:
             "global_keyprefix": "feed:celery:",
         },
     )
-    if settings.cf_retrain_every_s > 0:  # runs where a worker is started with --beat (one per deployment)
+    if settings.retrain_check_every_s > 0:  # runs where a worker is started with --beat (one per deployment)
         app.conf.beat_schedule = {
-            "retrain-cf": {"task": RETRAIN_TASK, "schedule": settings.cf_retrain_every_s},
+            "check-retrain": {
+                "task": RETRAIN_CHECK_TASK,
+                "schedule": settings.retrain_check_every_s,
+                "options": {"expires": settings.retrain_check_every_s},  # checks do not pile up unread
+            },
         }
     return app
 

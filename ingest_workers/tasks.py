@@ -23,13 +23,13 @@ import structlog
 from celery.signals import worker_ready
 from celery_batches import Batches, SimpleRequest
 
-from feed.batch import cf
+from feed.batch import schedule
 from feed.config import get_settings
 from feed.stores.post_store import commit_ingested, mark_failed
 from feed.stores.records import PostRecord
 from ingest_workers import metrics
 from ingest_workers.analyze import Failed, PostAnalyzer, Understood
-from ingest_workers.celery_app import INGEST_TASK, RETRAIN_TASK, app
+from ingest_workers.celery_app import INGEST_TASK, RETRAIN_CHECK_TASK, app
 from ingest_workers.fetch import FetchPolicy, MediaFetcher
 from ingest_workers.jobs import IngestJob
 from models.files import ModelUnavailable
@@ -156,8 +156,8 @@ def ingest_post(requests: list[SimpleRequest]) -> None:
     ingest_batch(jobs, attempts)
 
 
-@app.task(name=RETRAIN_TASK)
-def retrain_cf() -> dict[str, float]:
-    """Retrain the collaborative-filtering model from the interaction log (scheduled by beat)."""
-    result = cf.train(redis_client(), get_settings())
-    return {"pairs": result.pairs, "users": result.users, "items": result.items, "seconds": result.seconds}
+@app.task(name=RETRAIN_CHECK_TASK)
+def check_retrain() -> str:
+    """Beat's check (every RETRAIN_CHECK_EVERY_S): start a retrain in a child process when one is
+    due; returns the decision's reason. A few Redis reads, so this worker's ingestion goes on."""
+    return schedule.check(redis_client(), get_settings(), schedule.launch_retrain).reason

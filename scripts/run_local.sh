@@ -46,7 +46,8 @@ fi
 
 .venv/bin/feed-api >"$DATA_DIR/logs/api.log" 2>&1 &
 pids+=($!)
-# --beat: this worker also runs the schedule (CF retraining every CF_RETRAIN_EVERY_S)
+# --beat: this worker also runs the schedule (a retrain check every RETRAIN_CHECK_EVERY_S; a due
+# retrain runs in a child process, so ingestion goes on)
 .venv/bin/feed-worker --beat --schedule "$DATA_DIR/celerybeat-schedule" >"$DATA_DIR/logs/worker.log" 2>&1 &
 worker_pid=$!
 pids+=($worker_pid)

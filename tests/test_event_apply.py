@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import redis
+from msgspec.structs import replace
 
 from feed.events.apply import EventApplier
 from feed.events.schemas import InteractionEvent
@@ -197,3 +198,40 @@ async def test_ids_with_separators_and_any_characters_apply_intact(settings: Any
     assert await redis_client.zscore(keys.user_affinity("u:7:ü"), "au:th 3") == 1.0
     assert await redis_client.exists(keys.event_done("ev:1:2"))
     assert await user_vector(redis_client, "u:7:ü") is not None
+
+
+async def test_likes_comments_and_shares_are_kept_as_public_engagements_newest_first(
+    settings: Any, redis_client: Any
+) -> None:
+    actions = ["like", "comment", "share", "view", "click", "dwell"]
+    for i in range(len(actions)):
+        store_post(settings, f"p{i}", "a", unit(1, 0))
+    applier = EventApplier(redis_client, settings)
+    events = [event(f"e{i}", f"p{i}", action=a) for i, a in enumerate(actions)]
+    await applier.apply(events)
+    engaged = await redis_client.zrange(keys.user_engaged("u1"), 0, -1, withscores=True)
+    assert {(k.decode(), s) for k, s in engaged} == {(e.post_key, e.ts) for e in events[:3]}
+    older = replace(event("e-old", "p0"), ts=events[0].ts - 3600)  # a backfilled like keeps the newest time
+    await applier.apply([older])
+    assert await redis_client.zscore(keys.user_engaged("u1"), "p0") == events[0].ts
+
+
+async def test_public_engagements_are_trimmed_to_the_newest_kept(settings: Any, redis_client: Any) -> None:
+    for i in range(5):
+        store_post(settings, f"p{i}", "a", unit(1, 0))
+    applier = EventApplier(redis_client, settings.model_copy(update={"social_engaged_keep": 3}))
+    now = time.time()
+    await applier.apply([replace(event(f"e{i}", f"p{i}"), ts=now + i) for i in range(5)])
+    kept = await redis_client.zrange(keys.user_engaged("u1"), 0, -1)
+    assert [k.decode() for k in kept] == ["p2", "p3", "p4"]
+
+
+async def test_a_later_negative_action_takes_the_engagement_back(settings: Any, redis_client: Any) -> None:
+    for post in ("p1", "p2", "p3"):
+        store_post(settings, post, "a", unit(1, 0))
+    applier = EventApplier(redis_client, settings)
+    await applier.apply([event(f"e-{post}", post) for post in ("p1", "p2", "p3")])
+    await applier.apply([event("e4", "p1", user="u2")])
+    await applier.apply([event("e5", "p1", action="report"), event("e6", "p2", action="not_interested")])
+    assert [k.decode() for k in await redis_client.zrange(keys.user_engaged("u1"), 0, -1)] == ["p3"]
+    assert await redis_client.zscore(keys.user_engaged("u2"), "p1") is not None  # another user's stays

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from feed.evaluate import baselines, movielens
-from feed.evaluate.__main__ import CATALOGUE_DISABLED, catalogue_profile
 from feed.evaluate.metrics import score
 from feed.evaluate.replay import replay
 from tests.conftest import Engine
@@ -18,14 +17,12 @@ DATA = Path(__file__).parent / "data" / "movielens-60"
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The engine configured as the evaluation configures it (the catalogue profile)."""
+def settings(tmp_path: Path) -> Any:
+    """The engine with its shipped defaults, as the evaluation runs it."""
     import os
 
     from feed.config import Settings
 
-    for name, value in catalogue_profile({}, CATALOGUE_DISABLED).items():
-        monkeypatch.setenv(name, value)
     return Settings(  # a replay sends each user's history within seconds: no write limits
         redis_url=os.environ["REDIS_URL"],
         data_dir=tmp_path,

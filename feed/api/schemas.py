@@ -90,6 +90,18 @@ class FeedItem(msgspec.Struct):
     score: float
     source: str
     score_parts: dict[str, float]
+    # with `explain`, when the learned ranker scored the post: each feature's additive share of
+    # its raw model score (SHAP values), and `base`, the model's mean; the score is sigmoid(sum)
+    contributions: dict[str, float] | None = None
+
+
+class RankerOut(msgspec.Struct):
+    """Which ranker ordered the page (with `explain`): `learned` (and the model's version),
+    `formula` (the hand-set weights: no model deployed yet) or `earlier` (the page continues a
+    ranking made before: a later page of a session, or a kept ranking)."""
+
+    kind: str
+    version: int | None
 
 
 class StageOut(msgspec.Struct):
@@ -112,6 +124,7 @@ class FeedResponse(msgspec.Struct):
     next_cursor: str | None
     took_ms: float
     stages: list[StageOut] | None = None
+    ranker: RankerOut | None = None
 
 
 class Health(msgspec.Struct):

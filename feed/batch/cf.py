@@ -8,8 +8,8 @@ RENAMEd over the serving ones in one MULTI/EXEC, so a feed never mixes two model
 serving never waits for training. The same transaction queues a `cf` operation on the
 index stream: the process that owns the vector index then copies the item factors into
 it (named vector `cf`, tagged with the model version) for the CF candidate source.
-Run it on demand (`python -m feed.batch.cf`) or let the ingest worker run it every
-CF_RETRAIN_EVERY_S.
+Run it alone on demand (`python -m feed.batch.cf`); `feed.batch.retrain` runs it with the other
+models, on demand or when enough new interactions arrived (feed/batch/schedule.py).
 """
 
 from __future__ import annotations
@@ -59,14 +59,13 @@ def read_confidence(r: redis.Redis, weights: dict[str, float]) -> dict[tuple[str
         start = "(" + rows[-1][0].decode()
 
 
-def train(r: redis.Redis, settings: Settings, seed: int = 0) -> TrainResult:
-    """Fit ALS on the log and swap the factors in; an empty log leaves the current model."""
+def fit(
+    confidence: dict[tuple[str, str], float], settings: Settings, seed: int = 0
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """ALS user and item factors for positive (user, post) confidences (also used by the ranker's
+    training to rebuild the CF model as it was at an earlier time)."""
     from implicit.als import AlternatingLeastSquares
 
-    started = time.perf_counter()
-    confidence = {pair: c for pair, c in read_confidence(r, settings.ranking.action_weights).items() if c > 0}
-    if not confidence:
-        return TrainResult(0, 0, 0, time.perf_counter() - started)
     users = sorted({u for u, _ in confidence})
     items = sorted({p for _, p in confidence})
     user_index = {u: i for i, u in enumerate(users)}
@@ -85,13 +84,21 @@ def train(r: redis.Redis, settings: Settings, seed: int = 0) -> TrainResult:
             random_state=seed,
         )
         model.fit(matrix, show_progress=False)
-    swap(
-        r,
+    return (
         dict(zip(users, np.asarray(model.user_factors), strict=True)),
         dict(zip(items, np.asarray(model.item_factors), strict=True)),
-        len(confidence),
     )
-    result = TrainResult(len(confidence), len(users), len(items), time.perf_counter() - started)
+
+
+def train(r: redis.Redis, settings: Settings, seed: int = 0) -> TrainResult:
+    """Fit ALS on the log and swap the factors in; an empty log leaves the current model."""
+    started = time.perf_counter()
+    confidence = {pair: c for pair, c in read_confidence(r, settings.ranking.action_weights).items() if c > 0}
+    if not confidence:
+        return TrainResult(0, 0, 0, time.perf_counter() - started)
+    user_factors, item_factors = fit(confidence, settings, seed)
+    swap(r, user_factors, item_factors, len(confidence))
+    result = TrainResult(len(confidence), len(user_factors), len(item_factors), time.perf_counter() - started)
     log.info(
         "cf_trained",
         users=result.users,

@@ -1,66 +1,79 @@
-"""`python -m feed.evaluate movielens`: replay MovieLens through a local engine, score its feeds
-and the baselines' lists on the same split, print a table and write it as JSON and Markdown."""
+"""`python -m feed.evaluate movielens|ciaodvd`: replay a data set through a local engine running
+with its shipped defaults, score its feeds and the baselines' lists on the same split, print a
+Markdown table and write the report to bench/results/eval-<dataset>.json (overwritten)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import platform
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from feed.evaluate import baselines, movielens
+from feed.evaluate import baselines, ciaodvd, movielens
+from feed.evaluate.dataset import Split
 from feed.evaluate.engine import LocalEngine
-from feed.evaluate.metrics import Scores, score
+from feed.evaluate.host import GraphHost
 from feed.evaluate.replay import replay
+from feed.evaluate.report import build_report, table
 
-YEAR_S = 365 * 24 * 3600
-# Movies are a catalogue, not a stream of posts: they do not expire, age over a year rather
-# than a day, and what is popular is measured over months.
-CATALOGUE_RANKING: dict[str, Any] = {"trending_half_life_s": 3 * YEAR_S, "trending_weight": 1.5}
-# A film's age since its first rating says little about its appeal; and an offline replay cannot
-# reward exploration (what it buys, learning about unproven posts, happens only online).
-CATALOGUE_DISABLED = ["freshness", "exploration"]
-
-
-def catalogue_profile(ranking: dict[str, Any], disabled: list[str]) -> dict[str, str]:
-    """Engine settings (environment) for a catalogue: RANKING overrides merged over CATALOGUE_RANKING."""
-    return {
-        "TIMELINE_MAX_AGE_S": str(40 * YEAR_S),
-        "RANKING": json.dumps({**CATALOGUE_RANKING, **ranking}),
-        "DISABLED_COMPONENTS": json.dumps(disabled),
-    }
-
-
-COLUMNS = ("NDCG@10", "Recall@20", "HitRate@10", "coverage", "genre_diversity")
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+# name -> (title, loader(folder, users, seed), default folder)
+DATASETS: dict[str, tuple[str, Callable[[Path, int | None, int], Split], Path]] = {
+    "movielens": ("MovieLens ml-latest-small", movielens.load, movielens.DEFAULT_FOLDER),
+    "ciaodvd": ("CiaoDVD", ciaodvd.load, ciaodvd.DEFAULT_FOLDER),
+}
 # what `--ablate` switches off, one at a time (names from feed/pipeline/home_feed.py)
 ABLATION = (
+    "thunder",
     "phoenix",
     "collaborative",
     "trending",
     "fresh",
+    "max_age",
     "similarity",
     "engagement",
     "trending_score",
     "cf",
     "affinity",
+    "freshness",
     "network",
+    "small_author",
     "author_diversity",
     "near_duplicates",
-    "small_author",
+    "exploration",
 )
 
 
-def run_engine(
-    split: movielens.Split, profile: dict[str, str]
-) -> tuple[dict[int, list[int]], dict[str, float]]:
-    """The engine's feeds for the split's users, from a fresh local engine."""
-    with LocalEngine(profile) as engine:
+def overrides(ranking: dict[str, Any], disabled: list[str]) -> dict[str, Any]:
+    """What a run changes from the engine's defaults, as the report records it: `ranking` (merged
+    into RANKING) and `disabled` (DISABLED_COMPONENTS), each only when not empty."""
+    out: dict[str, Any] = {}
+    if ranking:
+        out["ranking"] = ranking
+    if disabled:
+        out["disabled"] = disabled
+    return out
+
+
+def engine_env(changes: dict[str, Any], backend_url: str) -> dict[str, str]:
+    """The engine's environment for `changes` (from `overrides`), its host at `backend_url`."""
+    env = {"BACKEND_URL": backend_url}
+    if "ranking" in changes:
+        env["RANKING"] = json.dumps(changes["ranking"])
+    if "disabled" in changes:
+        env["DISABLED_COMPONENTS"] = json.dumps(changes["disabled"])
+    return env
+
+
+def run_engine(split: Split, changes: dict[str, Any]) -> tuple[dict[int, list[int]], dict[str, float]]:
+    """The engine's feeds for the split's users from a fresh local engine, whose social-graph
+    callback this process answers with the split's follow graph; and the seconds per phase."""
+    with GraphHost(split.following) as host, LocalEngine(engine_env(changes, host.url)) as engine:
 
         async def go() -> tuple[dict[int, list[int]], dict[str, float]]:
             async def idle(events: int) -> bool:
@@ -75,92 +88,72 @@ def run_engine(
         return asyncio.run(go())
 
 
-def table(rows: dict[str, dict[str, Scores]]) -> str:
-    """Markdown table: one line per ranker and user group."""
-    lines = ["| ranker | users | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
-    for ranker, groups in rows.items():
-        for group, s in groups.items():
-            values = s.as_dict()
-            cells = " | ".join(f"{values[c]:.4f}" for c in COLUMNS)
-            lines.append(f"| {ranker} | {group} ({s.users}) | {cells} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
+    """Run one evaluation (arguments from sys.argv), print its table and write its report."""
     parser = argparse.ArgumentParser(prog="python -m feed.evaluate", description=__doc__)
-    parser.add_argument("dataset", choices=["movielens"])
-    parser.add_argument("--data", type=Path, default=movielens.DEFAULT_FOLDER, help="ml-latest-small folder")
+    parser.add_argument("dataset", choices=sorted(DATASETS))
+    parser.add_argument(
+        "--data", type=Path, help="the data set's folder (default: ../shared/data/movielens-small or ciaodvd)"
+    )
     parser.add_argument("--users", type=int, help="a random sample of this many users (default: all)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--out", type=Path, default=RESULTS, help="report folder (default: bench/results)")
     parser.add_argument(
         "--ranking", type=json.loads, default={}, help="JSON merged into the engine's RANKING"
     )
-    parser.add_argument(
-        "--disable", nargs="*", default=CATALOGUE_DISABLED, help="pipeline components to switch off"
-    )
+    parser.add_argument("--disable", nargs="*", default=[], help="pipeline components to switch off")
     parser.add_argument(
         "--ablate", action="store_true", help="also run the engine once without each component"
     )
     args = parser.parse_args()
 
+    title, load, default_folder = DATASETS[args.dataset]
     started = time.perf_counter()
-    split = movielens.load(args.data, args.users, args.seed)
-    genres = {m.movie_id: m.genres for m in split.catalogue.values()}
+    split = load(args.data or default_folder, args.users, args.seed)
+    baseline: dict[str, Callable[[], dict[int, list[int]]]] = {
+        "popularity": lambda: baselines.popularity(split),
+        "als": lambda: baselines.als(split, args.seed),
+    }
+    if split.following:
+        baseline["friends_popularity"] = lambda: baselines.friends_popularity(split)
+    changes = overrides(args.ranking, args.disable)
     lists: dict[str, dict[int, list[int]]] = {}
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    lists["popularity"] = baselines.popularity(split)
-    seconds["popularity"] = time.perf_counter() - t
-    t = time.perf_counter()
-    lists["ALS"] = baselines.als(split, args.seed)
-    seconds["ALS"] = time.perf_counter() - t
-    t = time.perf_counter()
-    profile = catalogue_profile(args.ranking, args.disable)
-    lists["engine"], phases = run_engine(split, profile)
+    lists["engine"], phases = run_engine(split, changes)
     seconds["engine"] = time.perf_counter() - t
+    for name, rank in baseline.items():
+        t = time.perf_counter()
+        lists[name] = rank()
+        seconds[name] = time.perf_counter() - t
     for component in ABLATION if args.ablate else ():
         t = time.perf_counter()
-        lists[f"engine without {component}"], _ = run_engine(
-            split, catalogue_profile(args.ranking, [*args.disable, component])
-        )
-        seconds[f"engine without {component}"] = time.perf_counter() - t
+        name = f"engine without {component}"
+        lists[name], _ = run_engine(split, overrides(args.ranking, [*args.disable, component]))
+        seconds[name] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - started
+    seconds.update({f"engine_{k}": v for k, v in phases.items()})
 
-    seen = split.seen()
-    groups = {
-        "all": split.truth,
-        "with history": {u: v for u, v in split.truth.items() if seen.get(u)},
-        "new users": {u: v for u, v in split.truth.items() if not seen.get(u)},
-    }
-    rows = {
-        ranker: {group: score(ranked, truth, genres, len(split.catalogue)) for group, truth in groups.items()}
-        for ranker, ranked in lists.items()
-    }
-    total = time.perf_counter() - started
-    phase_text = ", ".join(f"{k} {v:.0f} s" for k, v in phases.items())
-    header = (
-        f"MovieLens ml-latest-small, seed {args.seed}: {len(split.catalogue)} posts, {len(split.train)} "
-        f"history events, {len(split.users)} users scored; run time {total:.0f} s "
-        f"(engine {seconds['engine']:.0f} s: {phase_text})"
+    report = build_report(
+        args.dataset,
+        split,
+        lists,
+        overrides=changes,
+        seed=args.seed,
+        users_sampled=args.users,
+        seconds=seconds,
     )
-    markdown = header + "\n\n" + table(rows) + "\n"
-    print(markdown)
+    phase_text = ", ".join(f"{k} {v:.0f} s" for k, v in phases.items())
+    print(
+        f"{title}, seed {args.seed}, overrides {json.dumps(changes)}: {len(split.catalogue)} posts, "
+        f"{len(split.train)} history events, {len(split.truth)} users scored; run time "
+        f"{seconds['total']:.0f} s (engine {seconds['engine']:.0f} s: {phase_text})\n\n"
+        + table(report["systems"])
+    )
     args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    report: dict[str, Any] = {
-        "dataset": "movielens-small",
-        "seed": args.seed,
-        "users_sampled": args.users,
-        "posts": len(split.catalogue),
-        "history_events": len(split.train),
-        "engine_profile": profile,
-        "seconds": {"total": total, **seconds, **{f"engine_{k}": v for k, v in phases.items()}},
-        "machine": {"python": platform.python_version(), "machine": platform.machine()},
-        "scores": {ranker: {g: s.as_dict() for g, s in groups_.items()} for ranker, groups_ in rows.items()},
-    }
-    (args.out / f"evaluation-movielens-{stamp}.json").write_text(json.dumps(report, indent=2))
-    (args.out / f"evaluation-movielens-{stamp}.md").write_text(markdown)
-    print(f"wrote {args.out}/evaluation-movielens-{stamp}.json and .md")
+    path = args.out / f"eval-{args.dataset}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping
 
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from feed.evaluate.movielens import Split
+from feed.evaluate.dataset import Split
 
 # implicit-feedback confidence per interaction (not_interested carries no positive signal)
 CONFIDENCE = {"like": 1.0, "view": 0.3, "not_interested": 0.0}
@@ -27,16 +28,45 @@ def _top(
     return [items[i] for i in top]
 
 
+def _likes(split: Split, index: Mapping[int, int]) -> np.ndarray:
+    """Likes per catalogue movie before the split."""
+    likes = np.zeros(len(index))
+    for r in split.train:
+        if r.action == "like":
+            likes[index[r.movie_id]] += 1
+    return likes
+
+
 def popularity(split: Split, k: int = 20) -> dict[int, list[int]]:
     """Most liked movies before the split, minus what each user has seen."""
     items = sorted(split.catalogue)
     index = {m: i for i, m in enumerate(items)}
-    likes = np.zeros(len(items))
-    for r in split.train:
-        if r.action == "like":
-            likes[index[r.movie_id]] += 1
+    likes = _likes(split, index)
     seen = split.seen()
     return {u: _top(likes, items, seen.get(u, set()), index, k) for u in split.users}
+
+
+def friends_popularity(split: Split, k: int = 20) -> dict[int, list[int]]:
+    """Movies the user's followees liked before the split, by how many of them liked each (ties by
+    popularity), then the most liked movies; never what the user interacted with before the split."""
+    items = sorted(split.catalogue)
+    index = {m: i for i, m in enumerate(items)}
+    likes = _likes(split, index)
+    liked_by: dict[int, set[int]] = defaultdict(set)
+    for r in split.train:
+        if r.action == "like":
+            liked_by[r.user_id].add(r.movie_id)
+    # a followee's like outweighs any popularity, which is below `scale`
+    scale = likes.max(initial=0.0) + 1
+    seen = split.seen()
+    lists: dict[int, list[int]] = {}
+    for u in split.users:
+        friends = np.zeros(len(items))
+        for followee in split.following.get(u, set()):
+            for movie in liked_by.get(followee, set()):
+                friends[index[movie]] += 1
+        lists[u] = _top(friends * scale + likes, items, seen.get(u, set()), index, k)
+    return lists
 
 
 def als(split: Split, seed: int, k: int = 20, factors: int = 64) -> dict[int, list[int]]:

@@ -75,9 +75,9 @@ class LocalEngine:
         return " ready." in (self.folder / "feed-worker.log").read_text()
 
     def retrain(self) -> None:
-        """Retrain the collaborative-filtering model now (`python -m feed.batch.cf`)."""
+        """Retrain the batch models now, as an operator would (`python -m feed.batch.retrain`)."""
         subprocess.run(
-            [sys.executable, "-m", "feed.batch.cf"],
+            [sys.executable, "-m", "feed.batch.retrain"],
             env={**self._process_env},
             check=True,
             capture_output=True,

@@ -48,11 +48,12 @@ class Scores:
     diversity: float
 
     def as_dict(self) -> dict[str, float]:
+        """The report's keys: `users` and each metric (`ndcg@10`, `recall@20`, ...)."""
         return {
             "users": self.users,
-            "NDCG@10": self.ndcg_10,
-            "Recall@20": self.recall_20,
-            "HitRate@10": self.hit_10,
+            "ndcg@10": self.ndcg_10,
+            "recall@20": self.recall_20,
+            "hit_rate@10": self.hit_10,
             "coverage": self.coverage,
             "genre_diversity": self.diversity,
         }

@@ -14,67 +14,12 @@ before the split.
 from __future__ import annotations
 
 import csv
-import random
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
+from feed.evaluate.dataset import Movie, Rating, Split, liked_after, sample_users, split_by_time
+
 DEFAULT_FOLDER = Path(__file__).resolve().parents[3] / "shared" / "data" / "movielens-small"
-
-
-def action_for(rating: float) -> str:
-    """The interaction a rating stands for."""
-    if rating >= 4.0:
-        return "like"
-    if rating < 2.5:
-        return "not_interested"
-    return "view"
-
-
-@dataclass(frozen=True, slots=True)
-class Movie:
-    """A movie as a post."""
-
-    movie_id: int
-    text: str
-    genres: frozenset[str]
-    created_at: float  # its first rating
-
-
-@dataclass(frozen=True, slots=True)
-class Rating:
-    """A rating as an interaction."""
-
-    user_id: int
-    movie_id: int
-    rating: float
-    ts: float
-
-    @property
-    def action(self) -> str:
-        return action_for(self.rating)
-
-
-@dataclass(frozen=True)
-class Split:
-    """History before the split, and what each evaluated user liked after it."""
-
-    split_ts: float
-    catalogue: dict[int, Movie]
-    train: list[Rating]
-    truth: dict[int, set[int]]  # evaluated user -> movies liked after the split
-
-    @property
-    def users(self) -> list[int]:
-        """Evaluated users, in id order."""
-        return sorted(self.truth)
-
-    def seen(self) -> dict[int, set[int]]:
-        """Movies each user interacted with before the split (never recommended to them)."""
-        out: dict[int, set[int]] = defaultdict(set)
-        for r in self.train:
-            out[r.user_id].add(r.movie_id)
-        return out
 
 
 def load(
@@ -86,14 +31,10 @@ def load(
             Rating(int(row["userId"]), int(row["movieId"]), float(row["rating"]), float(row["timestamp"]))
             for row in csv.DictReader(f)
         ]
-    if users is not None:
-        everyone = sorted({r.user_id for r in ratings})
-        chosen = set(random.Random(seed).sample(everyone, min(users, len(everyone))))
+    chosen = sample_users(ratings, users, seed)
+    if chosen is not None:
         ratings = [r for r in ratings if r.user_id in chosen]
-    ratings.sort(key=lambda r: (r.ts, r.user_id, r.movie_id))
-    cut = int(len(ratings) * train_fraction)
-    split_ts = ratings[cut].ts
-    train, test = ratings[:cut], ratings[cut:]
+    split_ts, train, test = split_by_time(ratings, train_fraction)
 
     first_rating: dict[int, float] = {}
     for r in train:
@@ -114,8 +55,4 @@ def load(
             if tags[movie_id]:
                 text += " Tags: " + ", ".join(t for t, _ in tags[movie_id].most_common(10)) + "."
             catalogue[movie_id] = Movie(movie_id, text, genres, first_rating[movie_id])
-    truth: dict[int, set[int]] = defaultdict(set)
-    for r in test:
-        if r.action == "like":
-            truth[r.user_id].add(r.movie_id)
-    return Split(split_ts, catalogue, train, dict(truth))
+    return Split(split_ts, catalogue, train, liked_after(test))

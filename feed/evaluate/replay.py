@@ -4,7 +4,8 @@ Times are shifted so that the split is "now": posts are created at their first r
 interactions carry `occurred_at`, both in the past, so freshness and trending see the
 history as it happened. Each user's interactions are sent one after another in time
 order (users in parallel), so every user's interest vectors come out the same in every
-run. Each movie is its own author (the data set has no authors).
+run. Each movie is its own author (`movie-{id}`: the data sets have no authors). The follow
+graph is not sent: the engine asks the host for it (`feed.evaluate.host`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from feed.evaluate.movielens import Rating, Split
+from feed.evaluate.dataset import Rating, Split
 
 Idle = Callable[[int], Awaitable[bool]]  # idle(events sent) -> every event applied and every post indexed
 
@@ -111,7 +112,7 @@ async def replay(
                 "post_id": r.movie_id,
                 "action": r.action,
                 "occurred_at": _iso(r.ts + shift),
-                "event_id": f"ml-{r.user_id}-{r.movie_id}-{int(r.ts)}",
+                "event_id": f"ev-{r.user_id}-{r.movie_id}-{int(r.ts)}",
             }
             await _ok(client.post("/interaction", json=body), 202)
 

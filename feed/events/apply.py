@@ -25,7 +25,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from feed.config import HIDING_ACTIONS, NEGATIVE_ACTIONS, Settings
+from feed.config import HIDING_ACTIONS, NEGATIVE_ACTIONS, SOCIAL_ACTIONS, Settings
 from feed.events.ema import action_weight, ema_update
 from feed.events.schemas import InteractionEvent
 from feed.stores import keys
@@ -50,31 +50,32 @@ return out
 """
 
 # All writes of a batch in one script call (inside the MULTI that watches the batch's users):
-# per event its done-marker, counters, seen set, affinity, hidden authors, trending and the
-# interaction log; per (user, field) its new interest vector (empty: delete); per user its
-# event count; then the changes-stream entry and the applied counter. One call instead of
-# about ten commands per event: command packing in the client was the consumer's bottleneck.
+# per event its done-marker, counters, seen set, affinity, hidden authors, public engagements
+# (the social source's), trending and the interaction log; per (user, field) its new interest
+# vector (empty: delete); per user its event count; then the changes-stream entry and the
+# applied counter. One call instead of about ten commands per event: command packing in the
+# client was the consumer's bottleneck.
 # Key names come from `feed.stores.keys` as templates (%s: an id), so they are defined once.
 # ARGV: the fixed settings (`_fixed_args`), then n_events, n_vectors, n_users and one blob of
-# length-prefixed fields (`<len>:<bytes>`, see `_blob`): the events (9 fields each), the
+# length-prefixed fields (`<len>:<bytes>`, see `_blob`): the events (10 fields each), the
 # vector triples, the (user, count) pairs, and the changes' two key lists. One blob instead of
 # thousands of arguments: redis-py encodes each argument in Python.
 _WRITE_BATCH = """
-local done_tpl, counts_tpl, seen_tpl, affinity_tpl, hidden_tpl, user_tpl = unpack(ARGV, 1, 6)
-local reach_key, trending_key, log_key, changes_key, applied_key = unpack(ARGV, 7, 11)
-local ttl, seen_max, log_max, changes_max = unpack(ARGV, 12, 15)
-local n_events, n_vectors, n_users = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18])
-local blob, pos = ARGV[19], 1
+local done_tpl, counts_tpl, seen_tpl, affinity_tpl, hidden_tpl, user_tpl, engaged_tpl = unpack(ARGV, 1, 7)
+local reach_key, trending_key, log_key, changes_key, applied_key = unpack(ARGV, 8, 12)
+local ttl, seen_max, log_max, changes_max, engaged_keep = unpack(ARGV, 13, 17)
+local n_events, n_vectors, n_users = tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20])
+local blob, pos = ARGV[21], 1
 local function field()
   local colon = string.find(blob, ':', pos, true)
   local stop = colon + tonumber(string.sub(blob, pos, colon - 1))
   pos = stop + 1
   return string.sub(blob, colon + 1, stop)
 end
-local users = {}
+local users, engagers = {}, {}
 for _ = 1, n_events do
   local id, user, post, author, action = field(), field(), field(), field(), field()
-  local ts, weight, units, hides = field(), field(), field(), field()
+  local ts, weight, units, hides, social = field(), field(), field(), field(), field()
   redis.call('SET', string.format(done_tpl, id), 1, 'EX', ttl)
   redis.call('HINCRBY', string.format(counts_tpl, post), action, 1)
   redis.call('ZINCRBY', reach_key, 1, author)
@@ -86,6 +87,12 @@ for _ = 1, n_events do
   if hides == '1' then
     redis.call('SADD', string.format(hidden_tpl, user), author)
   end
+  if social == '1' then  -- GT: the newest of the user's engagements with the post
+    redis.call('ZADD', string.format(engaged_tpl, user), 'GT', ts, post)
+    engagers[user] = true
+  elseif social == '-1' then
+    redis.call('ZREM', string.format(engaged_tpl, user), post)
+  end
   if tonumber(units) > 0 then
     redis.call('ZINCRBY', trending_key, units, post)
   end
@@ -94,6 +101,9 @@ for _ = 1, n_events do
 end
 for user in pairs(users) do
   redis.call('ZREMRANGEBYRANK', string.format(seen_tpl, user), 0, -(tonumber(seen_max) + 1))
+end
+for user in pairs(engagers) do
+  redis.call('ZREMRANGEBYRANK', string.format(engaged_tpl, user), 0, -(tonumber(engaged_keep) + 1))
 end
 for _ = 1, n_vectors do
   local user, name, vector = field(), field(), field()
@@ -159,6 +169,7 @@ class EventApplier:
             keys.user_affinity("%s"),
             keys.user_hidden_authors("%s"),
             keys.user("%s"),
+            keys.user_engaged("%s"),
             keys.AUTHOR_REACH,
             keys.TRENDING,
             keys.INTERACTION_LOG,
@@ -168,6 +179,7 @@ class EventApplier:
             settings.seen_max,
             settings.cf_log_max,
             keys.CHANGES_MAXLEN,
+            settings.social_engaged_keep,
         ]
         # (user hash field of a space's vector, EMA rate): the long- and the short-term vector
         self._horizons: list[tuple[Callable[[str], str], float]] = [
@@ -306,6 +318,8 @@ class EventApplier:
             repr(weight),
             repr(units),
             "1" if event.action in HIDING_ACTIONS else "0",
+            # public engagement: shown to followers; a later negative action takes it back
+            "1" if event.action in SOCIAL_ACTIONS else "-1" if event.action in NEGATIVE_ACTIONS else "0",
         ]
 
     async def _park(self, event: InteractionEvent) -> None:

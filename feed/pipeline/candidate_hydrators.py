@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from feed.pipeline.features import source_columns
 from feed.pipeline.framework import Candidates, FeedQuery
 from feed.stores.catalog import NO_ROW, PostCatalog
 from feed.stores.feature_store import FeatureStore
@@ -37,6 +38,19 @@ class PostFeaturesHydrator:
         if query.graph.following:
             followed = catalog.author_mask(catalog.authors_of(query.graph.following))
             candidates.in_network |= followed[candidates.author]
+
+
+class SourcesHydrator:
+    """Sets `found_by` (every source that returned each post, before duplicates are dropped)
+    and `followees_engaged` (the social source's count of followees who engaged with it)."""
+
+    name = "found_by"
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return True
+
+    async def hydrate(self, query: FeedQuery, candidates: Candidates) -> None:
+        candidates.found_by, candidates.followees_engaged = source_columns(candidates)
 
 
 class EngagementCountsHydrator:

@@ -142,7 +142,7 @@ class ServedFilter(_PostFilter):
 
 
 class MaxAgeFilter:
-    """Drops posts older than `max_age_s`."""
+    """Drops posts older than `max_age_s` (0: no limit, the filter is skipped)."""
 
     name = "max_age"
 
@@ -150,7 +150,7 @@ class MaxAgeFilter:
         self._max_age_s = max_age_s
 
     def enabled(self, query: FeedQuery) -> bool:
-        return True
+        return self._max_age_s > 0
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> np.ndarray:
         created = required(candidates.created_at, "created_at")

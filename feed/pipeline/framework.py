@@ -61,6 +61,7 @@ class FeedQuery:
     graph: SocialGraph = field(default_factory=SocialGraph)
     served: frozenset[str] = frozenset()
     preview: bool = False  # an operator's look: ranked afresh, no side effects, nothing kept
+    explain: bool = False  # the caller wants each item's feature contributions (costly: page only)
 
 
 @dataclass(slots=True)
@@ -89,9 +90,13 @@ class Candidates:
     cf: np.ndarray | None = None  # (n, factors) item factors of the user's CF model
     cf_known: np.ndarray | None = None  # the model has factors for the post
     texts: np.ndarray | None = None  # (object) text, transcript and detected objects, when needed
+    found_by: np.ndarray | None = None  # bit i set: source SOURCE_BITS[i] returned the post
+    followees_engaged: np.ndarray | None = None  # people the user follows who engaged with it
     parts: dict[str, np.ndarray] = field(default_factory=dict)
     factors: dict[str, np.ndarray] = field(default_factory=dict)
     score: np.ndarray = field(default_factory=lambda: _EMPTY)
+    # per-feature contributions to the learned ranker's score (NaN where not computed); not summed
+    contributions: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -200,6 +205,7 @@ class RankedPost:
     parts: dict[str, float]
     factors: dict[str, float]
     in_network: bool = False
+    contributions: dict[str, float] = field(default_factory=dict)
 
 
 def ranked_posts(catalog: PostCatalog, batch: Candidates) -> list[RankedPost]:
@@ -212,7 +218,7 @@ def ranked_posts(catalog: PostCatalog, batch: Candidates) -> list[RankedPost]:
             return [{} for _ in range(n)]
         names = list(columns)
         return [
-            dict(zip(names, values, strict=True))
+            {k: v for k, v in zip(names, values, strict=True) if v == v}  # NaN: not computed
             for values in np.column_stack(list(columns.values())).tolist()
         ]
 
@@ -227,8 +233,9 @@ def ranked_posts(catalog: PostCatalog, batch: Candidates) -> list[RankedPost]:
             parts,
             factors,
             in_network,
+            contributions,
         )
-        for row, author, source, score, in_network, parts, factors in zip(
+        for row, author, source, score, in_network, parts, factors, contributions in zip(
             batch.rows.tolist(),
             catalog.author[batch.rows].tolist(),
             batch.source.tolist(),
@@ -236,6 +243,7 @@ def ranked_posts(catalog: PostCatalog, batch: Candidates) -> list[RankedPost]:
             batch.in_network.tolist(),
             per_item(batch.parts),
             per_item(batch.factors),
+            per_item(batch.contributions),
             strict=True,
         )
     ]

@@ -10,6 +10,7 @@ from feed.pipeline.candidate_hydrators import (
     ImpressionsHydrator,
     PostFeaturesHydrator,
     PostTextsHydrator,
+    SourcesHydrator,
     TrendingHydrator,
 )
 from feed.pipeline.filters import (
@@ -26,7 +27,12 @@ from feed.pipeline.filters import (
 from feed.pipeline.framework import Pipeline
 from feed.pipeline.hydrators import ServedPostsHydrator, SocialGraphHydrator, UserFeaturesHydrator
 from feed.pipeline.ranking_cache import RankingCache
-from feed.pipeline.rerankers import AuthorDiversityReranker, ExplorationReranker, NearDuplicateReranker
+from feed.pipeline.rerankers import (
+    AuthorDiversityReranker,
+    ExplorationReranker,
+    LearnedRanker,
+    NearDuplicateReranker,
+)
 from feed.pipeline.retrieval_cache import RetrievalCache
 from feed.pipeline.scorers import (
     AuthorAffinityScorer,
@@ -43,25 +49,30 @@ from feed.pipeline.sources import (
     CollaborativeSource,
     FreshSource,
     PhoenixSource,
+    SocialEngagementSource,
     ThunderSource,
     TrendingSource,
 )
+from feed.ranking.model import RankerSlot
 from feed.social_graph import SocialGraphClient
 from feed.stores.catalog import PostCatalog
 from feed.stores.feature_store import FeatureStore
 from feed.stores.sessions import FeedSessions
-from feed.stores.vectors import VectorIndex
+from feed.stores.vectors import PostSearch
 
 
 def build_home_feed(
     settings: Settings,
     catalog: PostCatalog,
     store: FeatureStore,
-    index: VectorIndex,
+    index: PostSearch,
     graph: SocialGraphClient,
     sessions: FeedSessions,
+    ranker: RankerSlot,
 ) -> Pipeline:
-    """The home-feed pipeline; components named in DISABLED_COMPONENTS are switched off."""
+    """The home-feed pipeline; components named in DISABLED_COMPONENTS are switched off. The
+    learned ranker scores with the model in `ranker` (the formula's scorers rank until one is
+    deployed, and choose the window it scores)."""
     r = settings.ranking
     retrieval = RetrievalCache(catalog, r.retrieval_cache_ttl_s, r.retrieval_cache_users, store.redis)
     return Pipeline(
@@ -73,12 +84,16 @@ def build_home_feed(
         ],
         sources=[
             ThunderSource(catalog, r.thunder_per_author, r.thunder_budget, settings.timeline_max_age_s),
+            SocialEngagementSource(
+                catalog, store, r.social_budget, r.social_per_user, r.social_max_followees
+            ),
             PhoenixSource(index, r.phoenix_budget, retrieval),
             CollaborativeSource(index, r.collaborative_budget, retrieval),
             TrendingSource(catalog, r.trending_budget),
             FreshSource(catalog, r.fresh_budget),
         ],
         candidate_hydrators=[
+            SourcesHydrator(),
             PostFeaturesHydrator(catalog),
             EngagementCountsHydrator(catalog),
             TrendingHydrator(catalog),
@@ -109,6 +124,7 @@ def build_home_feed(
             SmallAuthorScorer(r.small_author_boost, r.small_author_half_reach),
         ],
         rerankers=[
+            LearnedRanker(catalog, ranker),
             NearDuplicateReranker(
                 catalog, r.near_duplicate_threshold, r.near_duplicate_strength, r.near_duplicate_window
             ),

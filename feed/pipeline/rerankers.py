@@ -6,8 +6,52 @@ import zlib
 
 import numpy as np
 
+from feed.pipeline.features import COLUMN, feature_matrix
 from feed.pipeline.framework import Candidates, FeedQuery, required
+from feed.ranking.model import RankerSlot
 from feed.stores.catalog import ACTION_COLUMN, PostCatalog
+
+EXPLAIN_MARGIN = 20  # rows below the page that also get contributions (later rerankers may lift them)
+
+
+class LearnedRanker:
+    """Part `ranker`: the deployment's learned model scores the window, replacing the hand-set
+    formula, whose score ordered the window and is one of the model's features (`prerank`).
+
+    The score is sigmoid(raw model score): positive, so the multiplicative rerankers after this
+    one keep their meaning. Skipped while no model is deployed: the formula then ranks (the
+    cold start). With `query.explain`, the page's candidates also get each feature's
+    contribution to the raw score (`pred_contrib`: costly, so for the page only).
+    """
+
+    name = "learned_ranker"
+
+    def __init__(self, catalog: PostCatalog, slot: RankerSlot) -> None:
+        self._catalog = catalog
+        self._slot = slot
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return self._slot.model is not None
+
+    def rerank(self, query: FeedQuery, candidates: Candidates) -> Candidates:
+        model = self._slot.model
+        if model is None or not len(candidates):
+            return candidates
+        x = feature_matrix(self._catalog, query, candidates)[:, [COLUMN[f] for f in model.features]]
+        raw = model.predict(x)
+        candidates.parts = {"ranker": 1.0 / (1.0 + np.exp(-raw))}
+        candidates.factors = {}
+        candidates.rescore()
+        order = np.argsort(-candidates.score, kind="stable")
+        ranked = candidates.take(order)
+        if query.explain:
+            head = min(len(ranked), query.limit + EXPLAIN_MARGIN)
+            shares = model.contributions(x[order[:head]])
+            for j, name in enumerate((*model.features, "base")):
+                column = np.full(len(ranked), np.nan)
+                column[:head] = shares[:, j]
+                ranked.contributions[name] = column
+        return ranked
 
 
 class AuthorDiversityReranker:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from feed.pipeline.framework import Candidates, FeedQuery
 from feed.pipeline.retrieval_cache import RetrievalCache
-from feed.stores.catalog import PostCatalog
-from feed.stores.vectors import VectorIndex
+from feed.stores.catalog import NO_ROW, PostCatalog
+from feed.stores.vectors import PostSearch
 
 
 class ThunderSource:
@@ -27,10 +29,62 @@ class ThunderSource:
     async def fetch(self, query: FeedQuery) -> Candidates:
         catalog = self._catalog
         authors = catalog.authors_of(query.graph.following)
-        rows = catalog.newest_by(authors, self._per_author, query.now - self._max_age_s)
+        oldest = query.now - self._max_age_s if self._max_age_s > 0 else -np.inf
+        rows = catalog.newest_by(authors, self._per_author, oldest)
         created = catalog.created_at[rows]
         newest = np.argsort(-created, kind="stable")[: self._budget]
         return Candidates.of(rows[newest], self.name, created[newest], in_network=True)
+
+
+class EngagementReader(Protocol):
+    """The social source's one read (`FeatureStore` in the API, a snapshot in training)."""
+
+    async def recent_engagements(self, user_keys: list[str], per_user: int) -> dict[str, tuple[int, float]]:
+        """Post key -> (how many of these users engaged with it, the newest such time)."""
+        ...
+
+
+class SocialEngagementSource:
+    """In-network engagement: posts the people the user follows recently liked, commented on or
+    shared, most followees first, then the most recently engaged.
+
+    `source_score` is the number of followees who engaged (a feature of the learned ranker).
+    Recency comes from each user's kept engagements (`social_engaged_keep`), not a time window.
+    For a user following more than `max_followees`, those they engage with most are read (author
+    affinity, then key: the same followees for the same state).
+    """
+
+    name = "social"
+
+    def __init__(
+        self,
+        catalog: PostCatalog,
+        engagements: EngagementReader,
+        budget: int,
+        per_user: int,
+        max_followees: int,
+    ) -> None:
+        self._catalog = catalog
+        self._engagements = engagements
+        self._budget = budget
+        self._per_user = per_user
+        self._max_followees = max_followees
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return bool(query.graph.following)
+
+    async def fetch(self, query: FeedQuery) -> Candidates:
+        affinity = query.user.affinity
+        followees = sorted(query.graph.following, key=lambda a: (-affinity.get(a, 0.0), a))
+        engaged = await self._engagements.recent_engagements(followees[: self._max_followees], self._per_user)
+        rows = self._catalog.rows_of(engaged)
+        users = np.array([n for n, _ in engaged.values()], dtype=np.float64)
+        newest = np.array([ts for _, ts in engaged.values()], dtype=np.float64)
+        known = rows != NO_ROW
+        known[known] = self._catalog.alive[rows[known]]
+        order = np.lexsort((-newest, -users))  # by users, then by newest
+        best = order[known[order]][: self._budget]
+        return Candidates.of(rows[best], self.name, users[best])
 
 
 class PhoenixSource:
@@ -43,7 +97,7 @@ class PhoenixSource:
 
     name = "phoenix"
 
-    def __init__(self, index: VectorIndex, budget: int, cache: RetrievalCache) -> None:
+    def __init__(self, index: PostSearch, budget: int, cache: RetrievalCache) -> None:
         self._index = index
         self._budget = budget
         self._cache = cache
@@ -67,7 +121,7 @@ class CollaborativeSource:
 
     name = "collaborative"
 
-    def __init__(self, index: VectorIndex, budget: int, cache: RetrievalCache) -> None:
+    def __init__(self, index: PostSearch, budget: int, cache: RetrievalCache) -> None:
         self._index = index
         self._budget = budget
         self._cache = cache

@@ -62,24 +62,13 @@ class CatalogSync:
         index_tip, _ = await self._stream_tip(keys.INDEX_STREAM)
         changes_tip, self._changes_read = await self._stream_tip(keys.CHANGES_STREAM)
         self._positions = {keys.INDEX_STREAM: index_tip, keys.CHANGES_STREAM: changes_tip}
-        prefix = keys.post("")
-        chunk: list[str] = []
-        async for raw in self._redis.scan_iter(match=f"{prefix}*", count=1000, _type="hash"):
-            chunk.append(raw.decode()[len(prefix) :])  # state and counter hashes are not records
-            if len(chunk) >= self._batch:
-                await self._upsert(chunk)
-                chunk = []
-        await self._upsert(chunk)
+        async for records in self._features.all_posts(self._batch):
+            self._catalog.upsert(records)
+            await self._refresh([r.key for r in records], [], [], trending=False)
         await self._load_totals()
         await self._load_cf()
         log.info("catalog_loaded", posts=len(self._catalog))
         return len(self._catalog)
-
-    async def _upsert(self, post_keys: list[str]) -> None:
-        """Records and counts (`load` reads trending, impressions and reach for all at once)."""
-        records = await self._features.posts(post_keys)
-        self._catalog.upsert(records.values())
-        await self._refresh(list(records), [], [], trending=False)
 
     async def _load_totals(self) -> None:
         """Trending, impressions and reach of everything (the zsets), replacing what was there."""

@@ -5,6 +5,7 @@ Each method does one round trip (a pipeline where it touches several keys).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,22 @@ class FeatureStore:
             cf_version=int(cf_version or 0),
         )
 
+    async def recent_engagements(self, user_keys: list[str], per_user: int) -> dict[str, tuple[int, float]]:
+        """Post key -> (how many of these users liked, commented on or shared it, the newest such
+        time), over each user's newest `per_user` engagements."""
+        if not user_keys or per_user <= 0:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for user_key in user_keys:
+            pipe.zrevrange(keys.user_engaged(user_key), 0, per_user - 1, withscores=True)
+        out: dict[str, tuple[int, float]] = {}
+        for engaged in await pipe.execute():
+            for raw, ts in engaged:
+                post_key = raw.decode()
+                users, newest = out.get(post_key, (0, ts))
+                out[post_key] = (users + 1, max(newest, ts))
+        return out
+
     async def posts(self, post_keys: list[str]) -> dict[str, PostRecord]:
         """Stored records of these posts; absent (never ingested or deleted) ones are left out."""
         if not post_keys:
@@ -88,6 +105,17 @@ class FeatureStore:
             if record is not None:
                 out[key] = record
         return out
+
+    async def all_posts(self, batch: int = 2000) -> AsyncIterator[list[PostRecord]]:
+        """Every stored post record, `batch` keys at a time (SCAN: posts may come and go meanwhile)."""
+        prefix = keys.post("")
+        chunk: list[str] = []
+        async for raw in self.redis.scan_iter(match=f"{prefix}*", count=1000, _type="hash"):
+            chunk.append(raw.decode()[len(prefix) :])  # state and counter hashes are not records
+            if len(chunk) >= batch:
+                yield list((await self.posts(chunk)).values())
+                chunk = []
+        yield list((await self.posts(chunk)).values())
 
     async def post_texts(self, post_keys: list[str]) -> dict[str, str]:
         """Text, transcript and detected object classes of each post, as one string."""

@@ -17,6 +17,15 @@ INTERACTION_LOG = P + "log:interactions"  # stream of applied events {user, post
 CF_USERS = P + "cf:users"  # hash user key -> float32 factors of the current CF model
 CF_ITEMS = P + "cf:items"  # hash post key -> float32 factors of the current CF model
 CF_META = P + "cf:meta"  # hash: trained_at, users, items, pairs, factors, version
+# hash: applied-event count and time at the last training's start and finish, its outcome and result
+BATCH_STATE = P + "batch:state"
+BATCH_LOCK = P + "batch:lock"  # string: token of the retrain running now (SET NX with an expiry)
+RANKER_MODEL = P + "ranker:model"  # string: the serving learned ranker (feed/ranking/model.py's bytes)
+RANKER_VERSION = P + "ranker:version"  # string: its version, read every few seconds by each API process
+RANKER_REPORTS = (
+    P + "ranker:reports"
+)  # list of JSON training reports, newest first (kept: RANKER_REPORTS_KEEP)
+RANKER_REPORTS_KEEP = 20
 TRENDING = P + "trending"  # zset post key -> decayed positive engagement, in units of TRENDING_META's base
 TRENDING_META = P + "trending:meta"  # hash: base (epoch s), half_life_s
 IMPRESSIONS = P + "impressions"  # zset post key -> times the engine served it in a feed
@@ -46,6 +55,11 @@ def user(key: str) -> str:
 def user_seen(key: str) -> str:
     """Zset: post keys the user interacted with, scored by time."""
     return f"{P}user:{key}:seen"
+
+
+def user_engaged(key: str) -> str:
+    """Zset: post keys the user liked, commented on or shared, scored by time (newest kept)."""
+    return f"{P}user:{key}:engaged"
 
 
 def user_hidden_authors(key: str) -> str:

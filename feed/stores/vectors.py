@@ -53,7 +53,24 @@ class VectorHit:
     score: float
 
 
-class VectorIndex(Protocol):
+class PostSearch(Protocol):
+    """The searches the candidate sources make (the vector index, or a snapshot's for training)."""
+
+    async def nearest(self, queries: Queries, limit: int, exclude_authors: list[str]) -> list[VectorHit]:
+        """Posts nearest to the query vectors, skipping posts by `exclude_authors`.
+
+        One query: hits scored by cosine. Several (any spaces, a space may repeat): each
+        query's `limit` nearest, fused by RRF.
+        """
+
+    async def nearest_cf(
+        self, user: np.ndarray, version: int, limit: int, exclude_authors: list[str]
+    ) -> list[VectorHit]:
+        """Posts with the highest dot product with a user's CF factors, among those whose
+        factors come from model `version`, skipping posts by `exclude_authors`."""
+
+
+class VectorIndex(PostSearch, Protocol):
     """Narrow interface over the post vector store."""
 
     dims: dict[str, int]  # vector size per named vector
@@ -71,22 +88,9 @@ class VectorIndex(Protocol):
     async def clear(self) -> None:
         """Remove every point (before a rebuild from the stored records)."""
 
-    async def nearest(self, queries: Queries, limit: int, exclude_authors: list[str]) -> list[VectorHit]:
-        """Posts nearest to the query vectors, skipping posts by `exclude_authors`.
-
-        One query: hits scored by cosine. Several (any spaces, a space may repeat): each
-        query's `limit` nearest, fused by RRF.
-        """
-
     async def set_cf(self, factors: dict[str, np.ndarray], version: int) -> int:
         """Store these posts' CF item factors, of model `version`; posts the index does not
         have are skipped. Returns how many were stored."""
-
-    async def nearest_cf(
-        self, user: np.ndarray, version: int, limit: int, exclude_authors: list[str]
-    ) -> list[VectorHit]:
-        """Posts with the highest dot product with a user's CF factors, among those whose
-        factors come from model `version`, skipping posts by `exclude_authors`."""
 
     async def count(self) -> int:
         """Number of points stored."""

@@ -1,0 +1,142 @@
+"""The learned ranker's features: one float32 row per candidate, from what the pipeline already has.
+
+The same function serves the API (the `LearnedRanker` reranker) and the batch layer's
+training, which replays the same pipeline over a point-in-time catalogue, so a model is
+trained on exactly the features it will be served with. Missing values are NaN (a post
+sharing no embedding space with the user, a post the CF model does not know), which
+LightGBM routes on their own. Counts enter as logs and rates, so a model does not hinge on
+the raw scale of one deployment's traffic; every deployment trains its own model anyway.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from feed.pipeline.framework import Candidates, FeedQuery, required
+from feed.stores.catalog import ACTIONS, NO_ROW, PostCatalog
+from feed.stores.records import SPACES
+
+# Sources a candidate can be found by, as bits of `Candidates.found_by` (names from home_feed.py).
+SOURCE_BITS: tuple[str, ...] = ("thunder", "social", "phoenix", "collaborative", "trending", "fresh")
+SOCIAL_SOURCE = "social"
+
+HOUR_S = 3600.0
+ENGAGEMENT_PRIOR = 10.0  # pseudo-interactions smoothing each post's per-action rates
+
+FEATURES: tuple[str, ...] = (
+    *(f"sim_{space}{horizon}" for space in SPACES for horizon in ("", "_short")),
+    *(f"rate_{action}" for action in ACTIONS),
+    "log_interactions",
+    "log_trending",
+    "trending_rel",
+    "cf",
+    "affinity",
+    "author_share",
+    "log_age_h",
+    "in_network",
+    *(f"src_{name}" for name in SOURCE_BITS),
+    "sources",
+    "followees_engaged",
+    "log_author_reach",
+    "log_impressions",
+    "log_user_events",
+    "prerank",
+)
+COLUMN = {name: i for i, name in enumerate(FEATURES)}
+
+
+def _cosines(catalog: PostCatalog, rows: np.ndarray, known: np.ndarray, query: FeedQuery) -> np.ndarray:
+    """(n, 2 * len(SPACES)): cos(user vector, post vector) per space and horizon; NaN if either lacks it."""
+    out = np.full((len(rows), 2 * len(SPACES)), np.nan, dtype=np.float32)
+    for s, space in enumerate(SPACES):
+        if space not in catalog.vectors:
+            continue
+        has = catalog.has[space][rows] & known
+        if not has.any():
+            continue
+        vectors = catalog.gather(space, rows[has])
+        for h, user in enumerate((query.user.vectors, query.user.short_vectors)):
+            if space in user:
+                out[has, 2 * s + h] = vectors @ user[space]
+    return out
+
+
+def feature_matrix(catalog: PostCatalog, query: FeedQuery, candidates: Candidates) -> np.ndarray:
+    """(len(candidates), len(FEATURES)) float32, in FEATURES order; `candidates.score` is the
+    hand-set formula's score (the pre-rank), as it stands when the learned ranker runs."""
+    n = len(candidates)
+    x = np.zeros((n, len(FEATURES)), dtype=np.float32)
+    known = candidates.known()
+    rows = np.where(known, candidates.rows, 0)
+    x[:, : 2 * len(SPACES)] = _cosines(catalog, rows, known, query)
+
+    counts = required(candidates.counts, "counts").astype(np.float64)
+    total = counts.sum(axis=1)
+    first = COLUMN[f"rate_{ACTIONS[0]}"]
+    x[:, first : first + len(ACTIONS)] = counts / (total + ENGAGEMENT_PRIOR)[:, None]
+    x[:, COLUMN["log_interactions"]] = np.log1p(total)
+
+    trending = required(candidates.trending, "trending")
+    x[:, COLUMN["log_trending"]] = np.log1p(trending)
+    top = float(trending.max()) if n else 0.0
+    x[:, COLUMN["trending_rel"]] = trending / top if top > 0 else 0.0
+
+    cf = np.full(n, np.nan)
+    if query.user.cf is not None and candidates.cf is not None and candidates.cf_known is not None:
+        cf = np.where(candidates.cf_known, candidates.cf @ query.user.cf, np.nan)
+    x[:, COLUMN["cf"]] = cf
+
+    author = required(candidates.author, "author")
+    affinity = np.zeros(n)
+    if query.user.affinity:
+        by_author = np.zeros(len(catalog.author_keys) + 1)  # the last entry answers NO_ROW (-1)
+        for key, value in query.user.affinity.items():
+            code = catalog.author_codes.get(key)
+            if code is not None:
+                by_author[code] = value
+        affinity = by_author[author]
+        positive = sum(v for v in query.user.affinity.values() if v > 0)
+        x[:, COLUMN["author_share"]] = np.maximum(affinity, 0.0) / positive if positive > 0 else 0.0
+    x[:, COLUMN["affinity"]] = affinity
+
+    age = np.maximum(query.now - required(candidates.created_at, "created_at"), 0.0)
+    x[:, COLUMN["log_age_h"]] = np.log1p(np.where(np.isfinite(age), age, 0.0) / HOUR_S)
+    x[:, COLUMN["in_network"]] = candidates.in_network
+
+    found_by = required(candidates.found_by, "found_by")
+    for i, name in enumerate(SOURCE_BITS):
+        x[:, COLUMN[f"src_{name}"]] = (found_by >> i) & 1
+    x[:, COLUMN["sources"]] = np.bitwise_count(found_by.astype(np.uint64))
+    x[:, COLUMN["followees_engaged"]] = required(candidates.followees_engaged, "followees_engaged")
+
+    x[:, COLUMN["log_author_reach"]] = np.log1p(required(candidates.author_reach, "author_reach"))
+    x[:, COLUMN["log_impressions"]] = np.log1p(required(candidates.impressions, "impressions"))
+    x[:, COLUMN["log_user_events"]] = np.log1p(query.user.events)
+    x[:, COLUMN["prerank"]] = candidates.score
+    return x
+
+
+def source_columns(candidates: Candidates) -> tuple[np.ndarray, np.ndarray]:
+    """Per candidate: the bits of every source that returned its post (duplicates included,
+    before the duplicate filter keeps one copy), and how many followees engaged with it (the
+    social source's score)."""
+    n = len(candidates)
+    rows = candidates.rows
+    if not n:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    bit_of_source = np.array(
+        [1 << SOURCE_BITS.index(s) if s in SOURCE_BITS else 0 for s in candidates.source_names],
+        dtype=np.int64,
+    )
+    bits = bit_of_source[candidates.source]
+    unique, inverse = np.unique(rows, return_inverse=True)
+    found = np.zeros(len(unique), dtype=np.int64)
+    np.bitwise_or.at(found, inverse, bits)
+    social = np.zeros(len(unique))
+    names = np.asarray(candidates.source_names, dtype=object)
+    is_social = names[candidates.source] == SOCIAL_SOURCE if len(names) else np.zeros(n, dtype=bool)
+    np.maximum.at(social, inverse[is_social], candidates.source_score[is_social])
+    found_by, followees = found[inverse], social[inverse]
+    unknown = rows == NO_ROW
+    followees[unknown] = 0.0
+    return found_by, followees
