@@ -106,6 +106,7 @@ class RankingConfig(BaseModel):
     phoenix_budget: int = 400
     collaborative_budget: int = 200
     trending_budget: int = 200
+    popular_budget: int = 200  # most positive engagement of all time
     fresh_budget: int = 200
     social_budget: int = 200  # posts the people a user follows engaged with, most followees first
     social_per_user: int = 50  # newest engagements read per followee
@@ -124,7 +125,7 @@ class RankingConfig(BaseModel):
     # learned ranker (feed/batch/ranker.py): trained on the log replayed at earlier cutoffs
     # (quantiles of the log's event times), validated on the part after `ranker_validation_cutoff`
     ranker_min_events: int = 200  # fewer logged interactions: no training (the formula ranks)
-    ranker_train_cutoffs: tuple[float, ...] = (0.6, 0.7, 0.8)
+    ranker_train_cutoffs: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8)
     ranker_validation_cutoff: float = 0.9
     ranker_max_groups: int = 1500  # users replayed per cutoff (a random sample of those who engaged)
     ranker_min_groups: int = 20  # fewer training groups: no model
@@ -219,6 +220,10 @@ class Settings(BaseSettings):
     cf_regularization: float = 0.05
     cf_alpha: float = 10.0
     cf_log_max: int = 5_000_000  # interactions kept for training (oldest trimmed first)
+    # served pages logged with their features for the ranker (oldest trimmed first; an entry is
+    # about 150 bytes per post served: 20,000 pages of 50 posts take about 150 MB of Redis)
+    served_log_max: int = 20_000
+    served_label_window_s: float = 24 * 3600.0  # a served post's label: what the user did within this
     # Retraining (CF and the ranker, feed/batch/schedule.py): the worker started with --beat checks every
     # RETRAIN_CHECK_EVERY_S (0: only on demand) and starts a retrain in a child process when the
     # interactions applied since the last training reach max(MIN_NEW_EVENTS, GROWTH * those it was

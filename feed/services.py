@@ -19,6 +19,7 @@ from feed.api.access import WriteLimits
 from feed.config import Settings
 from feed.events.broker import CONSUMER_GROUP, Broker, EventPublisher, create_broker, prepare_event_stream
 from feed.metrics import refresh_backlogs_forever
+from feed.pipeline.features import FEATURES
 from feed.pipeline.home_feed import build_home_feed
 from feed.pipeline.paging import PagedFeed
 from feed.ranking.model import RankerSlot
@@ -89,7 +90,7 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
     catalog = PostCatalog(space_dims(settings))
     ranker = RankerSlot()
     rankers = RankerStore(redis)
-    ranker_sync = RankerSync(rankers, ranker)
+    ranker_sync = RankerSync(rankers, ranker, FEATURES)
     async with httpx.AsyncClient() as http:
         graph = SocialGraphClient(
             redis, http, settings.backend_url, settings.social_graph_timeout_s, settings.social_graph_ttl_s

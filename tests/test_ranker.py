@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import redis as sync_redis
 
-from feed.batch.ranker import deployable, grade, ndcg, train_ranker
+from feed.batch.labels import grade
+from feed.batch.ranker import deployable, ndcg, train_ranker
 from feed.batch.snapshot import SnapshotIndex, build_snapshot
 from feed.pipeline.candidate_hydrators import AuthorReachHydrator, PostFeaturesHydrator, SourcesHydrator
-from feed.pipeline.features import COLUMN, FEATURES, feature_matrix
+from feed.pipeline.features import COLUMN, FEATURES, action_weight_vector, feature_matrix
 from feed.pipeline.framework import Candidates, FeedQuery
 from feed.stores import keys
 from feed.stores.catalog import PostCatalog
@@ -74,7 +75,9 @@ async def test_features_record_every_source_and_the_followees_count() -> None:
     candidates.trending = np.zeros(3)
     candidates.impressions = np.zeros(3)
     candidates.score = np.array([0.5, 0.2, 0.5])
-    x = feature_matrix(catalog, query, candidates)
+    x = feature_matrix(
+        catalog, query, candidates, action_weight_vector({"like": 1.0, "view": 0.05, "hide": -1.0})
+    )
     assert x.shape == (3, len(FEATURES)) and x.dtype == np.float32
     a, b = x[0], x[1]
     assert a[COLUMN["src_phoenix"]] == a[COLUMN["src_social"]] == 1.0 and a[COLUMN["sources"]] == 2
@@ -85,6 +88,7 @@ async def test_features_record_every_source_and_the_followees_count() -> None:
     assert a[COLUMN["rate_like"]] == pytest.approx(3 / 20) and a[COLUMN["log_interactions"]] == pytest.approx(
         np.log1p(10)
     )
+    assert a[COLUMN["log_positive"]] == pytest.approx(np.log1p(3 + 0.35)) and a[COLUMN["log_negative"]] == 0.0
     assert a[COLUMN["affinity"]] == 2.0 and a[COLUMN["author_share"]] == 1.0 and b[COLUMN["affinity"]] == 0.0
     assert a[COLUMN["log_age_h"]] == pytest.approx(np.log1p(1.0), abs=1e-3)
     assert a[COLUMN["prerank"]] == pytest.approx(0.5) and a[COLUMN["log_user_events"]] == pytest.approx(

@@ -34,10 +34,11 @@ import numpy as np
 import structlog
 from redis.asyncio import Redis
 
+from feed.batch.impressions import served_groups
+from feed.batch.labels import LABEL_GAIN, NOTHING, grade, signed_weight
 from feed.batch.snapshot import Snapshot, SnapshotEngagements, SnapshotIndex, build_snapshot
-from feed.config import NEGATIVE_ACTIONS, Settings
-from feed.events.ema import action_weight
-from feed.pipeline.features import FEATURES, feature_matrix
+from feed.config import Settings
+from feed.pipeline.features import FEATURES, action_weight_vector, feature_matrix
 from feed.pipeline.framework import Candidates, FeedQuery, Pipeline, Source
 from feed.pipeline.home_feed import build_home_feed
 from feed.pipeline.retrieval_cache import RetrievalCache
@@ -49,15 +50,12 @@ from feed.stores.feature_store import FeatureStore
 from feed.stores.interaction_log import LoggedInteraction, read_interactions
 from feed.stores.ranker_store import RankerStore
 from feed.stores.records import PostRecord
+from feed.stores.served_log import ServedLog
 from feed.stores.sessions import FeedSessions
 from feed.stores.vectors import space_dims
 
 log = structlog.get_logger(__name__)
 
-# label grades: 0 a negative action, 1 nothing, then by the summed positive action weight
-GRADE_BOUNDS = (0.5, 1.5)  # weight below 0.5 (a view or a click): 2; below 1.5 (a like): 3; more: 4
-LABEL_GAIN = [-1.0, 0.0, 1.0, 3.0, 7.0]  # 2**(grade - 1) - 1 for positives; a negative costs as a weak hit
-NOTHING = 1
 EVAL_AT = 10
 # features a snapshot cannot reproduce (the log keeps no impressions): a model trained on
 # replayed history leaves them out, or it would learn "never shown" from every example
@@ -100,21 +98,11 @@ class TrainingReport(msgspec.Struct):
     train_rows: int
     validation_groups: int
     validation_rows: int
+    served_train_groups: int  # of those, groups from logged served pages (the rest: replayed history)
+    served_validation_groups: int
     ndcg_at_10: dict[str, float]  # on the validation groups: formula, current (if any), new
     importance: dict[str, float]  # share of the total split gain per feature, largest first
     trees: int = 0
-
-
-def grade(weights: list[float]) -> int:
-    """Label grade of a user's actions on a post after the cutoff."""
-    if any(w < 0.0 for w in weights):  # a hide or report after a like still says "not this"
-        return 0
-    total = sum(weights)
-    if total == 0.0:
-        return NOTHING
-    if total < GRADE_BOUNDS[0]:
-        return 2
-    return 3 if total < GRADE_BOUNDS[1] else 4
 
 
 def ndcg(scores: np.ndarray, labels: np.ndarray, k: int = EVAL_AT) -> float:
@@ -133,8 +121,9 @@ class _Recorder:
 
     name = "learned_ranker"
 
-    def __init__(self, catalog: PostCatalog) -> None:
+    def __init__(self, catalog: PostCatalog, action_weights: np.ndarray) -> None:
         self.catalog = catalog
+        self.action_weights = action_weights
         self.x: np.ndarray | None = None
         self.rows: np.ndarray | None = None
 
@@ -142,7 +131,7 @@ class _Recorder:
         return True
 
     def rerank(self, query: FeedQuery, candidates: Candidates) -> Candidates:
-        self.x = feature_matrix(self.catalog, query, candidates)
+        self.x = feature_matrix(self.catalog, query, candidates, self.action_weights)
         self.rows = candidates.rows.copy()
         return candidates
 
@@ -202,7 +191,7 @@ async def _groups(
     """One group per user with a positive label among the candidates of their feed at the
     snapshot; `negatives` caps the unlabelled rows kept per group (None: all, for validation).
     Also returns each group's pre-rank (formula) scores, in row order."""
-    recorder = _Recorder(snapshot.catalog)
+    recorder = _Recorder(snapshot.catalog, action_weight_vector(settings.ranking.action_weights))
     pipeline = _replay_feed(settings, snapshot, features, graph_client, sessions, recorder)
     window = settings.ranking.rerank_window
     out, prerank = Groups(), list[np.ndarray]()
@@ -244,8 +233,7 @@ def _labels(
     out: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for e in events:
         if start <= e.ts < end:
-            weight = action_weight(e.action, None, settings.ranking)
-            out[e.user][e.post].append(-abs(weight) if e.action in NEGATIVE_ACTIONS else weight)
+            out[e.user][e.post].append(signed_weight(e.action, settings.ranking))
     return out
 
 
@@ -369,6 +357,22 @@ async def train_ranker(redis: Redis, settings: Settings, seed: int = 0) -> Train
         validation, prerank = await _groups(
             settings, snapshot, validation_labels, graphs, features, graph_client, sessions, None, rng
         )
+    # served pages, with the features they were served with: before the validation cutoff they
+    # train, after it they validate (labels never cross the cutoff)
+    pages = await ServedLog(redis, settings.served_log_max).read(0.0, end)
+    served = {"train": 0, "validation": 0}
+    for name, chosen, label_end, into in (
+        ("train", [p for p in pages if p.at < validation_cut], validation_cut, train),
+        ("validation", [p for p in pages if p.at >= validation_cut], end, validation),
+    ):
+        found = served_groups(
+            chosen, events, ranking=r, label_window_s=settings.served_label_window_s, end=label_end
+        )
+        served[name] = len(found)
+        for x, y in found:
+            into.add(x[:, MODEL_COLUMNS], y)
+            if into is validation:
+                prerank.append(x[:, FEATURES.index("prerank")].astype(np.float64))
 
     version = time.time_ns() // 1000
     report = TrainingReport(
@@ -384,6 +388,8 @@ async def train_ranker(redis: Redis, settings: Settings, seed: int = 0) -> Train
         train_rows=train.rows,
         validation_groups=len(validation.labels),
         validation_rows=validation.rows,
+        served_train_groups=served["train"],
+        served_validation_groups=served["validation"],
         ndcg_at_10={},
         importance={},
     )

@@ -10,6 +10,8 @@ the raw scale of one deployment's traffic; every deployment trains its own model
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 from feed.pipeline.framework import Candidates, FeedQuery, required
@@ -17,7 +19,15 @@ from feed.stores.catalog import ACTIONS, NO_ROW, PostCatalog
 from feed.stores.records import SPACES
 
 # Sources a candidate can be found by, as bits of `Candidates.found_by` (names from home_feed.py).
-SOURCE_BITS: tuple[str, ...] = ("thunder", "social", "phoenix", "collaborative", "trending", "fresh")
+SOURCE_BITS: tuple[str, ...] = (
+    "thunder",
+    "social",
+    "phoenix",
+    "collaborative",
+    "trending",
+    "popular",
+    "fresh",
+)
 SOCIAL_SOURCE = "social"
 
 HOUR_S = 3600.0
@@ -27,6 +37,8 @@ FEATURES: tuple[str, ...] = (
     *(f"sim_{space}{horizon}" for space in SPACES for horizon in ("", "_short")),
     *(f"rate_{action}" for action in ACTIONS),
     "log_interactions",
+    "log_positive",
+    "log_negative",
     "log_trending",
     "trending_rel",
     "cf",
@@ -43,6 +55,9 @@ FEATURES: tuple[str, ...] = (
     "prerank",
 )
 COLUMN = {name: i for i, name in enumerate(FEATURES)}
+# names and order of FEATURES in one number, kept with logged rows: a release that changes
+# FEATURES must not have its model trained on rows whose columns meant something else
+LAYOUT = zlib.crc32(",".join(FEATURES).encode())
 
 
 def _cosines(catalog: PostCatalog, rows: np.ndarray, known: np.ndarray, query: FeedQuery) -> np.ndarray:
@@ -61,9 +76,18 @@ def _cosines(catalog: PostCatalog, rows: np.ndarray, known: np.ndarray, query: F
     return out
 
 
-def feature_matrix(catalog: PostCatalog, query: FeedQuery, candidates: Candidates) -> np.ndarray:
+def action_weight_vector(action_weights: dict[str, float]) -> np.ndarray:
+    """The configured weight of each action, in the catalogue's counts column order."""
+    return np.array([action_weights.get(a, 0.0) for a in ACTIONS])
+
+
+def feature_matrix(
+    catalog: PostCatalog, query: FeedQuery, candidates: Candidates, action_weights: np.ndarray
+) -> np.ndarray:
     """(len(candidates), len(FEATURES)) float32, in FEATURES order; `candidates.score` is the
-    hand-set formula's score (the pre-rank), as it stands when the learned ranker runs."""
+    hand-set formula's score (the pre-rank), as it stands when the learned ranker runs;
+    `action_weights` per counts column (`action_weight_vector`) weigh positive and negative
+    engagement."""
     n = len(candidates)
     x = np.zeros((n, len(FEATURES)), dtype=np.float32)
     known = candidates.known()
@@ -75,6 +99,8 @@ def feature_matrix(catalog: PostCatalog, query: FeedQuery, candidates: Candidate
     first = COLUMN[f"rate_{ACTIONS[0]}"]
     x[:, first : first + len(ACTIONS)] = counts / (total + ENGAGEMENT_PRIOR)[:, None]
     x[:, COLUMN["log_interactions"]] = np.log1p(total)
+    x[:, COLUMN["log_positive"]] = np.log1p(counts @ np.maximum(action_weights, 0.0))
+    x[:, COLUMN["log_negative"]] = np.log1p(counts @ np.maximum(-action_weights, 0.0))
 
     trending = required(candidates.trending, "trending")
     x[:, COLUMN["log_trending"]] = np.log1p(trending)
@@ -114,6 +140,40 @@ def feature_matrix(catalog: PostCatalog, query: FeedQuery, candidates: Candidate
     x[:, COLUMN["log_user_events"]] = np.log1p(query.user.events)
     x[:, COLUMN["prerank"]] = candidates.score
     return x
+
+
+def attach_features(
+    catalog: PostCatalog, query: FeedQuery, candidates: Candidates, action_weights: np.ndarray
+) -> np.ndarray:
+    """Set `candidates.features` to the batch's feature matrix (as `feature_matrix`) and return it:
+    computed once where the window is ranked, and carried with the candidates to the served page,
+    whose rows are logged (`LogServedFeaturesSideEffect`)."""
+    candidates.features = feature_matrix(catalog, query, candidates, action_weights)
+    return candidates.features
+
+
+class FeatureLogger:
+    """Attaches the features to the window when the learned ranker did not (no model deployed,
+    switched off, failed), so the formula's pages are logged with their features too.
+
+    Stands right after the learned ranker: `score` is still the formula's there (the `prerank`
+    feature), and the batch is the window the ranker would have scored (`trending_rel` is
+    relative to it). Not for previews, which are never logged.
+    """
+
+    name = "feature_logger"
+
+    def __init__(self, catalog: PostCatalog, action_weights: dict[str, float]) -> None:
+        self._catalog = catalog
+        self._weights = action_weight_vector(action_weights)
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return not query.preview
+
+    def rerank(self, query: FeedQuery, candidates: Candidates) -> Candidates:
+        if candidates.features is None:
+            attach_features(self._catalog, query, candidates, self._weights)
+        return candidates
 
 
 def source_columns(candidates: Candidates) -> tuple[np.ndarray, np.ndarray]:

@@ -92,6 +92,10 @@ class Candidates:
     texts: np.ndarray | None = None  # (object) text, transcript and detected objects, when needed
     found_by: np.ndarray | None = None  # bit i set: source SOURCE_BITS[i] returned the post
     followees_engaged: np.ndarray | None = None  # people the user follows who engaged with it
+    # (n, len(FEATURES)) float32: the learned ranker's features as the batch was ranked with them
+    # (`features.attach_features`), logged with the page; None until a reranker attaches them
+    features: np.ndarray | None = None
+    ranker_version: int = 0  # the learned model that ranked the batch (0: the hand-set formula)
     parts: dict[str, np.ndarray] = field(default_factory=dict)
     factors: dict[str, np.ndarray] = field(default_factory=dict)
     score: np.ndarray = field(default_factory=lambda: _EMPTY)
@@ -206,6 +210,8 @@ class RankedPost:
     factors: dict[str, float]
     in_network: bool = False
     contributions: dict[str, float] = field(default_factory=dict)
+    features: np.ndarray | None = field(default=None, compare=False, repr=False)  # its row of the batch's
+    ranker_version: int = 0  # the batch's
 
 
 def ranked_posts(catalog: PostCatalog, batch: Candidates) -> list[RankedPost]:
@@ -223,6 +229,7 @@ def ranked_posts(catalog: PostCatalog, batch: Candidates) -> list[RankedPost]:
         ]
 
     keys, post_ids, author_ids = catalog.keys, catalog.post_ids, catalog.author_ids
+    features = [None] * n if batch.features is None else list(batch.features)
     return [
         RankedPost(
             keys[row],
@@ -234,8 +241,10 @@ def ranked_posts(catalog: PostCatalog, batch: Candidates) -> list[RankedPost]:
             factors,
             in_network,
             contributions,
+            x,
+            batch.ranker_version,
         )
-        for row, author, source, score, in_network, parts, factors, contributions in zip(
+        for row, author, source, score, in_network, parts, factors, contributions, x in zip(
             batch.rows.tolist(),
             catalog.author[batch.rows].tolist(),
             batch.source.tolist(),
@@ -244,6 +253,7 @@ def ranked_posts(catalog: PostCatalog, batch: Candidates) -> list[RankedPost]:
             per_item(batch.parts),
             per_item(batch.factors),
             per_item(batch.contributions),
+            features,
             strict=True,
         )
     ]

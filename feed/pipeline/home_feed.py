@@ -13,6 +13,7 @@ from feed.pipeline.candidate_hydrators import (
     SourcesHydrator,
     TrendingHydrator,
 )
+from feed.pipeline.features import FeatureLogger
 from feed.pipeline.filters import (
     BlockedAuthorFilter,
     DuplicateFilter,
@@ -44,11 +45,12 @@ from feed.pipeline.scorers import (
     SmallAuthorScorer,
     TrendingScorer,
 )
-from feed.pipeline.side_effects import RecordImpressionsSideEffect
+from feed.pipeline.side_effects import LogServedFeaturesSideEffect, RecordImpressionsSideEffect
 from feed.pipeline.sources import (
     CollaborativeSource,
     FreshSource,
     PhoenixSource,
+    PopularSource,
     SocialEngagementSource,
     ThunderSource,
     TrendingSource,
@@ -57,6 +59,7 @@ from feed.ranking.model import RankerSlot
 from feed.social_graph import SocialGraphClient
 from feed.stores.catalog import PostCatalog
 from feed.stores.feature_store import FeatureStore
+from feed.stores.served_log import ServedLog
 from feed.stores.sessions import FeedSessions
 from feed.stores.vectors import PostSearch
 
@@ -90,6 +93,7 @@ def build_home_feed(
             PhoenixSource(index, r.phoenix_budget, retrieval),
             CollaborativeSource(index, r.collaborative_budget, retrieval),
             TrendingSource(catalog, r.trending_budget),
+            PopularSource(catalog, r.popular_budget, r.action_weights),
             FreshSource(catalog, r.fresh_budget),
         ],
         candidate_hydrators=[
@@ -124,7 +128,8 @@ def build_home_feed(
             SmallAuthorScorer(r.small_author_boost, r.small_author_half_reach),
         ],
         rerankers=[
-            LearnedRanker(catalog, ranker),
+            LearnedRanker(catalog, ranker, r.action_weights),
+            FeatureLogger(catalog, r.action_weights),  # features for the served log when the formula ranked
             NearDuplicateReranker(
                 catalog, r.near_duplicate_threshold, r.near_duplicate_strength, r.near_duplicate_window
             ),
@@ -135,6 +140,7 @@ def build_home_feed(
         ],
         side_effects=[
             RecordImpressionsSideEffect(store),
+            LogServedFeaturesSideEffect(ServedLog(store.redis, settings.served_log_max)),
         ],
         disabled=frozenset(settings.disabled_components),
         source_timeout_s=r.source_timeout_s,

@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 
-from feed.pipeline.features import COLUMN, feature_matrix
+from feed.pipeline.features import COLUMN, action_weight_vector, feature_matrix
 from feed.pipeline.framework import Candidates, FeedQuery, required
 from feed.ranking.model import RankerSlot
 from feed.stores.catalog import ACTION_COLUMN, PostCatalog
@@ -26,9 +26,10 @@ class LearnedRanker:
 
     name = "learned_ranker"
 
-    def __init__(self, catalog: PostCatalog, slot: RankerSlot) -> None:
+    def __init__(self, catalog: PostCatalog, slot: RankerSlot, action_weights: dict[str, float]) -> None:
         self._catalog = catalog
         self._slot = slot
+        self._weights = action_weight_vector(action_weights)
 
     def enabled(self, query: FeedQuery) -> bool:
         return self._slot.model is not None
@@ -37,13 +38,15 @@ class LearnedRanker:
         model = self._slot.model
         if model is None or not len(candidates):
             return candidates
-        x = feature_matrix(self._catalog, query, candidates)[:, [COLUMN[f] for f in model.features]]
+        candidates.features = feature_matrix(self._catalog, query, candidates, self._weights)  # logged too
+        x = candidates.features[:, [COLUMN[f] for f in model.features]]
         raw = model.predict(x)
         candidates.parts = {"ranker": 1.0 / (1.0 + np.exp(-raw))}
         candidates.factors = {}
         candidates.rescore()
         order = np.argsort(-candidates.score, kind="stable")
         ranked = candidates.take(order)
+        ranked.ranker_version = model.version
         if query.explain:
             head = min(len(ranked), query.limit + EXPLAIN_MARGIN)
             shares = model.contributions(x[order[:head]])

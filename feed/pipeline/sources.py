@@ -8,7 +8,7 @@ import numpy as np
 
 from feed.pipeline.framework import Candidates, FeedQuery
 from feed.pipeline.retrieval_cache import RetrievalCache
-from feed.stores.catalog import NO_ROW, PostCatalog
+from feed.stores.catalog import ACTIONS, NO_ROW, PostCatalog
 from feed.stores.vectors import PostSearch
 
 
@@ -156,6 +156,29 @@ class TrendingSource:
     async def fetch(self, query: FeedQuery) -> Candidates:
         rows = self._catalog.top_trending(self._budget)
         return Candidates.of(rows, self.name, self._catalog.trending_values(rows, query.now))
+
+
+class PopularSource:
+    """Popular ever: the posts with the most positive engagement of all time (weighted by action).
+
+    Trending forgets in hours; in a catalogue (films, products, courses) what lasts is what most
+    people liked. Both kinds of candidates are offered and the learned ranker weighs them by
+    what each deployment's users go on to engage with.
+    """
+
+    name = "popular"
+
+    def __init__(self, catalog: PostCatalog, budget: int, action_weights: dict[str, float]) -> None:
+        self._catalog = catalog
+        self._budget = budget
+        self._weights = np.array([max(action_weights.get(a, 0.0), 0.0) for a in ACTIONS])
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return True
+
+    async def fetch(self, query: FeedQuery) -> Candidates:
+        rows = self._catalog.top_popular(self._budget, self._weights)
+        return Candidates.of(rows, self.name, self._catalog.counts[rows] @ self._weights)
 
 
 class FreshSource:

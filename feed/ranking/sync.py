@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 import structlog
 
@@ -16,7 +17,11 @@ log = structlog.get_logger(__name__)
 class RankerSync:
     """Loads the deployed model into `slot` whenever its version changes (one GET per poll)."""
 
-    def __init__(self, store: RankerStore, slot: RankerSlot, every_s: float = 2.0) -> None:
+    def __init__(
+        self, store: RankerStore, slot: RankerSlot, known_features: Iterable[str], every_s: float = 2.0
+    ) -> None:
+        self._known = frozenset(known_features)
+        self._version = 0  # the deployed version last looked at
         self._store = store
         self._slot = slot
         self._every_s = every_s
@@ -24,12 +29,18 @@ class RankerSync:
     async def refresh(self) -> bool:
         """Load the deployed model if it is not the one in the slot; True when it swapped."""
         version = await self._store.version()
-        current = self._slot.model
-        if version == (current.version if current else 0):
+        if version == self._version:
             return False
         raw = await self._store.model()
         model = RankerModel.from_bytes(raw) if raw is not None and version else None
+        if model is not None and not set(model.features) <= self._known:
+            # a model from a newer release, before this process is upgraded: the formula ranks
+            log.warning(
+                "ranker_features_unknown", version=version, missing=sorted(set(model.features) - self._known)
+            )
+            model = None
         self._slot.model = model
+        self._version = version
         log.info("ranker_loaded", version=model.version if model else 0)
         return True
 

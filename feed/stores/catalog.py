@@ -17,6 +17,7 @@ I/O, so it is used from the event loop's thread only, without locks.
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Iterable, Mapping
 from itertools import repeat
 from typing import get_args
@@ -73,7 +74,9 @@ class PostCatalog:
         self.version = 0  # changes whenever a post is added or removed
         self.removals = 0  # changes whenever a post is removed (a key may come back on another row)
         self.trending_version = 0  # changes whenever a trending value changes
+        self.counts_version = 0  # changes whenever interaction counts change
         self._cached: dict[tuple[str, int, int], np.ndarray] = {}
+        self._popular: tuple[int, int, float, np.ndarray] | None = None  # k, counts version, when, rows
         self._author_sets: LRUCache[tuple[frozenset[str], int], np.ndarray] = LRUCache(maxsize=4096)
 
     def __len__(self) -> int:
@@ -131,6 +134,27 @@ class PostCatalog:
     def top_trending(self, k: int) -> np.ndarray:
         """Rows of the `k` posts with the highest trending value, best first (cached until it changes)."""
         return self._top("trending", k, self.trending_version, self.trending)
+
+    def top_popular(self, k: int, weights: np.ndarray, max_age_s: float = 5.0) -> np.ndarray:
+        """Rows of the `k` posts with the most positive engagement ever (counts per action times
+        `weights`, the positive action weights), best first. Recomputed when counts changed and
+        the last result is older than `max_age_s`: a full pass costs milliseconds at a million
+        posts, and all-time popularity moves slowly."""
+        cached = self._popular
+        if (
+            cached is not None
+            and cached[0] == k
+            and (cached[1] == self.counts_version or time.monotonic() - cached[2] < max_age_s)
+        ):
+            return cached[3]
+        n = len(self.keys)
+        values = self.counts[:n] @ weights.astype(np.float32)
+        values = np.where(self.alive[:n] & (values > 0), values, -np.inf)
+        k_eff = min(k, int(np.isfinite(values).sum()))
+        top = np.argpartition(-values, k_eff - 1)[:k_eff] if k_eff else np.empty(0, dtype=np.int64)
+        top = top[np.argsort(-values[top], kind="stable")]
+        self._popular = (k, self.counts_version, time.monotonic(), top)
+        return top
 
     def newest(self, k: int) -> np.ndarray:
         """Rows of the `k` newest live posts, newest first (cached until a post comes or goes)."""
@@ -263,6 +287,7 @@ class PostCatalog:
                     if column is not None:
                         values[column] = n
                 self.counts[row] = values
+        self.counts_version += 1
 
     def set_trending(
         self, base: TrendingBase | None, stored: Mapping[str, float], reset: bool = False

@@ -14,6 +14,8 @@ PENDING_POSTS = P + "pending:posts"  # zset post key -> first time an event wait
 DROPPED_EVENTS = P + "stats:events:dropped"  # hash reason -> count
 APPLIED_EVENTS = P + "stats:events:applied"  # string counter
 INTERACTION_LOG = P + "log:interactions"  # stream of applied events {user, post, action, ts} for CF training
+# stream of served pages {page: msgpack ServedPage} with the features they were ranked with (ranker training)
+SERVED_LOG = P + "log:served"
 CF_USERS = P + "cf:users"  # hash user key -> float32 factors of the current CF model
 CF_ITEMS = P + "cf:items"  # hash post key -> float32 factors of the current CF model
 CF_META = P + "cf:meta"  # hash: trained_at, users, items, pairs, factors, version
