@@ -112,6 +112,10 @@ class RankingConfig(BaseModel):
     social_per_user: int = 50  # newest engagements read per followee
     social_max_followees: int = 200  # followees read per request (bounds the Redis round trip)
     trending_half_life_s: float = 6 * 3600.0  # positive engagement loses half its weight in this time
+    # more trending half-lives, a ladder from days to a year, kept alongside the one above (which the
+    # trending source and the formula's scorer use): the best one differs by data set by a factor
+    # of 100 (films: a year or more; a social data set: about a month), so the learned ranker weighs them
+    trending_horizons_s: tuple[float, ...] = (3 * 86400.0, 30 * 86400.0, 365 * 86400.0)
     # nearest-neighbour results are reused per user until they interact again, at most this
     # long, for this many users per API process (0 turns the cache off)
     retrieval_cache_ttl_s: float = 120.0

@@ -87,10 +87,10 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
     broker = create_broker(settings)
     features = FeatureStore(redis, settings.seen_max)
     sessions = FeedSessions(redis, settings.served_ttl_s, settings.session_ranking_ttl_s)
-    catalog = PostCatalog(space_dims(settings))
+    catalog = PostCatalog(space_dims(settings), horizons_s=settings.ranking.trending_horizons_s)
     ranker = RankerSlot()
     rankers = RankerStore(redis)
-    ranker_sync = RankerSync(rankers, ranker, FEATURES)
+    ranker_sync = RankerSync(rankers, ranker, FEATURES, settings.data_dir / "ranker")
     async with httpx.AsyncClient() as http:
         graph = SocialGraphClient(
             redis, http, settings.backend_url, settings.social_graph_timeout_s, settings.social_graph_ttl_s

@@ -1,5 +1,6 @@
-"""The operator page: its JSON (metrics summed up, a user's feed preview that records
-nothing), its key, and the page itself in a real headless Chromium (Debian's package)."""
+"""The operator page: its JSON (metrics summed up, the learned ranker and its trainings, a
+user's feed preview that records nothing), its key, and the page itself in a real headless
+Chromium (Debian's package)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
+import numpy as np
 import pytest
 import redis
 from litestar.testing import AsyncTestClient
 
 from feed.app import create_app
+from feed.batch.ranker import TrainingReport
 from feed.metrics import _quantile_bound
+from feed.pipeline.features import FEATURES
 from feed.stores import keys
+from feed.stores.batch_state import BatchState
 from feed.stores.post_store import commit_ingested
+from feed.stores.ranker_store import RankerStore
 from feed.stores.records import PostRecord
 from ingest_workers.celery_app import app as celery_app
-from tests.helpers import feed_api, unit
+from tests.helpers import feed_api, unit, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT = os.environ.get("ADMIN_SCREENSHOT")  # where the browser test saves its screenshot
@@ -41,6 +48,46 @@ def seed_posts(settings: Any, n: int = 6) -> None:
             ),
         )
     r.close()
+
+
+def training(version: int, deployed: bool, **changes: Any) -> TrainingReport:
+    """A training report as `train_ranker` writes it: by default one that fitted a model."""
+    fields: dict[str, Any] = {
+        "version": version,
+        "started_at": version / 1e6,
+        "seconds": 12.5,
+        "deployed": deployed,
+        "reason": "new 0.4100 > formula 0.3500" if deployed else "new 0.3000 <= formula 0.3500: stays",
+        "events": 5000,
+        "posts": 300,
+        "cutoffs": [1.0, 2.0],
+        "train_groups": 400,
+        "train_rows": 12_000,
+        "validation_groups": 90,
+        "validation_rows": 9_000,
+        "served_train_groups": 40,
+        "served_validation_groups": 9,
+        "ndcg_at_10": {"formula": 0.35, "new": 0.41 if deployed else 0.30},
+        "importance": {name: round(0.5 / (i + 1), 4) for i, name in enumerate(FEATURES[:15])},
+        "trees": 60,
+    }
+    return TrainingReport(**(fields | changes))
+
+
+async def deploy_model(r: Any, version: int) -> None:
+    """A tiny LightGBM lambdarank model over every feature, deployed as `train_ranker` does."""
+    import lightgbm as lgb
+
+    from feed.ranking.model import RankerModel
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, len(FEATURES)))
+    booster = lgb.train(
+        {"objective": "lambdarank", "verbose": -1, "num_leaves": 4, "min_data_in_leaf": 5},
+        lgb.Dataset(x, rng.integers(0, 3, size=400), group=[40] * 10, feature_name=list(FEATURES)),
+        num_boost_round=5,
+    )
+    await RankerStore(r).deploy(version, RankerModel(version, FEATURES, time.time(), booster).to_bytes())
 
 
 @pytest.fixture
@@ -75,6 +122,78 @@ async def test_overview_sums_up_requests_stages_caches_and_backlogs(api: Any) ->
     assert ranking["hits"] + ranking["misses"] >= 3 and 0 <= ranking["hit_rate"] <= 1
 
 
+async def test_the_overview_says_the_formula_ranks_while_no_model_was_trained(api: Any) -> None:
+    ranker = (await api.get("/admin/overview")).json()["ranker"]
+    assert ranker == {
+        "serving": {"kind": "formula", "version": None, "trained_at": None},
+        "deployed_version": 0,
+        "trainings": [],
+        "importance": None,
+        "schedule": {
+            "applied": 0,
+            "new_events": 0,
+            "last_started_at": None,
+            "last_finished_at": None,
+            "last_outcome": None,
+            "last_error": None,
+            "last_trained_at": None,
+            "running": False,
+        },
+    }
+
+
+async def test_the_overview_shows_the_serving_model_the_newest_trainings_and_the_schedule(
+    api: Any, redis_client: Any, settings: Any
+) -> None:
+    store = RankerStore(redis_client)
+    for version in range(1, 6):  # older than the five shown
+        await store.add_report(msgspec.json.encode(training(version, deployed=False)))
+    await store.add_report(msgspec.json.encode(training(1_000_000, deployed=True)))
+    too_few = training(2_000_000, False, reason="too few groups: 3 to train, 0 to validate")
+    too_few.ndcg_at_10, too_few.importance, too_few.trees = {}, {}, 0
+    await store.add_report(msgspec.json.encode(too_few))
+    await deploy_model(redis_client, 1_000_000)
+    sync = redis.Redis.from_url(settings.redis_url)
+    try:
+        state = BatchState(sync)
+        sync.incrby(keys.APPLIED_EVENTS, 30)
+        state.finish(state.start(), {"ranker": "ok"})
+        trained = state.last()
+        sync.incrby(keys.APPLIED_EVENTS, 12)
+        state.finish(state.start(), None, "RuntimeError('host away')")  # a failed one since
+    finally:
+        sync.close()
+
+    async def learned() -> Any:
+        ranker = (await api.get("/admin/overview")).json()["ranker"]
+        return ranker if ranker["serving"]["kind"] == "learned" else None
+
+    ranker = await wait_for(learned, timeout=15, every=0.2)
+    assert ranker["serving"]["version"] == ranker["deployed_version"] == 1_000_000
+    assert ranker["serving"]["trained_at"] == pytest.approx(time.time(), abs=60)
+    trainings = ranker["trainings"]
+    assert [t["version"] for t in trainings] == [2_000_000, 1_000_000, 5, 4, 3]  # newest first
+    assert trainings[0]["ndcg_at_10"] == {} and trainings[0]["reason"].startswith("too few groups")
+    deployed = trainings[1]
+    assert deployed["deployed"] and deployed["ndcg_at_10"] == {"formula": 0.35, "new": 0.41}
+    sizes = ("train_groups", "train_rows", "validation_groups", "validation_rows", "served_train_groups")
+    assert [deployed[k] for k in sizes] == [400, 12_000, 90, 9_000, 40]
+    assert [deployed[k] for k in ("seconds", "trees", "events", "posts")] == [12.5, 60, 5000, 300]
+    assert "importance" not in deployed and "cutoffs" not in deployed
+    # the newest training that fitted a model: its 12 most important features, largest first
+    importance = ranker["importance"]
+    assert importance["version"] == 1_000_000 and importance["deployed"]
+    assert list(importance["shares"]) == list(FEATURES[:12])
+    assert importance["shares"][FEATURES[0]] == 0.5
+    schedule = ranker["schedule"]
+    assert (schedule["applied"], schedule["new_events"]) == (42, 12)
+    assert schedule["last_trained_at"] == pytest.approx(float(trained["started_at"]))
+    assert schedule["last_started_at"] >= schedule["last_trained_at"]
+    assert schedule["last_finished_at"] >= schedule["last_started_at"]
+    assert schedule["last_outcome"] == "failed" and "host away" in schedule["last_error"]
+    assert not schedule["running"]
+
+
 def test_the_p99_bound_is_the_bucket_that_holds_it() -> None:
     cumulative = {0.001: 50.0, 0.01: 98.0, 0.1: 99.0, float("inf"): 100.0}
     assert _quantile_bound(cumulative, 0.5) == 0.001
@@ -104,6 +223,27 @@ async def test_a_feed_preview_shows_sources_score_parts_and_stages_and_records_n
     again = (await api.post("/feed", json={"user_id": "u1", "limit": 4, "explain": True})).json()
     fresh = next(s for s in again["stages"] if s["name"] == "fresh")
     assert fresh["status"] == "ok"  # ranked in full, not `cached` from the preview
+
+
+async def test_a_feed_preview_shows_the_learned_rankers_feature_contributions(
+    api: Any, redis_client: Any
+) -> None:
+    formula = (await api.get("/admin/feed", params={"user_id": "u1", "limit": 4})).json()
+    assert formula["ranker"] == {"kind": "formula", "version": None}
+    assert all(item["contributions"] == {} for item in formula["items"])
+    await deploy_model(redis_client, 7)
+
+    async def learned() -> Any:
+        body = (await api.get("/admin/feed", params={"user_id": "u1", "limit": 4})).json()
+        return body if body["ranker"]["kind"] == "learned" else None
+
+    body = await wait_for(learned, timeout=15, every=0.2)
+    assert body["ranker"] == {"kind": "learned", "version": 7} and len(body["items"]) == 4
+    for item in body["items"]:
+        shares = item["contributions"]
+        assert set(shares) == {*FEATURES, "base"}
+        raw = sum(shares.values())  # they add up to the model's raw score
+        assert item["score_parts"]["ranker"] == pytest.approx(1 / (1 + np.exp(-raw)), rel=1e-4)
 
 
 async def test_a_feed_preview_names_a_missing_or_bad_parameter(api: Any) -> None:
@@ -139,6 +279,9 @@ def test_the_operator_page_in_a_headless_browser_shows_metrics_and_a_users_feed(
     from playwright.sync_api import expect, sync_playwright
 
     seed_posts(settings)
+    r = redis.Redis.from_url(settings.redis_url)
+    r.lpush(keys.RANKER_REPORTS, msgspec.json.encode(training(1_700_000_000_000_000, deployed=False)))
+    r.close()
     with feed_api(settings, API_KEYS='["s3cret"]') as url, sync_playwright() as pw:
         feed = httpx.post(f"{url}/feed", json={"user_id": "u2", "limit": 3}, headers={"X-API-Key": "s3cret"})
         assert feed.status_code == 200  # for the live stage metrics
@@ -162,6 +305,14 @@ def test_the_operator_page_in_a_headless_browser_shows_metrics_and_a_users_feed(
             page.goto(f"{url}/admin")
             expect(page.locator("#ready")).to_have_text("ready", timeout=30_000)
             expect(page.locator("#posts")).to_contain_text("6 posts")
+            ranker = page.locator("#ranker")
+            expect(ranker).to_contain_text("Ranker")
+            expect(ranker).to_contain_text("hand-set formula: no model deployed yet")
+            trainings = page.locator("#ranker-trainings tbody tr")
+            expect(trainings).to_have_count(1)
+            expect(trainings.first).to_contain_text("0.3500")  # the formula's NDCG@10
+            expect(trainings.first).to_contain_text("400 / 90")  # groups
+            expect(page.locator("#ranker-importance tbody tr")).to_have_count(12)
             page.fill("#user-id", "u1")
             page.click("#show-feed")
             rows = page.locator("#feed-items tbody tr")

@@ -79,6 +79,27 @@ def test_features_trending_and_cf() -> None:
     assert catalog.cf_version == 3 and catalog.cf_known[:3].tolist() == [True, False, False]
 
 
+def test_trending_horizons_decay_each_at_its_stored_half_life() -> None:
+    day = 86400.0
+    catalog = PostCatalog(DIMS, capacity=2, horizons_s=(day, 10 * day))
+    now = time.time()
+    catalog.upsert([rec("x", "a", now), rec("y", "a", now)])
+    rows = catalog.rows_of(["x", "y"])
+    assert catalog.horizon_values(rows, now).tolist() == [[0.0, 0.0], [0.0, 0.0]]  # no base yet
+    catalog.set_horizons([TrendingBase(now - day, day), None], [{"x": 8.0, "gone": 1.0}, {}])
+    catalog.upsert([rec("z", "b", now)])  # grows the columns
+    first = catalog.horizon_bases[0]
+    catalog.set_horizons([first, TrendingBase(now, 10 * day)], [{}, {"y": 2.0, "z": 3.0}])
+    rows = catalog.rows_of(["x", "y", "z"])
+    assert catalog.horizon_values(rows, now + 10 * day) == pytest.approx(
+        np.array([[8.0 / 2**11, 0.0], [0.0, 1.0], [0.0, 1.5]])
+    )
+    catalog.remove(["z"])
+    assert catalog.horizon_values(rows[2:], now).tolist() == [[0.0, 0.0]]
+    catalog.set_horizons(catalog.horizon_bases, [{"y": 1.0}, {}], reset=True)
+    assert catalog.horizon_values(rows[:2], now + day).tolist() == [[0.0, 0.0], [0.25, 0.0]]
+
+
 async def test_sync_loads_then_follows_every_writer(settings: Any, redis_client: Any) -> None:
     r = redis.Redis.from_url(settings.redis_url)
     now = time.time()
@@ -86,7 +107,7 @@ async def test_sync_loads_then_follows_every_writer(settings: Any, redis_client:
         await PostStore(redis_client).mark_queued(key, "t")
         assert commit_ingested(r, rec(key, "a", now))
     await redis_client.zincrby(keys.IMPRESSIONS, 4, "p2")
-    catalog = PostCatalog(DIMS)
+    catalog = PostCatalog(DIMS, horizons_s=settings.ranking.trending_horizons_s)
     sync = CatalogSync(redis_client, catalog)
     assert await sync.load() == 2
     assert catalog.impressions[catalog.rows["p2"]] == 4
@@ -103,6 +124,7 @@ async def test_sync_loads_then_follows_every_writer(settings: Any, redis_client:
         catalog.counts[row, ACTION_COLUMN["like"]] == 1 and catalog.counts[row, ACTION_COLUMN["share"]] == 1
     )
     assert catalog.trending_values(np.array([row]), time.time())[0] > 0
+    assert (catalog.horizon_values(np.array([row]), time.time()) > 0).all()
     assert catalog.reach[catalog.author_codes["a"]] == 2
     assert catalog.impressions[catalog.rows["p3"]] == 1 and catalog.keys[catalog.newest(1)[0]] == "p3"
 

@@ -60,6 +60,8 @@ async def test_like_updates_vector_counters_seen_affinity_trending(settings: Any
     assert await redis_client.zscore(keys.user_seen("u1"), "p1") is not None
     assert await redis_client.zscore(keys.user_affinity("u1"), "auth") == 1.0
     assert await redis_client.zscore(keys.TRENDING, "p1") is not None
+    for half_life in settings.ranking.trending_horizons_s:
+        assert await redis_client.zscore(keys.trending_horizon(half_life), "p1") is not None
     assert await redis_client.zscore(keys.AUTHOR_REACH, "auth") == 1.0
     assert await redis_client.hget(keys.user("u1"), "events") == b"1"
 
@@ -123,6 +125,9 @@ async def test_negative_action_moves_vector_away(settings: Any, redis_client: An
     vec = await user_vector(redis_client, "u1")
     assert vec is not None and float(vec @ unit(0, 1)) < 0
     assert await redis_client.zscore(keys.TRENDING, "bad") is None
+    for half_life in settings.ranking.trending_horizons_s:
+        assert await redis_client.zscore(keys.trending_horizon(half_life), "bad") is None
+        assert await redis_client.zscore(keys.trending_horizon(half_life), "good") is not None
     assert (await redis_client.zscore(keys.user_affinity("u1"), "b")) < 0
 
 

@@ -121,7 +121,7 @@ async def test_the_snapshot_rebuilds_what_the_event_consumer_built(engine: Engin
         assert r.status_code == 202
     await wait_for(lambda: _applied(engine, len(sent)), timeout=30)
 
-    live = PostCatalog(space_dims(engine.settings))
+    live = PostCatalog(space_dims(engine.settings), horizons_s=engine.settings.ranking.trending_horizons_s)
     await CatalogSync(engine.redis, live).load()
     posts = [p async for batch in store.all_posts() for p in batch]
     events = sorted(await read_interactions(engine.redis), key=lambda e: e.ts)
@@ -132,6 +132,12 @@ async def test_the_snapshot_rebuilds_what_the_event_consumer_built(engine: Engin
         assert np.array_equal(rebuilt.counts[rebuilt.rows[key]], live.counts[live.rows[key]])
     rows_live, rows_rebuilt = live.rows_of(["1", "2", "3"]), rebuilt.rows_of(["1", "2", "3"])
     assert np.allclose(rebuilt.trending_values(rows_rebuilt, now), live.trending_values(rows_live, now))
+    assert rebuilt.horizon_values(rows_rebuilt, now).shape == (
+        3,
+        len(engine.settings.ranking.trending_horizons_s),
+    )
+    assert np.allclose(rebuilt.horizon_values(rows_rebuilt, now), live.horizon_values(rows_live, now))
+    assert rebuilt.horizon_values(rows_rebuilt, now)[0].min() > 0  # post 1: a like and a share
     assert rebuilt.reach[rebuilt.author_codes["a1"]] == live.reach[live.author_codes["a1"]] == 2
     for user in ("u1", "u2"):
         mine, theirs = snapshot.users[user], await store.user_features(user)
@@ -278,3 +284,24 @@ async def test_explain_shows_the_model_and_each_feature_contribution(engine: Eng
 def test_logged_interactions_are_typed() -> None:
     e = LoggedInteraction("u", "p", "like", 1.5)
     assert (e.user, e.post, e.action, e.ts) == ("u", "p", "like", 1.5)
+
+
+def test_compiled_trees_predict_as_lightgbm_and_are_kept_for_other_processes(tmp_path: Any) -> None:
+    import lightgbm as lgb
+
+    from feed.ranking.model import RankerModel
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 6)).astype(np.float32)
+    x[::5, 2] = np.nan  # missing values route as LightGBM routes them
+    booster = lgb.train(
+        {"objective": "lambdarank", "verbose": -1, "num_leaves": 7, "min_data_in_leaf": 5},
+        lgb.Dataset(x, (x[:, 0] > 0).astype(int) + 1, group=[30] * 10),
+        num_boost_round=8,
+    )
+    model = RankerModel(3, tuple(f"f{i}" for i in range(6)), 0.0, booster)
+    compiled = model.with_compiled(tmp_path)
+    assert compiled.compiled is not None and (tmp_path / "3.o").exists()
+    assert np.allclose(compiled.predict(x), model.predict(x), atol=1e-6)
+    again = model.with_compiled(tmp_path)  # another process: loads the kept object file
+    assert np.allclose(again.predict(x), model.predict(x), atol=1e-6)

@@ -3,31 +3,54 @@ metrics (a browser sends the key as the password of HTTP Basic authentication).
 
 One HTML file (`static/admin.html`: no build step, no outside assets) that reads two JSON
 endpoints: `GET /admin/overview`, the API's metrics summed up (requests, pipeline stages,
-caches, backlogs) and polled every few seconds, and `GET /admin/feed`, a user's feed ranked
-afresh with each item's source and score parts and every stage's timing. A preview records
-nothing: no impressions, no session, no ranking kept in the ranking cache.
+caches, backlogs) and the learned ranker (serving model, newest trainings, retrain schedule),
+polled every few seconds, and `GET /admin/feed`, a user's feed ranked afresh with each item's
+source, score parts, the learned ranker's feature contributions and every stage's timing. A
+preview records nothing: no impressions, no session, no ranking kept in the ranking cache.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
 from importlib.resources import files
 from typing import Annotated
 
+import msgspec
 from litestar import Controller, MediaType, get
 from litestar.params import Parameter
 
-from feed.api.feed import feed_item, stage_out
-from feed.api.schemas import FeedPreview, Overview, PreviewItem
+from feed.api.feed import feed_item, ranker_out, stage_out
+from feed.api.schemas import (
+    FeedPreview,
+    ImportanceOut,
+    Overview,
+    PreviewItem,
+    RankerOverview,
+    ScheduleOut,
+    ServingRanker,
+    TrainingOut,
+)
 from feed.config import MAX_PAGE
 from feed.ids import id_key
 from feed.metrics import summarize_metrics
 from feed.pipeline.framework import FeedQuery
-from feed.services import ServicesDep
+from feed.services import Services, ServicesDep
+from feed.stores.batch_state import batch_status
 
 PAGE = files("feed.api").joinpath("static/admin.html").read_text(encoding="utf-8")
+TRAININGS_SHOWN = 5  # newest training reports on the page
+IMPORTANCE_SHOWN = 12  # features of the newest model's importance
+
+
+class _Importance(msgspec.Struct):
+    """The part of a stored training report (`TrainingReport`) the importance bars need."""
+
+    version: int
+    deployed: bool
+    importance: dict[str, float]
 
 
 class AdminController(Controller):
@@ -49,6 +72,7 @@ class AdminController(Controller):
             pid=os.getpid(),
             posts=len(services.catalog),
             metrics=summarize_metrics(),
+            ranker=await ranker_overview(services),
         )
 
     @get("/feed")
@@ -67,12 +91,13 @@ class AdminController(Controller):
             cursor=uuid.uuid4().hex,
             now=time.time(),
             preview=True,
+            explain=True,
         )
         result = await services.home_feed.pipeline.run(query)
         records = await services.features.posts([p.post_key for p in result.items])
         items = []
         for post in result.items:
-            item, record = feed_item(post), records.get(post.post_key)
+            item, record = feed_item(post, explain=True), records.get(post.post_key)
             items.append(
                 PreviewItem(
                     post_id=item.post_id,
@@ -83,6 +108,7 @@ class AdminController(Controller):
                     post_type=record.post_type if record else None,
                     text=record.text if record else None,
                     tags=record.tags if record else {},
+                    contributions=item.contributions or {},  # always a dict with `explain`
                 )
             )
         return FeedPreview(
@@ -90,4 +116,49 @@ class AdminController(Controller):
             items=items,
             stages=[stage_out(r) for r in result.stages],
             took_ms=round((time.perf_counter() - start) * 1000, 3),
+            ranker=ranker_out(result.stages, services.ranker),
         )
+
+
+async def ranker_overview(services: Services) -> RankerOverview:
+    """The learned ranker as the operator page shows it: this process's model, the deployed
+    version, the newest training reports and the retrain bookkeeping (three Redis reads)."""
+    model = services.ranker.model
+    deployed, reports, status = await asyncio.gather(
+        services.rankers.version(), services.rankers.reports(TRAININGS_SHOWN), batch_status(services.redis)
+    )
+    fitted = (
+        report
+        for report in (msgspec.json.decode(raw, type=_Importance) for raw in reports)
+        if report.importance
+    )
+    newest = next(fitted, None)
+    snapshot = status.snapshot
+    return RankerOverview(
+        serving=(
+            ServingRanker("learned", model.version, model.trained_at)
+            if model is not None
+            else ServingRanker("formula", None, None)
+        ),
+        deployed_version=deployed,
+        trainings=[msgspec.json.decode(raw, type=TrainingOut) for raw in reports],
+        importance=(
+            ImportanceOut(
+                newest.version,
+                newest.deployed,
+                dict(list(newest.importance.items())[:IMPORTANCE_SHOWN]),
+            )
+            if newest is not None
+            else None
+        ),
+        schedule=ScheduleOut(
+            applied=snapshot.applied,
+            new_events=snapshot.new_events,
+            last_started_at=snapshot.started_at,
+            last_finished_at=status.finished_at,
+            last_outcome=status.outcome,
+            last_error=status.error,
+            last_trained_at=snapshot.trained_at,
+            running=status.running,
+        ),
+    )

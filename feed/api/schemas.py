@@ -154,6 +154,9 @@ class PreviewItem(msgspec.Struct):
     post_type: str | None  # None: the record is gone (deleted meanwhile)
     text: str | None
     tags: dict[str, int]
+    # each feature's additive share of the learned ranker's raw score, and `base` (as FeedItem's
+    # with `explain`); empty when the model did not score it (the formula ranked the page)
+    contributions: dict[str, float]
 
 
 class FeedPreview(msgspec.Struct):
@@ -164,13 +167,80 @@ class FeedPreview(msgspec.Struct):
     items: list[PreviewItem]
     stages: list[StageOut]
     took_ms: float
+    ranker: RankerOut
+
+
+class ServingRanker(msgspec.Struct):
+    """The ranker serving in the answering process: `learned` (the model's version and when its
+    training started, epoch s) or `formula` (the hand-set weights: no model deployed yet)."""
+
+    kind: str
+    version: int | None
+    trained_at: float | None
+
+
+class TrainingOut(msgspec.Struct, kw_only=True):
+    """One training of the learned ranker as its report keeps it (feed/batch/ranker.py
+    `TrainingReport`; times in epoch s): deployed or not and why, its data, its validation."""
+
+    version: int
+    started_at: float
+    seconds: float
+    deployed: bool
+    reason: str
+    events: int  # interactions in the log it read
+    posts: int
+    train_groups: int
+    train_rows: int
+    validation_groups: int
+    validation_rows: int
+    served_train_groups: int = 0  # of the groups, those from logged served pages (older reports: 0)
+    served_validation_groups: int = 0
+    # NDCG@10 on the validation groups of `formula`, `current` (the model serving before, if
+    # any) and `new`; empty when there were too few groups to train
+    ndcg_at_10: dict[str, float]
+    trees: int = 0
+
+
+class ImportanceOut(msgspec.Struct):
+    """The newest trained model's feature importance, whether it was deployed or not."""
+
+    version: int
+    deployed: bool
+    shares: dict[str, float]  # feature -> share of the total split gain, largest first (the top ones)
+
+
+class ScheduleOut(msgspec.Struct):
+    """The batch layer's retrain bookkeeping (times in epoch s; None: never)."""
+
+    applied: int  # interactions the event consumers have applied
+    new_events: int  # of those, applied since the last successful training started
+    last_started_at: float | None  # the last training's start, whatever its outcome
+    last_finished_at: float | None
+    last_outcome: str | None  # ok, failed
+    last_error: str | None
+    last_trained_at: float | None  # the last successful training's start
+    running: bool  # a retrain holds the batch lock now
+
+
+class RankerOverview(msgspec.Struct):
+    """The learned ranker: what serves in the answering process, the version deployed in Redis
+    (0: none; each process loads a new one within seconds), the newest trainings (newest first),
+    the newest model's feature importance (None: no training fitted one) and the retrain schedule."""
+
+    serving: ServingRanker
+    deployed_version: int
+    trainings: list[TrainingOut]
+    importance: ImportanceOut | None
+    schedule: ScheduleOut
 
 
 class Overview(msgspec.Struct):
-    """The operator page's live figures: this API's metrics (all its processes) and the
-    answering process's catalogue."""
+    """The operator page's live figures: this API's metrics (all its processes), the answering
+    process's catalogue, and the learned ranker."""
 
     replica: int
     pid: int
     posts: int  # in the answering process's catalogue
     metrics: MetricsSummary
+    ranker: RankerOverview

@@ -65,7 +65,7 @@ def decide(policy: RetrainPolicy, state: BatchSnapshot, now: float) -> Decision:
     trained = state.trained_events
     if trained is not None and state.applied < trained:  # the counter was reset: count from zero
         trained = 0
-    new = state.applied - (trained or 0)
+    new = state.new_events
     if state.started_at is not None and now - state.started_at < policy.min_interval_s:
         return Decision(False, "min_interval", new)
     if trained is None:

@@ -54,13 +54,15 @@ def build_snapshot(
 ) -> Snapshot:
     """The state at `at` from `events` (sorted by ts), with features for `users`."""
     ranking = settings.ranking
-    catalog = PostCatalog(dims, capacity=max(len(posts), 1))
+    catalog = PostCatalog(dims, capacity=max(len(posts), 1), horizons_s=ranking.trending_horizons_s)
     catalog.upsert(p for p in posts if p.created_at <= at)
     before = [e for e in events if e.ts < at and e.post in catalog.rows]
     author_of = {p.key: p.author_key for p in posts}
 
     counts: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     trending: dict[str, float] = defaultdict(float)
+    bases = [TrendingBase(at, h) for h in ranking.trending_horizons_s]
+    horizons: list[dict[str, float]] = [defaultdict(float) for _ in bases]
     reach: dict[str, float] = defaultdict(float)
     base = TrendingBase(at, ranking.trending_half_life_s)
     confidence: dict[tuple[str, str], float] = defaultdict(float)
@@ -71,8 +73,11 @@ def build_snapshot(
         confidence[e.user, e.post] += weight
         if weight > 0.0 and e.action not in NEGATIVE_ACTIONS:
             trending[e.post] += base.units(weight, e.ts)
+            for horizon, scores in zip(bases, horizons, strict=True):
+                scores[e.post] += horizon.units(weight, e.ts)
     catalog.set_counts(counts)
     catalog.set_trending(base, trending, reset=True)
+    catalog.set_horizons(bases, horizons, reset=True)
     catalog.set_reach(reach)
 
     positive = {pair: c for pair, c in confidence.items() if c > 0}

@@ -18,7 +18,7 @@ from feed.evaluate import baselines, ciaodvd, movielens
 from feed.evaluate.dataset import Split
 from feed.evaluate.engine import LocalEngine
 from feed.evaluate.host import GraphHost
-from feed.evaluate.replay import replay
+from feed.evaluate.replay import ask_feeds, replay
 from feed.evaluate.report import build_report, table
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
@@ -27,26 +27,11 @@ DATASETS: dict[str, tuple[str, Callable[[Path, int | None, int], Split], Path]] 
     "movielens": ("MovieLens ml-latest-small", movielens.load, movielens.DEFAULT_FOLDER),
     "ciaodvd": ("CiaoDVD", ciaodvd.load, ciaodvd.DEFAULT_FOLDER),
 }
-# what `--ablate` switches off, one at a time (names from feed/pipeline/home_feed.py)
-ABLATION = (
-    "thunder",
-    "phoenix",
-    "collaborative",
-    "trending",
-    "fresh",
-    "max_age",
-    "similarity",
-    "engagement",
-    "trending_score",
-    "cf",
-    "affinity",
-    "freshness",
-    "network",
-    "small_author",
-    "author_diversity",
-    "near_duplicates",
-    "exploration",
-)
+# what `--ablate` compares by default: the engine without retraining after the backfill (no CF
+# model, no learned ranker: what it served before the batch layer kept up), without the learned
+# ranker (the hand-set formula ranks), and without the social source. Any component name of
+# feed/pipeline/home_feed.py can be given instead.
+ABLATION = ("retrain", "learned_ranker", "social")
 
 
 def overrides(ranking: dict[str, Any], disabled: list[str]) -> dict[str, Any]:
@@ -70,22 +55,43 @@ def engine_env(changes: dict[str, Any], backend_url: str) -> dict[str, str]:
     return env
 
 
-def run_engine(split: Split, changes: dict[str, Any]) -> tuple[dict[int, list[int]], dict[str, float]]:
+def run_engine(
+    split: Split, changes: dict[str, Any], ablate: tuple[str, ...] = ()
+) -> tuple[dict[str, dict[int, list[int]]], dict[str, float]]:
     """The engine's feeds for the split's users from a fresh local engine, whose social-graph
-    callback this process answers with the split's follow graph; and the seconds per phase."""
+    callback this process answers with the split's follow graph; and the seconds per phase.
+
+    Returns `engine` and, for each name in `ablate`, `engine without <name>`: `retrain` is the
+    feeds asked for before the batch models are retrained; any other name is a component
+    switched off in a restarted API process (same data, same models). The API is restarted
+    after the retrain too, so no feed is served from a ranking kept before it.
+    """
+    lists: dict[str, dict[int, list[int]]] = {}
     with GraphHost(split.following) as host, LocalEngine(engine_env(changes, host.url)) as engine:
 
-        async def go() -> tuple[dict[int, list[int]], dict[str, float]]:
-            async def idle(events: int) -> bool:
-                return await asyncio.to_thread(engine.idle, events)
-
-            async def retrain() -> None:
-                await asyncio.to_thread(engine.retrain)
-
+        async def go() -> dict[str, float]:
             async with httpx.AsyncClient(base_url=engine.url, timeout=60.0) as client:
-                return await replay(client, split, idle, retrain=retrain)
 
-        return asyncio.run(go())
+                async def idle(events: int) -> bool:
+                    return await asyncio.to_thread(engine.idle, events)
+
+                async def retrain() -> None:
+                    if "retrain" in ablate:
+                        lists["engine without retrain"] = await ask_feeds(client, split.users)
+                    await asyncio.to_thread(engine.retrain)
+                    await asyncio.to_thread(engine.restart_api, {})
+
+                lists["engine"], phases = await replay(client, split, idle, retrain=retrain)
+                for component in ablate:
+                    if component == "retrain":
+                        continue
+                    disabled = [*changes.get("disabled", []), component]
+                    await asyncio.to_thread(engine.restart_api, {"DISABLED_COMPONENTS": json.dumps(disabled)})
+                    lists[f"engine without {component}"] = await ask_feeds(client, split.users)
+                return phases
+
+        phases = asyncio.run(go())
+    return lists, phases
 
 
 def main() -> None:
@@ -103,7 +109,9 @@ def main() -> None:
     )
     parser.add_argument("--disable", nargs="*", default=[], help="pipeline components to switch off")
     parser.add_argument(
-        "--ablate", action="store_true", help="also run the engine once without each component"
+        "--ablate",
+        nargs="*",
+        help=f"also score the engine without each of these (no names: {', '.join(ABLATION)})",
     )
     args = parser.parse_args()
 
@@ -117,19 +125,14 @@ def main() -> None:
     if split.following:
         baseline["friends_popularity"] = lambda: baselines.friends_popularity(split)
     changes = overrides(args.ranking, args.disable)
-    lists: dict[str, dict[int, list[int]]] = {}
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    lists["engine"], phases = run_engine(split, changes)
+    ablate = () if args.ablate is None else tuple(args.ablate or ABLATION)
+    lists, phases = run_engine(split, changes, ablate)
     seconds["engine"] = time.perf_counter() - t
     for name, rank in baseline.items():
         t = time.perf_counter()
         lists[name] = rank()
-        seconds[name] = time.perf_counter() - t
-    for component in ABLATION if args.ablate else ():
-        t = time.perf_counter()
-        name = f"engine without {component}"
-        lists[name], _ = run_engine(split, overrides(args.ranking, [*args.disable, component]))
         seconds[name] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - started
     seconds.update({f"engine_{k}": v for k, v in phases.items()})

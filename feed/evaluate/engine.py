@@ -67,6 +67,27 @@ class LocalEngine:
             time.sleep(0.2)
         return self
 
+    def restart_api(self, env: dict[str, str]) -> None:
+        """Replace the API process by one with `env` added (its caches start empty; it loads the
+        deployed models at start); returns once it answers."""
+        api = self._procs[1]
+        api.terminate()
+        api.wait(timeout=30)
+        log = (self.folder / "feed-api.log").open("a")
+        self._logs.append(log)
+        bin_dir = Path(sys.executable).parent
+        self._procs[1] = subprocess.Popen(
+            [str(bin_dir / "feed-api")],
+            env={**self._process_env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 300
+        while not self._ready():
+            if time.monotonic() > deadline or self._procs[1].poll() is not None:
+                raise RuntimeError(f"the API did not restart; logs in {self.folder}")
+            time.sleep(0.2)
+
     def _ready(self) -> bool:
         try:
             httpx.get(f"{self.url}/health", timeout=1.0).raise_for_status()

@@ -133,12 +133,14 @@ async def replay(
         timings["retrain"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    pages = await _bounded(
-        split.users, lambda u: _ok(client.post("/feed", json={"user_id": u, "limit": limit}), 200), 8
-    )
+    feeds = await ask_feeds(client, split.users, limit)
     timings["feeds"] = time.perf_counter() - start
-    feeds = {
-        u: [int(item["post_id"]) for item in page["items"]]
-        for u, page in zip(split.users, pages, strict=True)
-    }
     return feeds, timings
+
+
+async def ask_feeds(client: httpx.AsyncClient, users: list[int], limit: int = 20) -> dict[int, list[int]]:
+    """Each user's first feed page (post ids, best first), 8 requests at a time."""
+    pages = await _bounded(
+        users, lambda u: _ok(client.post("/feed", json={"user_id": u, "limit": limit}), 200), 8
+    )
+    return {u: [int(item["post_id"]) for item in page["items"]] for u, page in zip(users, pages, strict=True)}

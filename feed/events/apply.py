@@ -51,21 +51,24 @@ return out
 
 # All writes of a batch in one script call (inside the MULTI that watches the batch's users):
 # per event its done-marker, counters, seen set, affinity, hidden authors, public engagements
-# (the social source's), trending and the interaction log; per (user, field) its new interest
-# vector (empty: delete); per user its event count; then the changes-stream entry and the
-# applied counter. One call instead of about ten commands per event: command packing in the
-# client was the consumer's bottleneck.
+# (the social source's), trending (and its extra horizons) and the interaction log; per (user,
+# field) its new interest vector (empty: delete); per user its event count; then the changes-stream
+# entry and the applied counter. One call instead of about ten commands per event: command packing
+# in the client was the consumer's bottleneck.
 # Key names come from `feed.stores.keys` as templates (%s: an id), so they are defined once.
-# ARGV: the fixed settings (`_fixed_args`), then n_events, n_vectors, n_users and one blob of
-# length-prefixed fields (`<len>:<bytes>`, see `_blob`): the events (10 fields each), the
+# ARGV: the fixed settings (`_fixed_args`, ending with the trending horizons' keys, comma-joined),
+# then n_events, n_vectors, n_users and one blob of length-prefixed fields (`<len>:<bytes>`, see
+# `_blob`): the events (11 fields each, the last their units per horizon, comma-joined), the
 # vector triples, the (user, count) pairs, and the changes' two key lists. One blob instead of
 # thousands of arguments: redis-py encodes each argument in Python.
 _WRITE_BATCH = """
 local done_tpl, counts_tpl, seen_tpl, affinity_tpl, hidden_tpl, user_tpl, engaged_tpl = unpack(ARGV, 1, 7)
 local reach_key, trending_key, log_key, changes_key, applied_key = unpack(ARGV, 8, 12)
 local ttl, seen_max, log_max, changes_max, engaged_keep = unpack(ARGV, 13, 17)
-local n_events, n_vectors, n_users = tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20])
-local blob, pos = ARGV[21], 1
+local horizon_keys = {}
+for key in string.gmatch(ARGV[18], '[^,]+') do horizon_keys[#horizon_keys + 1] = key end
+local n_events, n_vectors, n_users = tonumber(ARGV[19]), tonumber(ARGV[20]), tonumber(ARGV[21])
+local blob, pos = ARGV[22], 1
 local function field()
   local colon = string.find(blob, ':', pos, true)
   local stop = colon + tonumber(string.sub(blob, pos, colon - 1))
@@ -76,6 +79,7 @@ local users, engagers = {}, {}
 for _ = 1, n_events do
   local id, user, post, author, action = field(), field(), field(), field(), field()
   local ts, weight, units, hides, social = field(), field(), field(), field(), field()
+  local horizon_units = field()  -- empty when the event does not count for trending
   redis.call('SET', string.format(done_tpl, id), 1, 'EX', ttl)
   redis.call('HINCRBY', string.format(counts_tpl, post), action, 1)
   redis.call('ZINCRBY', reach_key, 1, author)
@@ -95,6 +99,13 @@ for _ = 1, n_events do
   end
   if tonumber(units) > 0 then
     redis.call('ZINCRBY', trending_key, units, post)
+  end
+  local h = 0
+  for value in string.gmatch(horizon_units, '[^,]+') do
+    h = h + 1
+    if tonumber(value) > 0 then
+      redis.call('ZINCRBY', horizon_keys[h], value, post)
+    end
   end
   redis.call('XADD', log_key, 'MAXLEN', '~', log_max, '*',
              'user', user, 'post', post, 'action', action, 'ts', ts)
@@ -160,6 +171,7 @@ class EventApplier:
         self._settings = settings
         self._ranking = settings.ranking
         self._trending = Trending(redis, settings.ranking.trending_half_life_s)
+        self._trending_horizons = [Trending.horizon(redis, h) for h in settings.ranking.trending_horizons_s]
         self._script = redis.register_script(_WRITE_BATCH)
         self._hmget_script = redis.register_script(_HMGET_MANY)
         self._fixed_args: list[bytes | str | int] = [
@@ -180,6 +192,7 @@ class EventApplier:
             settings.cf_log_max,
             keys.CHANGES_MAXLEN,
             settings.social_engaged_keep,
+            ",".join(t.key for t in self._trending_horizons),
         ]
         # (user hash field of a space's vector, EMA rate): the long- and the short-term vector
         self._horizons: list[tuple[Callable[[str], str], float]] = [
@@ -193,7 +206,8 @@ class EventApplier:
         result = ApplyResult(duplicates=len(events) - len(unique))
         if not unique:
             return result
-        await self._trending.rebase_if_due()
+        for trending in (self._trending, *self._trending_horizons):
+            await trending.rebase_if_due()
         posts, states = await self._load_posts({e.post_key for e in unique})
         ready: list[InteractionEvent] = []
         for event in unique:
@@ -247,13 +261,19 @@ class EventApplier:
         user_keys = sorted({e.user_key for e in events})
         done_keys = [keys.event_done(e.event_id) for e in events]
         async with self._redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(*done_keys, *[keys.user(u) for u in user_keys], keys.TRENDING_META)
+            await pipe.watch(
+                *done_keys,
+                *[keys.user(u) for u in user_keys],
+                keys.TRENDING_META,
+                *(t.meta_key for t in self._trending_horizons),
+            )
             # Read everything in one round trip on another connection: WATCH came first, so
             # a write after these reads still makes the EXEC below fail and the batch retry.
             fields = [field_of(s) for field_of, _ in self._horizons for s in SPACES]
             done = await self._redis.mget(done_keys)
             user_rows = await self._hmget_many([keys.user(u) for u in user_keys], fields)
             trending = await self._trending.base(pipe)
+            horizon_bases = [await t.base(pipe) for t in self._trending_horizons]
             todo = [e for e, d in zip(events, done, strict=True) if d is None]
             vectors: dict[tuple[str, str], np.ndarray | None] = {}
             counts: dict[str, int] = defaultdict(int)
@@ -276,7 +296,7 @@ class EventApplier:
                 user_writes += [u, name, b"" if vec is None else vector_to_bytes(vec)]
             event_args: list[bytes | str] = []
             for event in todo:
-                event_args += self._event_args(event, posts[event.post_key], trending)
+                event_args += self._event_args(event, posts[event.post_key], trending, horizon_bases)
             changes = {
                 "posts": pack_keys(sorted({e.post_key for e in todo})),
                 "authors": pack_keys(sorted({posts[e.post_key].author_key for e in todo})),
@@ -302,12 +322,13 @@ class EventApplier:
             await pipe.execute()
         return len(todo), len(events) - len(todo)
 
-    def _event_args(self, event: InteractionEvent, post: _Post, trending: TrendingBase) -> list[bytes | str]:
+    def _event_args(
+        self, event: InteractionEvent, post: _Post, trending: TrendingBase, horizon_bases: list[TrendingBase]
+    ) -> list[bytes | str]:
         """One event's fields for the batch script (see `_WRITE_BATCH`)."""
         weight = action_weight(event.action, event.dwell_ms, self._ranking)
-        units = (
-            trending.units(weight, event.ts) if weight > 0.0 and event.action not in NEGATIVE_ACTIONS else 0.0
-        )
+        counted = weight > 0.0 and event.action not in NEGATIVE_ACTIONS
+        units = trending.units(weight, event.ts) if counted else 0.0
         return [
             event.event_id,
             event.user_key,
@@ -320,6 +341,7 @@ class EventApplier:
             "1" if event.action in HIDING_ACTIONS else "0",
             # public engagement: shown to followers; a later negative action takes it back
             "1" if event.action in SOCIAL_ACTIONS else "-1" if event.action in NEGATIVE_ACTIONS else "0",
+            ",".join(repr(h.units(weight, event.ts)) for h in horizon_bases) if counted else "",
         ]
 
     async def _park(self, event: InteractionEvent) -> None:

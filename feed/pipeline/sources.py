@@ -159,11 +159,13 @@ class TrendingSource:
 
 
 class PopularSource:
-    """Popular ever: the posts with the most positive engagement of all time (weighted by action).
+    """Popular over longer horizons: the posts with the most positive engagement of all time
+    (counts weighted by action) and at each extra trending horizon (days to a year), the budget
+    shared among them.
 
-    Trending forgets in hours; in a catalogue (films, products, courses) what lasts is what most
-    people liked. Both kinds of candidates are offered and the learned ranker weighs them by
-    what each deployment's users go on to engage with.
+    Trending forgets in hours; in a catalogue (films, products, courses) what lasts is what
+    many people liked over months. All are offered, and the learned ranker weighs them by what
+    each deployment's users go on to engage with.
     """
 
     name = "popular"
@@ -177,8 +179,12 @@ class PopularSource:
         return True
 
     async def fetch(self, query: FeedQuery) -> Candidates:
-        rows = self._catalog.top_popular(self._budget, self._weights)
-        return Candidates.of(rows, self.name, self._catalog.counts[rows] @ self._weights)
+        catalog = self._catalog
+        share = max(1, self._budget // (1 + len(catalog.horizons_s)))
+        lists = [catalog.top_popular(share, self._weights)]
+        lists += [catalog.top_horizon(column, share) for column in range(len(catalog.horizons_s))]
+        rows = np.unique(np.concatenate(lists)) if lists else np.empty(0, dtype=np.int64)
+        return Candidates.of(rows, self.name, catalog.counts[rows] @ self._weights)
 
 
 class FreshSource:

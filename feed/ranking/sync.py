@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from pathlib import Path
 
 import structlog
 
@@ -18,8 +19,14 @@ class RankerSync:
     """Loads the deployed model into `slot` whenever its version changes (one GET per poll)."""
 
     def __init__(
-        self, store: RankerStore, slot: RankerSlot, known_features: Iterable[str], every_s: float = 2.0
+        self,
+        store: RankerStore,
+        slot: RankerSlot,
+        known_features: Iterable[str],
+        compiled_folder: Path,
+        every_s: float = 2.0,
     ) -> None:
+        self._compiled_folder = compiled_folder
         self._known = frozenset(known_features)
         self._version = 0  # the deployed version last looked at
         self._store = store
@@ -42,6 +49,15 @@ class RankerSync:
         self._slot.model = model
         self._version = version
         log.info("ranker_loaded", version=model.version if model else 0)
+        if model is not None:
+            try:
+                compiled = await asyncio.to_thread(model.with_compiled, self._compiled_folder)
+            except Exception:  # the LightGBM predictor keeps serving
+                log.exception("ranker_compile_failed", version=version)
+            else:
+                if self._slot.model is model:
+                    self._slot.model = compiled
+                    log.info("ranker_compiled", version=version)
         return True
 
     async def run(self) -> None:

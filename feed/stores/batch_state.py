@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.typing import EncodableT, FieldT
 
 from feed.stores import keys
@@ -31,6 +32,54 @@ class BatchSnapshot:
     started_at: float | None  # the last training's start, whatever its outcome
     trained_events: int | None  # `applied` when the last successful training started
     trained_at: float | None  # when the last successful training started
+
+    @property
+    def new_events(self) -> int:
+        """Interactions applied since the last successful training started (all of them when none
+        has, or when the counter was reset below it)."""
+        trained = self.trained_events
+        return self.applied - (trained if trained is not None and trained <= self.applied else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatus:
+    """The batch layer as an operator sees it: the snapshot, how the last training ended, and
+    whether one runs now."""
+
+    snapshot: BatchSnapshot
+    finished_at: float | None  # the last training's end, whatever its outcome
+    outcome: str | None  # of the last training: ok, failed
+    error: str | None  # why it failed
+    running: bool  # a retrain holds the lock
+
+
+_SNAPSHOT_FIELDS = ["started_at", "trained_events", "trained_at"]
+
+
+def _snapshot(applied: Any, started_at: Any, trained_events: Any, trained_at: Any) -> BatchSnapshot:
+    return BatchSnapshot(
+        applied=int(applied or 0),
+        started_at=float(started_at) if started_at is not None else None,
+        trained_events=int(trained_events) if trained_events is not None else None,
+        trained_at=float(trained_at) if trained_at is not None else None,
+    )
+
+
+async def batch_status(r: AsyncRedis) -> BatchStatus:
+    """The batch layer's state in one round trip (for the API, whose Redis client is async)."""
+    async with r.pipeline(transaction=False) as pipe:
+        pipe.get(keys.APPLIED_EVENTS)
+        pipe.hmget(keys.BATCH_STATE, [*_SNAPSHOT_FIELDS, "finished_at", "outcome", "error"])
+        pipe.exists(keys.BATCH_LOCK)
+        applied, fields, locked = await pipe.execute()
+    started_at, trained_events, trained_at, finished_at, outcome, error = fields
+    return BatchStatus(
+        snapshot=_snapshot(applied, started_at, trained_events, trained_at),
+        finished_at=float(finished_at) if finished_at is not None else None,
+        outcome=outcome.decode() if outcome is not None else None,
+        error=(error.decode() or None) if error is not None else None,
+        running=bool(locked),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +100,9 @@ class BatchState:
         """The applied-interaction count now and the last trainings' counts and times."""
         with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(keys.APPLIED_EVENTS)
-            pipe.hmget(keys.BATCH_STATE, ["started_at", "trained_events", "trained_at"])
+            pipe.hmget(keys.BATCH_STATE, _SNAPSHOT_FIELDS)
             applied, (started_at, trained_events, trained_at) = pipe.execute()
-        return BatchSnapshot(
-            applied=int(applied or 0),
-            started_at=float(started_at) if started_at is not None else None,
-            trained_events=int(trained_events) if trained_events is not None else None,
-            trained_at=float(trained_at) if trained_at is not None else None,
-        )
+        return _snapshot(applied, started_at, trained_events, trained_at)
 
     def acquire(self, ttl_s: int) -> str | None:
         """Take the lock for `ttl_s` seconds: its token, or None while another retrain holds it."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 from typing import get_args
 
@@ -44,12 +44,17 @@ class PostCatalog:
     """Columns of every live post; rows of deleted posts stay allocated but not `alive`.
 
     `dims` gives the vector size of each embedding space (a space's matrix is allocated
-    when a post first has a vector in it).
+    when a post first has a vector in it). `horizons_s` are the half-lives of the extra trending
+    horizons (`RankingConfig.trending_horizons_s`): they name the sets `CatalogSync` reads and
+    order the columns of `horizon_values`; values are decoded with each set's stored half-life.
     """
 
-    def __init__(self, dims: Mapping[str, int], capacity: int = 1024) -> None:
+    def __init__(
+        self, dims: Mapping[str, int], capacity: int = 1024, horizons_s: Sequence[float] = ()
+    ) -> None:
         self._dims = dict(dims)
         self._capacity = capacity
+        self.horizons_s = tuple(horizons_s)
         self.rows: dict[str, int] = {}  # post key -> row
         self.keys: list[str] = []  # row -> post key
         self.post_ids: list[int | str] = []  # row -> the host's post id
@@ -61,6 +66,9 @@ class PostCatalog:
         self.counts = np.zeros((capacity, len(ACTIONS)), dtype=np.float32)
         self.trending = np.zeros(capacity)  # stored trending score, in units of `trending_base`
         self.trending_base: TrendingBase | None = None
+        # (capacity, H) stored score per trending horizon, in units of that horizon's base
+        self.horizons = np.zeros((capacity, len(self.horizons_s)))
+        self.horizon_bases: list[TrendingBase | None] = [None] * len(self.horizons_s)
         self.impressions = np.zeros(capacity, dtype=np.float32)
         self.cf: np.ndarray | None = None  # (capacity, factors) item factors of model `cf_version`
         self.cf_known = np.zeros(capacity, dtype=bool)
@@ -75,6 +83,7 @@ class PostCatalog:
         self.removals = 0  # changes whenever a post is removed (a key may come back on another row)
         self.trending_version = 0  # changes whenever a trending value changes
         self.counts_version = 0  # changes whenever interaction counts change
+        self.horizons_version = 0  # changes whenever a trending horizon's value changes
         self._cached: dict[tuple[str, int, int], np.ndarray] = {}
         self._popular: tuple[int, int, float, np.ndarray] | None = None  # k, counts version, when, rows
         self._author_sets: LRUCache[tuple[frozenset[str], int], np.ndarray] = LRUCache(maxsize=4096)
@@ -166,7 +175,7 @@ class PostCatalog:
         if top is None:
             n = len(self.keys)
             masked = np.where(self.alive[:n], values[:n], -np.inf)
-            if name == "trending":
+            if name != "newest":
                 masked[masked <= 0] = -np.inf
             k_eff = min(k, n)
             top = np.argpartition(-masked, k_eff - 1)[:k_eff] if k_eff else np.empty(0, dtype=np.int64)
@@ -182,6 +191,20 @@ class PostCatalog:
             return np.zeros(len(rows))
         base = self.trending_base
         out: np.ndarray = self.trending[rows] * 2.0 ** ((base.base - now) / base.half_life_s)
+        return out
+
+    def top_horizon(self, column: int, k: int) -> np.ndarray:
+        """Rows of the `k` posts with the most engagement at trending horizon `column`, best first
+        (cached until those values change)."""
+        return self._top(f"horizon-{column}", k, self.horizons_version, self.horizons[:, column])
+
+    def horizon_values(self, rows: np.ndarray, now: float) -> np.ndarray:
+        """Decayed positive engagement of these posts at `now` per trending horizon: shape
+        (len(rows), H), columns in `horizons_s` order (zero where a horizon has no base yet)."""
+        decay = np.array(
+            [0.0 if b is None else 2.0 ** ((b.base - now) / b.half_life_s) for b in self.horizon_bases]
+        )
+        out: np.ndarray = self.horizons[rows] * decay
         return out
 
     # -- changes -----------------------------------------------------------------
@@ -207,6 +230,7 @@ class PostCatalog:
         self.created_at = _grow(self.created_at, capacity, -np.inf)
         self.counts = _grow(self.counts, capacity)
         self.trending = _grow(self.trending, capacity)
+        self.horizons = _grow(self.horizons, capacity)
         self.impressions = _grow(self.impressions, capacity)
         self.cf_known = _grow(self.cf_known, capacity, False)
         if self.cf is not None:
@@ -268,6 +292,7 @@ class PostCatalog:
             self.alive[row] = False
             self.created_at[row] = -np.inf
             self.trending[row] = 0.0
+            self.horizons[row] = 0.0
             self.cf_known[row] = False
             dropped += 1
         if dropped:
@@ -300,6 +325,21 @@ class PostCatalog:
         known = rows != NO_ROW
         self.trending[rows[known]] = np.fromiter(stored.values(), dtype=np.float64, count=len(stored))[known]
         self.trending_version += 1
+
+    def set_horizons(
+        self, bases: Sequence[TrendingBase | None], stored: Sequence[Mapping[str, float]], reset: bool = False
+    ) -> None:
+        """Set these posts' stored scores per trending horizon (`bases` and `stored`: one per
+        horizon, in `horizons_s` order); `reset` zeroes all others."""
+        if reset:
+            self.horizons[:] = 0.0
+        self.horizon_bases = list(bases)
+        self.horizons_version += 1
+        for column, scores in enumerate(stored):
+            rows = self.rows_of(scores)
+            known = rows != NO_ROW
+            values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
+            self.horizons[rows[known], column] = values[known]
 
     def set_impressions(self, impressions: Mapping[str, float]) -> None:
         """Set how many times these posts were served."""

@@ -38,12 +38,19 @@ def _stored_base(raw: dict[bytes, bytes]) -> TrendingBase | None:
     return TrendingBase(float(raw[b"base"]), float(raw[b"half_life_s"])) if raw else None
 
 
+def _rebased(held: TrendingBase | None, stored: TrendingBase | None) -> bool:
+    """Whether every stored score changed under the catalogue (a rebase or a restart)."""
+    return held is not None and stored != held
+
+
 class CatalogSync:
     """Fills a `PostCatalog` from Redis and follows the streams."""
 
     def __init__(self, redis: Redis, catalog: PostCatalog, batch: int = 2000) -> None:
         self._redis = redis
         self._catalog = catalog
+        self._horizon_keys = [keys.trending_horizon(h) for h in catalog.horizons_s]
+        self._horizon_meta_keys = [keys.trending_horizon_meta(h) for h in catalog.horizons_s]
         self._features = FeatureStore(redis)
         self._batch = batch
         self._positions: dict[str, str] = {}
@@ -71,14 +78,23 @@ class CatalogSync:
         return len(self._catalog)
 
     async def _load_totals(self) -> None:
-        """Trending, impressions and reach of everything (the zsets), replacing what was there."""
+        """Trending (every horizon's too), impressions and reach of everything (the zsets),
+        replacing what was there."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.hgetall(keys.TRENDING_META)
         pipe.zrange(keys.TRENDING, 0, -1, withscores=True)
         pipe.zrange(keys.IMPRESSIONS, 0, -1, withscores=True)
         pipe.zrange(keys.AUTHOR_REACH, 0, -1, withscores=True)
-        meta, trending, impressions, reach = await pipe.execute()
+        for meta_key, key in zip(self._horizon_meta_keys, self._horizon_keys, strict=True):
+            pipe.hgetall(meta_key)
+            pipe.zrange(key, 0, -1, withscores=True)
+        meta, trending, impressions, reach, *horizons = await pipe.execute()
         self._catalog.set_trending(_stored_base(meta), {m.decode(): s for m, s in trending}, reset=True)
+        self._catalog.set_horizons(
+            [_stored_base(m) for m in horizons[::2]],
+            [{m.decode(): s for m, s in scores} for scores in horizons[1::2]],
+            reset=True,
+        )
         self._catalog.set_impressions({m.decode(): s for m, s in impressions})
         self._catalog.set_reach({m.decode(): s for m, s in reach})
 
@@ -94,10 +110,12 @@ class CatalogSync:
     async def _refresh(
         self, posts: list[str], impressions: list[str], authors: list[str], trending: bool = True
     ) -> None:
-        """Read the current counters of these posts (counts, and trending unless told not
-        to), impressions and authors' reach into the catalogue."""
+        """Read the current counters of these posts (counts, and trending at every horizon
+        unless told not to), impressions and authors' reach into the catalogue."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(keys.TRENDING_META)
+        for meta_key in self._horizon_meta_keys:
+            pipe.hgetall(meta_key)
         for key in posts:
             pipe.hgetall(keys.post_counts(key))
         for zset, members in (
@@ -107,21 +125,30 @@ class CatalogSync:
         ):
             if members:
                 pipe.zmscore(zset, members)
+        horizon_keys = self._horizon_keys if posts and trending else []
+        for key in horizon_keys:
+            pipe.zmscore(key, posts)
         replies = iter(await pipe.execute())
         meta = next(replies)
+        horizon_bases = [_stored_base(next(replies)) for _ in self._horizon_meta_keys]
         counts = [next(replies) for _ in posts]
         scores, served, reach = (
             next(replies) if members else [] for members in (posts if trending else [], impressions, authors)
         )
+        horizon_scores = [next(replies) for _ in horizon_keys]
         catalog = self._catalog
         catalog.set_counts(
             {k: {a.decode(): float(n) for a, n in c.items()} for k, c in zip(posts, counts, strict=True)}
         )
         base = _stored_base(meta)
-        if base != catalog.trending_base and catalog.trending_base is not None:
+        if _rebased(catalog.trending_base, base) or any(map(_rebased, catalog.horizon_bases, horizon_bases)):
             await self._load_totals()  # rebased or restarted: every stored score changed
         elif posts and trending:
             catalog.set_trending(base, {k: s or 0.0 for k, s in zip(posts, scores, strict=True)})
+            catalog.set_horizons(
+                horizon_bases,
+                [{k: s or 0.0 for k, s in zip(posts, column, strict=True)} for column in horizon_scores],
+            )
         if impressions:
             catalog.set_impressions({k: s or 0.0 for k, s in zip(impressions, served, strict=True)})
         if authors:

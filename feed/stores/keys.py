@@ -109,6 +109,17 @@ def write_window(kind: str, who: str, second: int) -> str:
     return f"{P}rl:{kind}:{who}:{second}"
 
 
+def trending_horizon(half_life_s: float) -> str:
+    """Zset: post key -> decayed positive engagement at this half-life (RankingConfig.trending_horizons_s),
+    in units of its meta's base; named by the half-life in whole seconds."""
+    return f"{P}trending:h:{round(half_life_s)}"
+
+
+def trending_horizon_meta(half_life_s: float) -> str:
+    """Hash: base (epoch s), half_life_s of `trending_horizon(half_life_s)`."""
+    return f"{trending_horizon(half_life_s)}:meta"
+
+
 def social_graph(user_key: str) -> str:
     """String: cached JSON social graph of a user."""
     return f"{P}sg:{user_key}"

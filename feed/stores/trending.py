@@ -12,6 +12,9 @@ starts the counts afresh when its configured half-life differs from the stored o
 never write, and decode with the stored half-life, so a process configured differently
 cannot wipe the set.
 
+The same is kept at several more half-lives (`RankingConfig.trending_horizons_s`), one set and
+hash each (`Trending.horizon`), so the learned ranker can weigh horizons from days to a year.
+
 Written by hand: it is a handful of Redis calls, and the hourly-bucket alternative needs one
 key per hour of the window (thousands for a catalogue's months-long window).
 """
@@ -45,21 +48,33 @@ class TrendingBase:
 
 
 class Trending:
-    """Maintains the trending set's base for one half-life (the writer's side)."""
+    """Maintains a trending set's base for one half-life (the writer's side); by default the
+    main set (`keys.TRENDING`), or another pair of set and meta hash keys."""
 
-    def __init__(self, redis: Redis, half_life_s: float) -> None:
+    def __init__(
+        self, redis: Redis, half_life_s: float, key: str = keys.TRENDING, meta_key: str = keys.TRENDING_META
+    ) -> None:
         self._redis = redis
         self._half_life_s = half_life_s
+        self.key = key
+        self.meta_key = meta_key
+
+    @classmethod
+    def horizon(cls, redis: Redis, half_life_s: float) -> Trending:
+        """The extra trending horizon at this half-life (`keys.trending_horizon`)."""
+        return cls(
+            redis, half_life_s, keys.trending_horizon(half_life_s), keys.trending_horizon_meta(half_life_s)
+        )
 
     async def base(self, reader: Redis | Pipeline | None = None) -> TrendingBase:
         """The current base for writing (created, or reset for a changed half-life, on first use)."""
-        raw: Any = await (reader or self._redis).hgetall(keys.TRENDING_META)
+        raw: Any = await (reader or self._redis).hgetall(self.meta_key)
         if raw and float(raw[b"half_life_s"]) == self._half_life_s:
             return TrendingBase(float(raw[b"base"]), self._half_life_s)
         fresh = TrendingBase(time.time(), self._half_life_s)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.TRENDING)
-            pipe.hset(keys.TRENDING_META, mapping={"base": fresh.base, "half_life_s": self._half_life_s})
+            pipe.delete(self.key)
+            pipe.hset(self.meta_key, mapping={"base": fresh.base, "half_life_s": self._half_life_s})
             await pipe.execute()
         return fresh
 
@@ -68,15 +83,15 @@ class Trending:
         now = time.time() if now is None else now
         async with self._redis.pipeline(transaction=True) as pipe:
             try:
-                await pipe.watch(keys.TRENDING_META)
+                await pipe.watch(self.meta_key)
                 current = await self.base(pipe)
                 if (now - current.base) / self._half_life_s < REBASE_AFTER:
                     return False
                 factor = 2.0 ** ((current.base - now) / self._half_life_s)
                 pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.zunionstore(keys.TRENDING, {keys.TRENDING: factor})
-                pipe.zremrangebyscore(keys.TRENDING, "-inf", NEGLIGIBLE)
-                pipe.hset(keys.TRENDING_META, "base", now)
+                pipe.zunionstore(self.key, {self.key: factor})
+                pipe.zremrangebyscore(self.key, "-inf", NEGLIGIBLE)
+                pipe.hset(self.meta_key, "base", now)
                 await pipe.execute()
                 return True
             except WatchError:
