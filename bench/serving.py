@@ -3,6 +3,7 @@ corpus, against the bare numpy floor, in one run.
 
     python -m bench.serving [--posts 100000] [--candidates 10000] [--limit 50]
                             [--concurrency 16] [--duration 15] [--qdrant-url URL]
+                            [--ranker {none,learned}]
 
 It starts its own Redis-compatible server, writes the corpus through the engine's stores
 (`bench.corpus`: random unit 384-d vectors, power-law authors, users with a history),
@@ -14,6 +15,15 @@ candidates. The floor is the time of numpy scoring the same number of candidate 
 measured on the backlog `/interaction` left: it starts after that phase and the clock
 runs from its first applied event to its last. Prints one table and writes JSON to
 bench/results/.
+
+The learned ranker (`bench.ranker`): a model of the shipped size (the trainer's parameters,
+`ranker_max_trees` trees of `ranker_leaves` leaves, on synthetic rows) is trained, compiled
+into the API processes' folder and measured in this process on one core (predict for 1,000
+rows through LightGBM and compiled, the whole learned-ranker stage on a 1,000-candidate window
+of the corpus, contributions for a page), before the API starts. With `--ranker learned` (the
+default) it is deployed before the API starts, so each API process loads it, and its compiled
+form from the object file, before it answers; one `explain` feed then checks that it ranks.
+With `--ranker none` the formula ranks the feeds (the figures are measured all the same).
 """
 
 from __future__ import annotations
@@ -38,8 +48,10 @@ from typing import Any
 import httpx
 import numpy as np
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from threadpoolctl import threadpool_limits
 
+from bench import ranker as learned
 from bench.corpus import Corpus, CorpusSpec, build, write_graph
 from bench.load import LoadResult, closed_loop
 from feed.config import Settings
@@ -270,15 +282,55 @@ def profile_top(collapsed: Path, n: int = 15) -> dict[str, list[tuple[str, float
     return {"self": top(own), "inclusive": top(inclusive)}
 
 
-def candidates_seen(url: str, user: str, limit: int) -> dict[str, int]:
-    """Candidates per source and after de-duplication, for one feed (explain)."""
+def stage_means(url: str, components: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Mean ms and runs of pipeline components in the API so far (`/metrics`: every request's
+    stage time, the `explain` feeds' included), for those that ran."""
+    text = httpx.get(f"{url}/metrics", timeout=30).raise_for_status().text
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            component = sample.labels.get("component", "")
+            if component not in components:
+                continue
+            if sample.name == "feed_pipeline_stage_seconds_sum":
+                sums[component] = sums.get(component, 0.0) + sample.value
+            elif sample.name == "feed_pipeline_stage_seconds_count":
+                counts[component] = counts.get(component, 0.0) + sample.value
+    return {c: {"mean_ms": 1000 * sums[c] / n, "runs": n} for c, n in counts.items() if n}
+
+
+def candidates_seen(url: str, user: str, limit: int) -> tuple[dict[str, int], dict[str, Any]]:
+    """Candidates per source and after de-duplication, for one feed (explain); and the ranker that
+    ordered it (`kind`, `version`, the learned ranker stage's `status`)."""
     body = httpx.post(
         f"{url}/feed", json={"user_id": user, "limit": limit, "explain": True}, timeout=30
     ).json()
     stages = {s["name"]: s for s in body["stages"]}
     out = {s["name"]: s["count_out"] for s in body["stages"] if s["stage"] == "source"}
     out["after_duplicates"] = stages["duplicates"]["count_out"]
-    return out
+    stage = stages.get("learned_ranker", {})
+    return out, {**body["ranker"], "status": stage.get("status", "absent"), "ms": stage.get("ms")}
+
+
+def ranker_rows(r: dict[str, Any]) -> list[str]:
+    """The learned ranker's rows of the table: what ranked the feeds, and its inference cost."""
+    served = r["served"]
+    kind = f"learned model {served['version']}" if served["kind"] == "learned" else served["kind"]
+    p, rerank, contributions = r["predict_ms_1000"], r["rerank_ms_1000"], r["contributions_ms_50"]
+    return [
+        f"| ranker of the feed phases; in the API, mean ms of the stages that computed the window's "
+        f"features over the /feed phases | {kind}; "
+        + ", ".join(f"{c} {v['mean_ms']:.2f} ms ({v['runs']:.0f} runs)" for c, v in served["stages"].items())
+        + " |",
+        f"| learned ranker, {r['trees']} trees of {r['leaves']} leaves, {r['features']} features, one core "
+        f"(this process): predict for 1,000 rows, compiled / LightGBM | p50 {p['compiled']['p50']:.2f} ms, "
+        f"p99 {p['compiled']['p99']:.2f} ms / p50 {p['lightgbm']['p50']:.2f} ms, "
+        f"p99 {p['lightgbm']['p99']:.2f} ms |",
+        f"| learned ranker stage on a {r['window']}-candidate window (features, compiled predict, sort) | "
+        f"p50 {rerank['p50']:.2f} ms, p99 {rerank['p99']:.2f} ms |",
+        f"| contributions (`explain`) for a {learned.PAGE}-row page | p50 {contributions['p50']:.2f} ms |",
+    ]
 
 
 def main() -> None:
@@ -311,6 +363,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--consumers", type=int, default=1, help="feed-consumer processes on the backlog")
     parser.add_argument("--profile", action="store_true", help="sample the API and the consumer with py-spy")
+    parser.add_argument(
+        "--ranker",
+        choices=("none", "learned"),
+        default="learned",
+        help="the ranker of the feed phases: a deployed model of the shipped size, or none (the formula)",
+    )
+    parser.add_argument("--ranker-runs", type=int, default=300, help="runs of each direct ranker measurement")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="feed-bench-"))
@@ -346,6 +405,13 @@ def main() -> None:
         with redis.Redis.from_url(redis_url) as r:
             for slot in range(1 if args.qdrant_url else args.api_workers):
                 r.xgroup_create(keys.INDEX_STREAM, index_group(slot), id="$", mkstream=True)
+        runs = args.ranker_runs
+        print(f"training, compiling and measuring the learned ranker ({runs} runs) ...", flush=True)
+        model, report["ranker"] = learned.prepare(
+            settings, corpus.users[0], corpus.graph[corpus.users[0]]["following"], runs
+        )
+        if args.ranker == "learned":  # loaded (and its object file) by each API process as it starts
+            asyncio.run(learned.deploy(settings, model))
         write_graph(corpus, folder / "graph.json")
         procs.append(
             subprocess.Popen([sys.executable, "-m", "bench.host", str(folder / "graph.json"), str(host_port)])
@@ -368,7 +434,11 @@ def main() -> None:
         url = f"http://127.0.0.1:{api_port}"
         wait_replicas(url, args.api_workers)
         wait_http(f"http://127.0.0.1:{host_port}/internal/social-graph/u0/")
-        report["candidates"] = candidates_seen(url, corpus.users[0], args.limit)
+        report["candidates"], served = candidates_seen(url, corpus.users[0], args.limit)
+        report["ranker"]["served"] = served
+        expected = ("learned", model.version) if args.ranker == "learned" else ("formula", None)
+        if (served["kind"], served["version"]) != expected:
+            raise RuntimeError(f"the feeds are ranked by {served}, not {expected}")
         first_spy = None
         if args.profile:  # the first feeds' first `duration` seconds
             first_spy = py_spy(api.pid, folder / "first-profile.txt", int(args.duration))
@@ -396,6 +466,8 @@ def main() -> None:
             spy.wait(60)
             report["profile"] = profile_top(folder / "profile.txt")
         _, alone = feed_phase(url, corpus.users, args.limit, 1, min(args.duration, 5.0))
+        # where the window's features are computed: the learned ranker, else the feature logger
+        report["ranker"]["served"]["stages"] = stage_means(url, ("learned_ranker", "feature_logger"))
         report["feed_alone_took_p50_ms"] = float(np.percentile(alone, 50))
         floor = numpy_floor(corpus.vectors, report["candidates"]["after_duplicates"], args.limit)
         report["feed"] = feed.summary()
@@ -456,6 +528,7 @@ def main() -> None:
             f"({report['api_rss_mb']['anon']:.0f} MB anonymous, {report['api_rss_mb']['file']:.0f} MB "
             "mapped files); "
             f"raw post vectors {report['raw_vector_mb']:.0f} MB |",
+            *ranker_rows(report["ranker"]),
         ]
     )
     print(table)

@@ -1,4 +1,4 @@
-"""The serving benchmark's corpus generator and load generator, at toy sizes."""
+"""The serving benchmark's corpus generator, load generator and learned-ranker figures, at toy sizes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench import ranker as learned
 from bench.corpus import CorpusSpec, build
 from bench.load import closed_loop
+from bench.serving import ranker_rows
 from feed.stores import keys
 from feed.stores.feature_store import FeatureStore
 from feed.stores.vectors import EdgeVectorIndex, space_dims
@@ -36,6 +38,28 @@ async def test_corpus_is_written_through_the_stores(settings: Any, redis_client:
     per_author = Counter(r.author_key for r in records.values())
     sizes = sorted([per_author[f"a{a}"] for a in range(30)], reverse=True)
     assert sizes[0] > 3 * sizes[15]  # power-law authors: the biggest far above the median
+
+
+async def test_the_learned_ranker_is_measured_on_the_corpus(settings: Any, tmp_path: Path) -> None:
+    spec = CorpusSpec(posts=300, authors=30, users=10, events_per_user=5, follows_per_user=8)
+    corpus = await asyncio.to_thread(
+        build, settings, EdgeVectorIndex(tmp_path / "shard", space_dims(settings)), spec
+    )
+    settings = settings.model_copy(
+        update={"ranking": settings.ranking.model_copy(update={"ranker_max_trees": 12})}
+    )
+    following = corpus.graph["u0"]["following"]
+    model, figures = await asyncio.to_thread(learned.prepare, settings, "u0", following, 5, 30, 50)
+    assert model.compiled is not None and (settings.data_dir / "ranker" / f"{model.version}.o").exists()
+    assert figures["trees"] == 12 and figures["features"] == len(model.features)  # every round, no early stop
+    assert figures["window"] == 300  # the tiny corpus: every post
+    for kind in ("lightgbm", "compiled"):
+        assert 0 < figures["predict_ms_1000"][kind]["p50"] <= figures["predict_ms_1000"][kind]["p99"]
+    assert 0 < figures["rerank_ms_1000"]["p50"] <= figures["rerank_ms_1000"]["p99"]
+    assert figures["contributions_ms_50"]["p50"] > 0
+    stages = {"learned_ranker": {"mean_ms": 2.0, "runs": 3.0}}
+    figures["served"] = {"kind": "learned", "version": model.version, "status": "ok", "stages": stages}
+    assert "learned ranker stage on a 300-candidate window" in "\n".join(ranker_rows(figures))
 
 
 async def test_the_load_generator_refuses_anything_but_loopback() -> None:

@@ -244,13 +244,10 @@ def _sample(labels: dict[str, dict[str, list[float]]], n: int, rng: random.Rando
     return {u: labels[u] for u in chosen}
 
 
-def _fit(train: Groups, settings: Settings, seed: int) -> lgb.Booster:
-    """Lambdarank on the training groups; the last fifth of them stops the boosting early."""
-    x, y, sizes = train.stacked()
-    cut = max(1, int(len(sizes) * 0.8))
-    rows_cut = sum(sizes[:cut])
+def fit_params(settings: Settings, seed: int) -> dict[str, Any]:
+    """LightGBM's training parameters for the ranker (also what `bench.serving` trains its model with)."""
     r = settings.ranking
-    params: dict[str, Any] = {
+    return {
         "objective": "lambdarank",
         "metric": "ndcg",
         "eval_at": [EVAL_AT],
@@ -268,13 +265,21 @@ def _fit(train: Groups, settings: Settings, seed: int) -> lgb.Booster:
         "deterministic": True,
         "verbose": -1,
     }
+
+
+def _fit(train: Groups, settings: Settings, seed: int) -> lgb.Booster:
+    """Lambdarank on the training groups; the last fifth of them stops the boosting early."""
+    x, y, sizes = train.stacked()
+    cut = max(1, int(len(sizes) * 0.8))
+    rows_cut = sum(sizes[:cut])
+    params = fit_params(settings, seed)
     fit_set = lgb.Dataset(x[:rows_cut], y[:rows_cut], group=sizes[:cut], feature_name=list(MODEL_FEATURES))
     stop_set = lgb.Dataset(x[rows_cut:], y[rows_cut:], group=sizes[cut:], reference=fit_set)
     callbacks: list[Any] = [lgb.early_stopping(20, verbose=False)] if len(sizes) > cut else []
     return lgb.train(
         params,
         fit_set,
-        num_boost_round=r.ranker_max_trees,
+        num_boost_round=settings.ranking.ranker_max_trees,
         valid_sets=[stop_set] if len(sizes) > cut else [],
         callbacks=callbacks,
     )

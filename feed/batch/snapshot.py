@@ -12,6 +12,7 @@ and impressions (zero), and the social graph is today's (the host keeps no histo
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -94,25 +95,14 @@ def build_snapshot(
     for user in wanted:
         snapshot.users[user] = _user_features(settings, catalog, by_user.get(user, []), author_of)
         if user in user_factors:
-            snapshot.users[user] = _with_cf(snapshot.users[user], user_factors[user])
+            snapshot.users[user] = dataclasses.replace(
+                snapshot.users[user], cf=user_factors[user], cf_version=CF_VERSION
+            )
     for user, history in by_user.items():
         engaged = _public_engagements(history, settings.social_engaged_keep)
         if engaged:
             snapshot.engaged[user] = engaged
     return snapshot
-
-
-def _with_cf(user: UserFeatures, factors: np.ndarray) -> UserFeatures:
-    return UserFeatures(
-        vectors=user.vectors,
-        short_vectors=user.short_vectors,
-        events=user.events,
-        seen=user.seen,
-        affinity=user.affinity,
-        hidden_authors=user.hidden_authors,
-        cf=factors,
-        cf_version=CF_VERSION,
-    )
 
 
 def _user_features(

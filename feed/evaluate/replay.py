@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import httpx
@@ -42,8 +43,18 @@ async def _bounded(items: Iterable[Any], run: Callable[[Any], Awaitable[Any]], c
     return results
 
 
-async def _ok(response: Awaitable[httpx.Response], expected: int) -> dict[str, Any]:
-    answer = await response
+async def _ok(send: Callable[[], Awaitable[httpx.Response]], expected: int) -> dict[str, Any]:
+    """The JSON answer of `send()`, which must be `expected`; a request the loaded machine's
+    loopback dropped (a reset connection) is sent again, up to 5 times: every request of a
+    replay is idempotent (posts and events carry their ids)."""
+    for attempt in range(5):
+        try:
+            answer = await send()
+            break
+        except httpx.TransportError:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.5 * (attempt + 1))
     if answer.status_code != expected:
         raise RuntimeError(
             f"{answer.request.method} {answer.request.url}: {answer.status_code} {answer.text}"
@@ -73,7 +84,7 @@ async def replay(
     await _bounded(
         split.catalogue.values(),
         lambda m: _ok(
-            client.post(
+            lambda: client.post(
                 "/posts",
                 json={
                     "post_id": m.movie_id,
@@ -91,7 +102,7 @@ async def replay(
     while waiting:
         # the posts sent last finish last: poll those until done, then check the rest once
         probe = waiting[-concurrency:] if len(waiting) > concurrency else waiting
-        states = await _bounded(probe, lambda p: _ok(client.get(f"/posts/{p}"), 200), concurrency)
+        states = await _bounded(probe, lambda p: _ok(lambda: client.get(f"/posts/{p}"), 200), concurrency)
         failed = [s for s in states if s["state"] == "failed"]
         if failed:
             raise RuntimeError(f"{len(failed)} posts failed to ingest, e.g. {failed[0]}")
@@ -114,7 +125,7 @@ async def replay(
                 "occurred_at": _iso(r.ts + shift),
                 "event_id": f"ev-{r.user_id}-{r.movie_id}-{int(r.ts)}",
             }
-            await _ok(client.post("/interaction", json=body), 202)
+            await _ok(partial(client.post, "/interaction", json=body), 202)
 
     by_user: dict[int, list[Rating]] = defaultdict(list)
     for r in split.train:
@@ -141,6 +152,6 @@ async def replay(
 async def ask_feeds(client: httpx.AsyncClient, users: list[int], limit: int = 20) -> dict[int, list[int]]:
     """Each user's first feed page (post ids, best first), 8 requests at a time."""
     pages = await _bounded(
-        users, lambda u: _ok(client.post("/feed", json={"user_id": u, "limit": limit}), 200), 8
+        users, lambda u: _ok(lambda: client.post("/feed", json={"user_id": u, "limit": limit}), 200), 8
     )
     return {u: [int(item["post_id"]) for item in page["items"]] for u, page in zip(users, pages, strict=True)}
