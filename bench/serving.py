@@ -282,22 +282,39 @@ def profile_top(collapsed: Path, n: int = 15) -> dict[str, list[tuple[str, float
     return {"self": top(own), "inclusive": top(inclusive)}
 
 
-def stage_means(url: str, components: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """Mean ms and runs of pipeline components in the API so far (`/metrics`: every request's
-    stage time, the `explain` feeds' included), for those that ran."""
+WINDOW_STAGES = ("learned_ranker", "feature_logger")  # where a window's features are computed
+
+
+def stage_totals(url: str, components: tuple[str, ...] = WINDOW_STAGES) -> dict[str, tuple[float, float]]:
+    """Seconds and runs of pipeline components in the API so far (`/metrics`), summed over its
+    processes' series."""
     text = httpx.get(f"{url}/metrics", timeout=30).raise_for_status().text
-    sums: dict[str, float] = {}
-    counts: dict[str, float] = {}
+    totals: dict[str, tuple[float, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             component = sample.labels.get("component", "")
-            if component not in components:
-                continue
-            if sample.name == "feed_pipeline_stage_seconds_sum":
-                sums[component] = sums.get(component, 0.0) + sample.value
-            elif sample.name == "feed_pipeline_stage_seconds_count":
-                counts[component] = counts.get(component, 0.0) + sample.value
-    return {c: {"mean_ms": 1000 * sums[c] / n, "runs": n} for c, n in counts.items() if n}
+            if component in components and sample.name.startswith("feed_pipeline_stage_seconds_"):
+                seconds, runs = totals.get(component, (0.0, 0.0))
+                if sample.name.endswith("_sum"):
+                    totals[component] = (seconds + sample.value, runs)
+                elif sample.name.endswith("_count"):
+                    totals[component] = (seconds, runs + sample.value)
+    return totals
+
+
+def stage_means(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, dict[str, float]]:
+    """Mean ms and runs of each component between two `stage_totals`, for those that ran."""
+    out = {}
+    for component, (seconds, runs) in after.items():
+        seconds_before, runs_before = before.get(component, (0.0, 0.0))
+        if runs > runs_before:
+            out[component] = {
+                "mean_ms": 1000 * (seconds - seconds_before) / (runs - runs_before),
+                "runs": runs - runs_before,
+            }
+    return out
 
 
 def candidates_seen(url: str, user: str, limit: int) -> tuple[dict[str, int], dict[str, Any]]:
@@ -319,8 +336,8 @@ def ranker_rows(r: dict[str, Any]) -> list[str]:
     kind = f"learned model {served['version']}" if served["kind"] == "learned" else served["kind"]
     p, rerank, contributions = r["predict_ms_1000"], r["rerank_ms_1000"], r["contributions_ms_50"]
     return [
-        f"| ranker of the feed phases; in the API, mean ms of the stages that computed the window's "
-        f"features over the /feed phases | {kind}; "
+        f"| ranker of the feed phases; in the API, mean ms of the stage that computed the window's "
+        f"features in each user's first feed | {kind}; "
         + ", ".join(f"{c} {v['mean_ms']:.2f} ms ({v['runs']:.0f} runs)" for c, v in served["stages"].items())
         + " |",
         f"| learned ranker, {r['trees']} trees of {r['leaves']} leaves, {r['features']} features, one core "
@@ -439,6 +456,7 @@ def main() -> None:
         expected = ("learned", model.version) if args.ranker == "learned" else ("formula", None)
         if (served["kind"], served["version"]) != expected:
             raise RuntimeError(f"the feeds are ranked by {served}, not {expected}")
+        stages_before = stage_totals(url)
         first_spy = None
         if args.profile:  # the first feeds' first `duration` seconds
             first_spy = py_spy(api.pid, folder / "first-profile.txt", int(args.duration))
@@ -454,6 +472,9 @@ def main() -> None:
             )
         )
         report["warm_up"] = warm.summary()
+        # each user's first feed ranks its window in full (and no `explain`): the stage that computed
+        # the window's features (the learned ranker, else the feature logger) in the API
+        report["ranker"]["served"]["stages"] = stage_means(stages_before, stage_totals(url))
         if first_spy is not None:
             first_spy.wait(60)
             report["first_profile"] = profile_top(folder / "first-profile.txt")
@@ -466,8 +487,6 @@ def main() -> None:
             spy.wait(60)
             report["profile"] = profile_top(folder / "profile.txt")
         _, alone = feed_phase(url, corpus.users, args.limit, 1, min(args.duration, 5.0))
-        # where the window's features are computed: the learned ranker, else the feature logger
-        report["ranker"]["served"]["stages"] = stage_means(url, ("learned_ranker", "feature_logger"))
         report["feed_alone_took_p50_ms"] = float(np.percentile(alone, 50))
         floor = numpy_floor(corpus.vectors, report["candidates"]["after_duplicates"], args.limit)
         report["feed"] = feed.summary()

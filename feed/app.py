@@ -103,6 +103,9 @@ def main() -> None:
         port=settings.api_port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        # a process starting on a busy host imports for many seconds; uvicorn's default (5 s
+        # without answering its supervisor's ping) killed such workers in a loop
+        timeout_worker_healthcheck=60,
         loop="uvloop",
         http="httptools",
     )

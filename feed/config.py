@@ -129,9 +129,9 @@ class RankingConfig(BaseModel):
     # learned ranker (feed/batch/ranker.py): trained on the log replayed at earlier cutoffs
     # (quantiles of the log's event times), validated on the part after `ranker_validation_cutoff`
     ranker_min_events: int = 200  # fewer logged interactions: no training (the formula ranks)
-    ranker_train_cutoffs: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8)
+    ranker_train_cutoffs: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
     ranker_validation_cutoff: float = 0.9
-    ranker_max_groups: int = 1500  # users replayed per cutoff (a random sample of those who engaged)
+    ranker_max_groups: int = 800  # users replayed per cutoff (a random sample of those who engaged)
     ranker_min_groups: int = 20  # fewer training groups: no model
     ranker_negatives: int = 100  # unlabelled candidates kept per training group (all in validation)
     ranker_leaves: int = 15

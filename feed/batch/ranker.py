@@ -255,7 +255,7 @@ def fit_params(settings: Settings, seed: int) -> dict[str, Any]:
         "lambdarank_truncation_level": 2 * EVAL_AT,
         "num_leaves": r.ranker_leaves,
         "learning_rate": 0.05,
-        "min_data_in_leaf": 20,
+        "min_data_in_leaf": 50,
         "feature_fraction": 0.8,
         "bagging_fraction": 0.8,
         "bagging_freq": 1,
@@ -268,19 +268,25 @@ def fit_params(settings: Settings, seed: int) -> dict[str, Any]:
 
 
 def _fit(train: Groups, settings: Settings, seed: int) -> lgb.Booster:
-    """Lambdarank on the training groups; the last fifth of them stops the boosting early."""
-    x, y, sizes = train.stacked()
-    cut = max(1, int(len(sizes) * 0.8))
-    rows_cut = sum(sizes[:cut])
+    """Lambdarank on the training groups; a random fifth of them (not the newest: those are the
+    most like serving) stops the boosting early."""
+    order = np.random.default_rng(seed).permutation(len(train.labels))
+    cut = max(1, int(len(order) * 0.8))
+    fit_groups = Groups([train.x[i] for i in order[:cut]], [train.labels[i] for i in order[:cut]])
+    x, y, sizes = fit_groups.stacked()
     params = fit_params(settings, seed)
-    fit_set = lgb.Dataset(x[:rows_cut], y[:rows_cut], group=sizes[:cut], feature_name=list(MODEL_FEATURES))
-    stop_set = lgb.Dataset(x[rows_cut:], y[rows_cut:], group=sizes[cut:], reference=fit_set)
-    callbacks: list[Any] = [lgb.early_stopping(20, verbose=False)] if len(sizes) > cut else []
+    fit_set = lgb.Dataset(x, y, group=sizes, feature_name=list(MODEL_FEATURES))
+    callbacks: list[Any] = []
+    valid_sets: list[lgb.Dataset] = []
+    if len(order) > cut:
+        stop = Groups([train.x[i] for i in order[cut:]], [train.labels[i] for i in order[cut:]]).stacked()
+        valid_sets = [lgb.Dataset(stop[0], stop[1], group=stop[2], reference=fit_set)]
+        callbacks = [lgb.early_stopping(20, verbose=False)]
     return lgb.train(
         params,
         fit_set,
         num_boost_round=settings.ranking.ranker_max_trees,
-        valid_sets=[stop_set] if len(sizes) > cut else [],
+        valid_sets=valid_sets,
         callbacks=callbacks,
     )
 
@@ -403,7 +409,14 @@ async def train_ranker(redis: Redis, settings: Settings, seed: int = 0) -> Train
     else:
         booster = await asyncio.to_thread(_fit, train, settings, seed)
         model = RankerModel(version, MODEL_FEATURES, started_wall, booster)
-        scores = {"formula": _mean_ndcg(prerank, validation)}
+        scores = {
+            "formula": _mean_ndcg(prerank, validation),
+            # a yardstick, never deployed: the most liked first (what a popularity list shows)
+            "popularity": _mean_ndcg(
+                [x[:, MODEL_FEATURES.index("log_positive")].astype(np.float64) for x in validation.x],
+                validation,
+            ),
+        }
         current_raw = await store.model()
         current = RankerModel.from_bytes(current_raw) if current_raw else None
         if current is not None and set(current.features) <= set(MODEL_FEATURES):

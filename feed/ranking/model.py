@@ -19,11 +19,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import lightgbm as lgb
 import msgspec
 import numpy as np
+
+if TYPE_CHECKING:  # LightGBM's import takes seconds (it probes for pandas, scikit-learn, dask):
+    import lightgbm as lgb  # the API imports it with its first model, off the event loop
 
 
 class _Header(msgspec.Struct):
@@ -85,6 +87,9 @@ class RankerModel:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> RankerModel:
+        """The model `to_bytes` wrote (blocking: the first call imports LightGBM)."""
+        import lightgbm as lgb
+
         head, _, body = raw.partition(b"\n")
         header = msgspec.json.decode(head, type=_Header)
         booster = lgb.Booster(model_str=body.decode())

@@ -39,7 +39,7 @@ class RankerSync:
         if version == self._version:
             return False
         raw = await self._store.model()
-        model = RankerModel.from_bytes(raw) if raw is not None and version else None
+        model = await asyncio.to_thread(RankerModel.from_bytes, raw) if raw is not None and version else None
         if model is not None and not set(model.features) <= self._known:
             # a model from a newer release, before this process is upgraded: the formula ranks
             log.warning(
