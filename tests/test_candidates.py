@@ -14,6 +14,7 @@ from feed.pipeline.filters import DuplicateFilter, MissingPostFilter
 from feed.pipeline.framework import Candidates, FeedQuery, Pipeline
 from feed.pipeline.ranking_cache import RankingCache
 from feed.pipeline.retrieval_cache import RetrievalCache
+from feed.ranking.model import RankerModel, RankerSlot
 from feed.social_graph import SocialGraph
 from feed.stores import keys
 from feed.stores.catalog import NO_ROW, PostCatalog
@@ -160,7 +161,8 @@ async def test_a_new_session_starts_from_the_users_kept_ranking_until_something_
     now = time.time()
     catalog.upsert([post(f"p{i}", f"a{i % 3}", now - 100 + i) for i in range(10)])
     source = _Scored(catalog)
-    cache = RankingCache(catalog, ttl_s=60, max_bytes=2**20, keep=8)
+    slot = RankerSlot()
+    cache = RankingCache(catalog, ttl_s=60, max_bytes=2**20, keep=8, ranker=slot)
     pipeline = Pipeline(
         catalog=catalog,
         sources=[source],
@@ -197,10 +199,15 @@ async def test_a_new_session_starts_from_the_users_kept_ranking_until_something_
     assert source.calls == 4
     await pipeline.run(q(events=2, following=frozenset({"a1", "a2"}), served=frozenset({"p9"})))
     assert source.calls == 5  # a later page of a session re-ranks without what it served
-    off = RankingCache(catalog, ttl_s=0, max_bytes=2**20, keep=8)
+    await pipeline.run(q(events=2, following=frozenset({"a1", "a2"})))
+    assert source.calls == 5  # kept
+    slot.model = RankerModel(9, (), 0.0, None)  # type: ignore[arg-type]  # a new model deployed
+    await pipeline.run(q(events=2, following=frozenset({"a1", "a2"})))
+    assert source.calls == 6
+    off = RankingCache(catalog, ttl_s=0, max_bytes=2**20, keep=8, ranker=RankerSlot())
     assert not off.usable(q()) and off.get(q()) is None
     ranking = Candidates.of(np.array(sorted(catalog.rows.values())), "all")
-    brief = RankingCache(catalog, ttl_s=0.05, max_bytes=2**20, keep=8)
+    brief = RankingCache(catalog, ttl_s=0.05, max_bytes=2**20, keep=8, ranker=RankerSlot())
     brief.put(q(events=7), ranking.take(slice(0, 7)))  # shorter than keep: not kept
     assert brief.get(q(events=7)) is None
     brief.put(q(), ranking)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,6 +116,8 @@ def main() -> None:
         help=f"also score the engine without each of these (no names: {', '.join(ABLATION)})",
     )
     args = parser.parse_args()
+    # a SIGTERM unwinds like Ctrl-C, so the local engine's processes are stopped, not orphaned
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     title, load, default_folder = DATASETS[args.dataset]
     started = time.perf_counter()

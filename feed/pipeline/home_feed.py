@@ -147,6 +147,10 @@ def build_home_feed(
         rerank_window=r.rerank_window,
         # kept: the largest page (200) and what a session stores after it, before filters
         ranking_cache=RankingCache(
-            catalog, r.ranking_cache_ttl_s, r.ranking_cache_mb * 2**20, MAX_PAGE + settings.session_keep
+            catalog,
+            r.ranking_cache_ttl_s,
+            r.ranking_cache_mb * 2**20,
+            MAX_PAGE + settings.session_keep,
+            ranker,
         ),
     )

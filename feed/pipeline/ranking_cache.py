@@ -19,9 +19,10 @@ from cachetools import TLRUCache
 
 from feed.metrics import CACHE_LOOKUPS
 from feed.pipeline.framework import Candidates, FeedQuery
+from feed.ranking.model import RankerSlot
 from feed.stores.catalog import PostCatalog
 
-Key = tuple[str, int, int, int, float]
+Key = tuple[str, int, int, int, float, int]
 HITS, MISSES = CACHE_LOOKUPS.labels("ranking", "hit"), CACHE_LOOKUPS.labels("ranking", "miss")
 
 
@@ -35,8 +36,11 @@ def _nbytes(batch: Candidates) -> int:
 class RankingCache:
     """Finished rankings per (user, what they were ranked from)."""
 
-    def __init__(self, catalog: PostCatalog, ttl_s: float, max_bytes: int, keep: int) -> None:
+    def __init__(
+        self, catalog: PostCatalog, ttl_s: float, max_bytes: int, keep: int, ranker: RankerSlot
+    ) -> None:
         self._catalog = catalog
+        self._ranker = ranker  # a newly deployed model ranks afresh
         self._keep = keep
         self._ttl_s = ttl_s
         self._cache: TLRUCache[Key, Candidates] | None = None
@@ -48,7 +52,15 @@ class RankingCache:
         followed = self._catalog.authors_of(graph.following) if graph.following else None
         newest = self._catalog.latest_post_time(followed) if followed is not None else 0.0
         fingerprint = hash((graph.following, graph.blocked, graph.muted, graph.muted_keywords))
-        return (query.user_key, query.user.events, query.user.cf_version, fingerprint, newest)
+        model = self._ranker.model
+        return (
+            query.user_key,
+            query.user.events,
+            query.user.cf_version,
+            fingerprint,
+            newest,
+            model.version if model is not None else 0,
+        )
 
     def usable(self, query: FeedQuery) -> bool:
         """Only a new session's ranking is kept or reused: a later page's excludes what the
