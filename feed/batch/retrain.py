@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 
 import msgspec
 import redis
@@ -48,7 +49,7 @@ def main() -> None:
     result = schedule.run_locked(r, settings, lambda: retrain(r, settings, args.seed))
     if result is None:
         raise SystemExit("another retrain is running (it holds the batch lock): nothing trained")
-    print(result)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -59,16 +59,18 @@ def engine_env(changes: dict[str, Any], backend_url: str) -> dict[str, str]:
 
 def run_engine(
     split: Split, changes: dict[str, Any], ablate: tuple[str, ...] = ()
-) -> tuple[dict[str, dict[int, list[int]]], dict[str, float]]:
+) -> tuple[dict[str, dict[int, list[int]]], dict[str, float], dict[str, Any]]:
     """The engine's feeds for the split's users from a fresh local engine, whose social-graph
     callback this process answers with the split's follow graph; and the seconds per phase.
 
-    Returns `engine` and, for each name in `ablate`, `engine without <name>`: `retrain` is the
-    feeds asked for before the batch models are retrained; any other name is a component
-    switched off in a restarted API process (same data, same models). The API is restarted
+    Returns the feeds, the seconds per phase and what the retrain printed (the ranker's training
+    report among it). The feeds are `engine` and, for each name in `ablate`, `engine without
+    <name>`: `retrain` is the feeds asked for before the batch models are retrained; any other
+    name is a component switched off in a restarted API process (same data, same models). The API is restarted
     after the retrain too, so no feed is served from a ranking kept before it.
     """
     lists: dict[str, dict[int, list[int]]] = {}
+    trained: dict[str, Any] = {}
     with GraphHost(split.following) as host, LocalEngine(engine_env(changes, host.url)) as engine:
 
         async def go() -> dict[str, float]:
@@ -80,7 +82,7 @@ def run_engine(
                 async def retrain() -> None:
                     if "retrain" in ablate:
                         lists["engine without retrain"] = await ask_feeds(client, split.users)
-                    await asyncio.to_thread(engine.retrain)
+                    trained.update(await asyncio.to_thread(engine.retrain))
                     await asyncio.to_thread(engine.restart_api, {})
 
                 lists["engine"], phases = await replay(client, split, idle, retrain=retrain)
@@ -93,7 +95,7 @@ def run_engine(
                 return phases
 
         phases = asyncio.run(go())
-    return lists, phases
+    return lists, phases, trained
 
 
 def main() -> None:
@@ -132,7 +134,7 @@ def main() -> None:
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     ablate = () if args.ablate is None else tuple(args.ablate or ABLATION)
-    lists, phases = run_engine(split, changes, ablate)
+    lists, phases, trained = run_engine(split, changes, ablate)
     seconds["engine"] = time.perf_counter() - t
     for name, rank in baseline.items():
         t = time.perf_counter()
@@ -150,6 +152,7 @@ def main() -> None:
         users_sampled=args.users,
         seconds=seconds,
     )
+    report["retrain"] = trained  # the CF and ranker results, the ranker's training report included
     phase_text = ", ".join(f"{k} {v:.0f} s" for k, v in phases.items())
     print(
         f"{title}, seed {args.seed}, overrides {json.dumps(changes)}: {len(split.catalogue)} posts, "

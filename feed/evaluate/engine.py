@@ -3,6 +3,7 @@ API, an ingest worker and an event consumer as processes, in a temporary data fo
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -95,14 +96,19 @@ class LocalEngine:
             return False
         return " ready." in (self.folder / "feed-worker.log").read_text()
 
-    def retrain(self) -> None:
-        """Retrain the batch models now, as an operator would (`python -m feed.batch.retrain`)."""
-        subprocess.run(
+    def retrain(self) -> dict[str, Any]:
+        """Retrain the batch models now, as an operator would (`python -m feed.batch.retrain`);
+        returns what it printed: each model's result, the ranker's training report among them."""
+        done = subprocess.run(
             [sys.executable, "-m", "feed.batch.retrain"],
             env={**self._process_env},
-            check=True,
             capture_output=True,
+            text=True,
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"retrain failed ({done.returncode}): {done.stderr[-2000:]}")
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
 
     def idle(self, events: int) -> bool:
         """Every one of `events` applied (or dropped) and the vector index caught up."""
