@@ -89,7 +89,8 @@ class RankingConfig(BaseModel):
     rerank_window: int = 1000
     author_diversity_decay: float = 0.6
     # near-duplicate suppression (MMR): posts closer than the threshold to a better one lose
-    # up to `strength` of their score (all of it at cos 1), among the best `window` candidates
+    # up to `strength` of their score (all of it at cos 1), among the best `window` candidates;
+    # a deployed model carries the strength in 0..`strength` its validation users did best with
     near_duplicate_threshold: float = 0.9
     near_duplicate_strength: float = 0.9
     near_duplicate_window: int = 200

@@ -70,6 +70,8 @@ def training(version: int, deployed: bool, **changes: Any) -> TrainingReport:
         "ndcg_at_10": {"formula": 0.35, "new": 0.41 if deployed else 0.30},
         "importance": {name: round(0.5 / (i + 1), 4) for i, name in enumerate(FEATURES[:15])},
         "trees": 60,
+        "near_duplicates": {"0.0": 0.41, "0.3": 0.40, "0.6": 0.39, "0.9": 0.39},
+        "near_duplicate_strength": 0.0,
     }
     return TrainingReport(**(fields | changes))
 
@@ -179,6 +181,7 @@ async def test_the_overview_shows_the_serving_model_the_newest_trainings_and_the
     sizes = ("train_groups", "train_rows", "validation_groups", "validation_rows", "served_train_groups")
     assert [deployed[k] for k in sizes] == [400, 12_000, 90, 9_000, 40]
     assert [deployed[k] for k in ("seconds", "trees", "events", "posts")] == [12.5, 60, 5000, 300]
+    assert deployed["near_duplicate_strength"] == 0.0  # what its validation users did best with
     assert "importance" not in deployed and "cutoffs" not in deployed
     # the newest training that fitted a model: its 12 most important features, largest first
     importance = ranker["importance"]
@@ -312,6 +315,7 @@ def test_the_operator_page_in_a_headless_browser_shows_metrics_and_a_users_feed(
             expect(trainings).to_have_count(1)
             expect(trainings.first).to_contain_text("0.3500")  # the formula's NDCG@10
             expect(trainings.first).to_contain_text("400 / 90")  # groups
+            expect(trainings.first.locator("td.near-duplicates")).to_have_text("0.00")  # strength chosen
             expect(page.locator("#ranker-importance tbody tr")).to_have_count(12)
             page.fill("#user-id", "u1")
             page.click("#show-feed")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -40,6 +41,7 @@ from feed.pipeline.scorers import (
     SimilarityScorer,
     SmallAuthorScorer,
 )
+from feed.ranking.model import RankerModel, RankerSlot
 from feed.social_graph import SocialGraph
 from feed.stores.catalog import NO_ROW, PostCatalog
 from feed.stores.feature_store import FeatureStore, UserFeatures
@@ -357,7 +359,9 @@ async def test_near_duplicates_drop_below_different_posts_but_same_topic_posts_s
             "negative": -0.2,
         },
     )
-    out = NearDuplicateReranker(catalog, threshold=0.9, strength=0.9, window=10).rerank(query(), candidates)
+    out = NearDuplicateReranker(catalog, threshold=0.9, strength=0.9, window=10, ranker=RankerSlot()).rerank(
+        query(), candidates
+    )
     assert keys(catalog, out) == [
         "original",
         "same_topic",
@@ -376,9 +380,24 @@ async def test_near_duplicates_drop_below_different_posts_but_same_topic_posts_s
 async def test_near_duplicates_leave_candidates_beyond_the_window_alone() -> None:
     catalog = catalog_of(own("a", unit(1)), own("b", unit(0, 1)), own("copy", unit(1)))
     candidates = await ranked(catalog, {"a": 1.0, "b": 0.9, "copy": 0.8})
-    out = NearDuplicateReranker(catalog, threshold=0.9, strength=0.9, window=2).rerank(query(), candidates)
+    out = NearDuplicateReranker(catalog, threshold=0.9, strength=0.9, window=2, ranker=RankerSlot()).rerank(
+        query(), candidates
+    )
     assert keys(catalog, out) == ["a", "b", "copy"]
     assert out.factors["novelty"][2] == 1.0 and out.score[2] == pytest.approx(0.8)  # untouched: neutral
+
+
+async def test_near_duplicate_strength_comes_from_the_deployed_model_when_it_chose_one() -> None:
+    catalog = catalog_of(own("a", unit(1)), own("copy", unit(1)), own("b", unit(0, 1)))
+    scores = {"a": 1.0, "copy": 0.9, "b": 0.8}
+    model = RankerModel(1, ("prerank",), 0.0, cast(Any, None), near_duplicate_strength=0.0)
+    learned = NearDuplicateReranker(catalog, 0.9, 0.9, 10, RankerSlot(model))
+    assert learned.strength() == 0.0
+    assert keys(catalog, learned.rerank(query(), await ranked(catalog, scores))) == ["a", "copy", "b"]
+    unchosen = RankerSlot(dataclasses.replace(model, near_duplicate_strength=None))
+    configured = NearDuplicateReranker(catalog, 0.9, 0.9, 10, unchosen)
+    assert configured.strength() == 0.9
+    assert keys(catalog, configured.rerank(query(), await ranked(catalog, scores))) == ["a", "b", "copy"]
 
 
 async def test_small_author_boost_fades_as_the_author_is_reached() -> None:

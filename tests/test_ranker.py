@@ -4,18 +4,20 @@ deploy gate, the model swap in the API, and `explain` with per-feature contribut
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 import redis as sync_redis
 
 from feed.batch.labels import grade
-from feed.batch.ranker import deployable, ndcg, train_ranker
+from feed.batch.ranker import Groups, chosen_strength, deployable, ndcg, near_duplicate_ndcg, train_ranker
 from feed.batch.snapshot import SnapshotIndex, build_snapshot
+from feed.config import Settings
 from feed.pipeline.candidate_hydrators import AuthorReachHydrator, PostFeaturesHydrator, SourcesHydrator
 from feed.pipeline.features import COLUMN, FEATURES, action_weight_vector, feature_matrix
 from feed.pipeline.framework import Candidates, FeedQuery
+from feed.ranking.model import RankerModel
 from feed.stores import keys
 from feed.stores.catalog import PostCatalog
 from feed.stores.feature_store import UserFeatures
@@ -49,6 +51,31 @@ def test_a_new_model_is_deployed_only_when_it_validates_better() -> None:
     assert not deployable({"formula": 0.10, "current": 0.30, "new": 0.25})[0]
     ok, reason = deployable({"formula": 0.30, "current": 0.30, "new": 0.30})
     assert not ok and "current ranker stays" in reason
+
+
+class FirstColumn:
+    """Stands for a model: its score is the first feature."""
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return x[:, 0].astype(np.float64)
+
+
+def test_near_duplicate_suppression_is_chosen_by_what_validation_users_engaged_with() -> None:
+    catalog = PostCatalog({"text": 384})
+    catalog.upsert([record(k, k, 0.0, v) for k, v in (("a", unit(1)), ("copy", unit(1)), ("b", unit(0, 1)))])
+    posts = catalog.rows_of(["a", "copy", "b"])
+    x = np.array([[3.0], [2.0], [1.0]])
+    model = cast(RankerModel, FirstColumn())
+
+    def choose(labels: list[int], rows: np.ndarray = posts) -> float:
+        validation = Groups()
+        validation.add(x, np.array(labels), rows)
+        return chosen_strength(near_duplicate_ndcg(Settings(), catalog, model, validation))
+
+    assert choose([3, 3, 1]) == 0.0  # users like both look-alikes: suppression would cost them
+    assert choose([3, 1, 3]) == pytest.approx(0.9)  # the copy goes unliked: pushing it down pays
+    # nothing to tell the strengths apart (no posts known to the catalogue): the setting's stays
+    assert choose([3, 3, 1], np.full(3, -1)) == pytest.approx(0.9)
 
 
 async def test_features_record_every_source_and_the_followees_count() -> None:

@@ -200,6 +200,8 @@ class TrainingOut(msgspec.Struct, kw_only=True):
     # any) and `new`; empty when there were too few groups to train
     ndcg_at_10: dict[str, float]
     trees: int = 0
+    # the near-duplicate suppression strength its validation chose (None: no model fitted)
+    near_duplicate_strength: float | None = None
 
 
 class ImportanceOut(msgspec.Struct):

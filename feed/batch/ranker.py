@@ -41,6 +41,7 @@ from feed.config import Settings
 from feed.pipeline.features import FEATURES, action_weight_vector, feature_matrix
 from feed.pipeline.framework import Candidates, FeedQuery, Pipeline, Source
 from feed.pipeline.home_feed import build_home_feed
+from feed.pipeline.rerankers import NearDuplicateReranker, mmr_novelty
 from feed.pipeline.retrieval_cache import RetrievalCache
 from feed.pipeline.sources import CollaborativeSource, PhoenixSource, SocialEngagementSource
 from feed.ranking.model import RankerModel, RankerSlot
@@ -62,18 +63,22 @@ EVAL_AT = 10
 NOT_REPLAYED = frozenset({"log_impressions"})
 MODEL_FEATURES: tuple[str, ...] = tuple(f for f in FEATURES if f not in NOT_REPLAYED)
 MODEL_COLUMNS = [FEATURES.index(f) for f in MODEL_FEATURES]
+NEAR_DUPLICATE_STEPS = 4  # near-duplicate strengths tried: 0, 1/3, 2/3 and all of the setting's
 
 
 @dataclass
 class Groups:
-    """Query groups: feature rows, labels and group sizes, plus the hand-set formula's score."""
+    """Query groups: feature rows and labels, and each row's post as a row of the snapshot's
+    catalogue (-1 where unknown: served pages), which the near-duplicate choice compares."""
 
     x: list[np.ndarray] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
+    posts: list[np.ndarray] = field(default_factory=list)
 
-    def add(self, x: np.ndarray, labels: np.ndarray) -> None:
+    def add(self, x: np.ndarray, labels: np.ndarray, posts: np.ndarray | None = None) -> None:
         self.x.append(x)
         self.labels.append(labels)
+        self.posts.append(np.full(len(labels), -1, dtype=np.int64) if posts is None else posts)
 
     @property
     def rows(self) -> int:
@@ -103,6 +108,10 @@ class TrainingReport(msgspec.Struct):
     ndcg_at_10: dict[str, float]  # on the validation groups: formula, current (if any), new
     importance: dict[str, float]  # share of the total split gain per feature, largest first
     trees: int = 0
+    # validation NDCG@10 of the new model followed by near-duplicate suppression at each strength
+    # tried, and the strength chosen (deployed with the model)
+    near_duplicates: dict[str, float] = {}
+    near_duplicate_strength: float | None = None
 
 
 def ndcg(scores: np.ndarray, labels: np.ndarray, k: int = EVAL_AT) -> float:
@@ -221,7 +230,7 @@ async def _groups(
             others = np.flatnonzero(y == NOTHING).tolist()
             sampled = rng.sample(others, min(negatives, len(others)))
             keep = np.sort(np.r_[labelled, np.asarray(sampled, dtype=np.int64)])
-        out.add(recorder.x[np.ix_(keep, MODEL_COLUMNS)], y[keep])
+        out.add(recorder.x[np.ix_(keep, MODEL_COLUMNS)], y[keep], recorder.rows[keep])
         prerank.append(recorder.x[keep, prerank_column].astype(np.float64))
     return out, prerank
 
@@ -289,6 +298,36 @@ def _fit(train: Groups, settings: Settings, seed: int) -> lgb.Booster:
         valid_sets=valid_sets,
         callbacks=callbacks,
     )
+
+
+def near_duplicate_ndcg(
+    settings: Settings, catalog: PostCatalog, model: RankerModel, validation: Groups
+) -> dict[float, float]:
+    """Validation NDCG@10 of `model`'s ranking followed by near-duplicate suppression, at each of
+    NEAR_DUPLICATE_STEPS strengths from none to the setting's (rows are of `catalog`)."""
+    r = settings.ranking
+    reranker = NearDuplicateReranker(
+        catalog, r.near_duplicate_threshold, r.near_duplicate_strength, r.near_duplicate_window, RankerSlot()
+    )
+    strengths = [
+        round(float(s), 4) for s in np.linspace(0.0, r.near_duplicate_strength, NEAR_DUPLICATE_STEPS)
+    ]
+    totals = dict.fromkeys(strengths, 0.0)
+    for x, y, posts in zip(validation.x, validation.labels, validation.posts, strict=True):
+        score = 1.0 / (1.0 + np.exp(-model.predict(x)))  # as the learned ranker scores
+        head = np.argsort(-score, kind="stable")[: r.near_duplicate_window]
+        similarity = reranker.max_cosines(posts[head])
+        for strength in strengths:
+            adjusted = score.copy()
+            adjusted[head] *= mmr_novelty(similarity, score[head], r.near_duplicate_threshold, strength)
+            totals[strength] += ndcg(adjusted, y)
+    return {s: round(total / max(len(validation.labels), 1), 4) for s, total in totals.items()}
+
+
+def chosen_strength(scores: dict[float, float]) -> float:
+    """The strength whose validation NDCG is best; a tie keeps the stronger suppression (a feed
+    without reposts twice is the default: weaker only where the data says so)."""
+    return max(scores, key=lambda s: (scores[s], s))
 
 
 def deployable(ndcg_at_10: dict[str, float]) -> tuple[bool, str]:
@@ -364,7 +403,9 @@ async def train_ranker(redis: Redis, settings: Settings, seed: int = 0) -> Train
             )
             train.x += groups.x
             train.labels += groups.labels
+            train.posts += groups.posts
         snapshot = build_snapshot(settings, dims, posts, events, validation_cut, validation_labels, seed)
+        validation_catalog = snapshot.catalog
         validation, prerank = await _groups(
             settings, snapshot, validation_labels, graphs, features, graph_client, sessions, None, rng
         )
@@ -427,6 +468,10 @@ async def train_ranker(redis: Redis, settings: Settings, seed: int = 0) -> Train
         report.importance = _importance(booster)
         report.trees = booster.num_trees()
         report.deployed, report.reason = deployable(scores)
+        near = await asyncio.to_thread(near_duplicate_ndcg, settings, validation_catalog, model, validation)
+        report.near_duplicates = {str(k): v for k, v in near.items()}
+        report.near_duplicate_strength = chosen_strength(near)
+        model = dataclasses.replace(model, near_duplicate_strength=report.near_duplicate_strength)
         if report.deployed:
             await store.deploy(version, model.to_bytes())
     report.seconds = round(time.perf_counter() - started, 1)
@@ -439,6 +484,7 @@ async def train_ranker(redis: Redis, settings: Settings, seed: int = 0) -> Train
         validation_groups=report.validation_groups,
         ndcg_at_10=report.ndcg_at_10,
         top_features=dict(list(report.importance.items())[:8]),
+        near_duplicate_strength=report.near_duplicate_strength,
         seconds=report.seconds,
     )
     return report

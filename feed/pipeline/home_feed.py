@@ -131,7 +131,11 @@ def build_home_feed(
             LearnedRanker(catalog, ranker, r.action_weights),
             FeatureLogger(catalog, r.action_weights),  # features for the served log when the formula ranked
             NearDuplicateReranker(
-                catalog, r.near_duplicate_threshold, r.near_duplicate_strength, r.near_duplicate_window
+                catalog,
+                r.near_duplicate_threshold,
+                r.near_duplicate_strength,
+                r.near_duplicate_window,
+                ranker,
             ),
             AuthorDiversityReranker(r.author_diversity_decay),
             ExplorationReranker(

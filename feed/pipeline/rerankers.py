@@ -84,52 +84,82 @@ class AuthorDiversityReranker:
         return candidates.sort()
 
 
-class NearDuplicateReranker:
-    """Factor `novelty`: near-duplicate suppression by maximal marginal relevance (MMR).
+def mmr_novelty(similarity: np.ndarray, score: np.ndarray, threshold: float, strength: float) -> np.ndarray:
+    """Maximal marginal relevance over `score` (best first or not): each row's novelty factor,
+    picked greedily as the row maximising score * (1 - strength * redundancy), redundancy rising
+    linearly from 0 at cos = `threshold` to 1 at cos = 1 to a row picked before it (`similarity`:
+    n x n cosines, its diagonal ignored). Sorting by score * factor gives the picking order."""
+    n = len(score)
+    novelty = np.ones(n)
+    if strength <= 0.0 or not n:
+        return novelty
+    similarity = similarity.copy()
+    np.fill_diagonal(similarity, -1.0)
+    if not (similarity > threshold).any():
+        return novelty
+    closest = np.full(n, -1.0)  # highest cos to anything picked so far
+    left = np.ones(n, dtype=bool)
+    for _ in range(n):
+        redundancy = np.clip((closest - threshold) / (1.0 - threshold), 0.0, 1.0)
+        # a penalty would lift a negative score toward zero: those keep theirs
+        factor = np.where(score > 0, 1.0 - strength * redundancy, 1.0)
+        i = int(np.argmax(np.where(left, score * factor, -np.inf)))
+        left[i] = False
+        closest = np.maximum(closest, similarity[i])
+        novelty[i] = factor[i]
+    return novelty
 
-    Over the best `window` candidates, greedily picks the one maximising
-    score * (1 - strength * redundancy), where redundancy rises linearly from 0 at
-    cos = `threshold` to 1 at cos = 1, cos being the highest similarity to a post picked
-    before it in any embedding space both have. Posts on the same topic keep their place;
-    the second copy of a repost or a near-identical text drops. The multiplicative form
-    keeps scores in order: each pick's adjusted score is at most the previous one's. When
-    no two posts in the window are that close, nothing moves.
+
+class NearDuplicateReranker:
+    """Factor `novelty`: near-duplicate suppression by maximal marginal relevance (`mmr_novelty`)
+    over the best `window` candidates, cos being the highest similarity between two posts in
+    any embedding space both have. Posts on the same topic keep their place; the second copy of
+    a repost or a near-identical text drops. The multiplicative form keeps scores in order: each
+    pick's adjusted score is at most the previous one's. When no two posts in the window are
+    that close, nothing moves.
+
+    The strength is the deployed model's when its training chose one (`RankerModel.
+    near_duplicate_strength`: the one of 0..`strength` that ranked its validation users' later
+    engagements best; where users do engage with many look-alike posts, suppression costs
+    them), else `strength`.
     """
 
     name = "near_duplicates"
 
-    def __init__(self, catalog: PostCatalog, threshold: float, strength: float, window: int) -> None:
+    def __init__(
+        self, catalog: PostCatalog, threshold: float, strength: float, window: int, ranker: RankerSlot
+    ) -> None:
         self._catalog = catalog
         self._threshold = threshold
         self._strength = strength
         self._window = window
+        self._ranker = ranker
 
     def enabled(self, query: FeedQuery) -> bool:
         return True
+
+    def strength(self) -> float:
+        """The suppression strength in use now (see the class docstring)."""
+        model = self._ranker.model
+        if model is None or model.near_duplicate_strength is None:
+            return self._strength
+        return model.near_duplicate_strength
 
     def rerank(self, query: FeedQuery, candidates: Candidates) -> Candidates:
         novelty = np.ones(len(candidates))
         candidates.factors["novelty"] = novelty
         head = min(self._window, len(candidates))
-        similarity = self._max_cosines(candidates.rows[:head])
-        np.fill_diagonal(similarity, -1.0)
-        if not (similarity > self._threshold).any():
+        strength = self.strength()
+        if strength <= 0.0:
             return candidates
-        base = candidates.score[:head].copy()
-        closest = np.full(head, -1.0)  # highest cos to anything picked so far
-        left = np.ones(head, dtype=bool)
-        for _ in range(head):
-            redundancy = np.clip((closest - self._threshold) / (1.0 - self._threshold), 0.0, 1.0)
-            # a penalty would lift a negative score toward zero: those keep theirs
-            factor = np.where(base > 0, 1.0 - self._strength * redundancy, 1.0)
-            i = int(np.argmax(np.where(left, base * factor, -np.inf)))
-            left[i] = False
-            closest = np.maximum(closest, similarity[i])
-            novelty[i] = factor[i]
+        similarity = self.max_cosines(candidates.rows[:head])
+        novelty[:head] = mmr_novelty(similarity, candidates.score[:head], self._threshold, strength)
+        if (novelty[:head] == 1.0).all():
+            return candidates
         candidates.rescore()
         return candidates.sort()
 
-    def _max_cosines(self, rows: np.ndarray) -> np.ndarray:
+    def max_cosines(self, rows: np.ndarray) -> np.ndarray:
         """n x n: the highest cosine between two posts over the spaces both have (-1 if none)."""
         n = len(rows)
         out = np.full((n, n), -1.0)

@@ -32,6 +32,7 @@ class _Header(msgspec.Struct):
     version: int
     features: list[str]
     trained_at: float
+    near_duplicate_strength: float | None = None
 
 
 class _Predictor(Protocol):
@@ -48,6 +49,8 @@ class RankerModel:
     trained_at: float
     booster: lgb.Booster
     compiled: _Predictor | None = None  # the same trees as machine code (`compiled()`)
+    # the near-duplicate suppression its training chose (None: the setting's); see NearDuplicateReranker
+    near_duplicate_strength: float | None = None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Raw scores (higher ranks first) for rows of this model's features."""
@@ -82,7 +85,9 @@ class RankerModel:
         return np.asarray(out, dtype=np.float64)
 
     def to_bytes(self) -> bytes:
-        header = msgspec.json.encode(_Header(self.version, list(self.features), self.trained_at))
+        header = msgspec.json.encode(
+            _Header(self.version, list(self.features), self.trained_at, self.near_duplicate_strength)
+        )
         return header + b"\n" + self.booster.model_to_string().encode()
 
     @classmethod
@@ -93,7 +98,13 @@ class RankerModel:
         head, _, body = raw.partition(b"\n")
         header = msgspec.json.decode(head, type=_Header)
         booster = lgb.Booster(model_str=body.decode())
-        return cls(header.version, tuple(header.features), header.trained_at, booster)
+        return cls(
+            header.version,
+            tuple(header.features),
+            header.trained_at,
+            booster,
+            near_duplicate_strength=header.near_duplicate_strength,
+        )
 
 
 class RankerSlot:
