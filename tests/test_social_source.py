@@ -6,11 +6,14 @@ the other effects of applying events, in test_event_apply.py.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from feed.pipeline.retrieval_cache import RetrievalCache
 from feed.pipeline.sources import SocialEngagementSource
 from feed.social_graph import SocialGraph
 from feed.stores import keys
+from feed.stores.catalog import PostCatalog
 from feed.stores.feature_store import FeatureStore, UserFeatures
 from tests.conftest import Engine
 from tests.test_e2e import add_posts, feed, interact
@@ -20,6 +23,10 @@ from tests.test_pipeline_stages import catalog_of, query, record
 async def engaged(redis_client: Any, user_key: str, **posts: float) -> None:
     """Record that `user_key` engaged with these posts (post key -> time), as the consumer does."""
     await redis_client.zadd(keys.user_engaged(user_key), posts)
+
+
+def uncached(catalog: PostCatalog) -> RetrievalCache:
+    return RetrievalCache(catalog, 0.0, 0)
 
 
 def following(*authors: str, **affinity: float) -> dict[str, Any]:
@@ -52,13 +59,15 @@ async def test_posts_most_followees_engaged_with_come_first_then_the_newest(redi
     store = FeatureStore(redis_client)
     q = query(**following("f1", "f2", "f3"))
 
-    source = SocialEngagementSource(catalog, store, budget=10, per_user=50, max_followees=200)
+    source = SocialEngagementSource(
+        catalog, store, budget=10, per_user=50, max_followees=200, cache=uncached(catalog)
+    )
     found = await source.fetch(q)
     assert [catalog.keys[r] for r in found.rows] == ["a", "c", "b", "d"]  # no unknown or deleted post
     assert found.source_score.tolist() == [3.0, 2.0, 2.0, 1.0]
     assert found.source_names == ("social",) and not found.in_network.any()
 
-    within_budget = await SocialEngagementSource(catalog, store, 2, 50, 200).fetch(q)
+    within_budget = await SocialEngagementSource(catalog, store, 2, 50, 200, uncached(catalog)).fetch(q)
     assert [catalog.keys[r] for r in within_budget.rows] == ["a", "c"]
 
 
@@ -66,13 +75,28 @@ async def test_a_user_following_many_has_those_they_engage_with_most_read(redis_
     catalog = catalog_of(record("from-f1"), record("from-f2"))
     await engaged(redis_client, "f1", **{"from-f1": 1.0})
     await engaged(redis_client, "f2", **{"from-f2": 1.0})
-    source = SocialEngagementSource(catalog, FeatureStore(redis_client), 10, 50, max_followees=1)
+    source = SocialEngagementSource(catalog, FeatureStore(redis_client), 10, 50, 1, uncached(catalog))
     found = await source.fetch(query(**following("f1", "f2", f2=3.0)))
     assert [catalog.keys[r] for r in found.rows] == ["from-f2"]
 
 
+async def test_the_answer_is_kept_until_the_user_interacts(redis_client: Any) -> None:
+    catalog = catalog_of(record("a"), record("b"))
+    await engaged(redis_client, "f1", a=1.0)
+    cache = RetrievalCache(catalog, ttl_s=60.0, max_users=10)
+    source = SocialEngagementSource(catalog, FeatureStore(redis_client), 10, 50, 200, cache)
+    q = query(**following("f1"))
+    assert [catalog.keys[r] for r in (await source.fetch(q)).rows] == ["a"]
+    await engaged(redis_client, "f1", b=2.0)  # not read again: the kept answer serves
+    assert [catalog.keys[r] for r in (await source.fetch(q)).rows] == ["a"]
+    after = dataclasses.replace(q, user=dataclasses.replace(q.user, events=q.user.events + 1))
+    assert [catalog.keys[r] for r in (await source.fetch(after)).rows] == ["b", "a"]
+
+
 def test_the_source_is_skipped_for_a_user_who_follows_no_one(redis_client: Any) -> None:
-    source = SocialEngagementSource(catalog_of(), FeatureStore(redis_client), 10, 50, 200)
+    source = SocialEngagementSource(
+        catalog_of(), FeatureStore(redis_client), 10, 50, 200, uncached(catalog_of())
+    )
     assert not source.enabled(query())
     assert source.enabled(query(**following("f1")))
 

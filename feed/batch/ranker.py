@@ -170,6 +170,7 @@ def _replay_feed(
             r.social_budget,
             r.social_per_user,
             r.social_max_followees,
+            _no_cache(snapshot),
         ),
     }
     return dataclasses.replace(

@@ -88,7 +88,7 @@ def build_home_feed(
         sources=[
             ThunderSource(catalog, r.thunder_per_author, r.thunder_budget, settings.timeline_max_age_s),
             SocialEngagementSource(
-                catalog, store, r.social_budget, r.social_per_user, r.social_max_followees
+                catalog, store, r.social_budget, r.social_per_user, r.social_max_followees, retrieval
             ),
             PhoenixSource(index, r.phoenix_budget, retrieval),
             CollaborativeSource(index, r.collaborative_budget, retrieval),

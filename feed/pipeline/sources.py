@@ -9,7 +9,7 @@ import numpy as np
 from feed.pipeline.framework import Candidates, FeedQuery
 from feed.pipeline.retrieval_cache import RetrievalCache
 from feed.stores.catalog import ACTIONS, NO_ROW, PostCatalog
-from feed.stores.vectors import PostSearch
+from feed.stores.vectors import PostSearch, VectorHit
 
 
 class ThunderSource:
@@ -51,7 +51,10 @@ class SocialEngagementSource:
     `source_score` is the number of followees who engaged (a feature of the learned ranker).
     Recency comes from each user's kept engagements (`social_engaged_keep`), not a time window.
     For a user following more than `max_followees`, those they engage with most are read (author
-    affinity, then key: the same followees for the same state).
+    affinity, then key: the same followees for the same state). Reading them is the source's cost
+    (up to `max_followees` x `per_user` entries), so the answer is kept like a nearest-neighbour
+    search's (`RetrievalCache`): until the user interacts, for at most its TTL, within which
+    newer engagements of followees (and a new follow) wait.
     """
 
     name = "social"
@@ -63,28 +66,34 @@ class SocialEngagementSource:
         budget: int,
         per_user: int,
         max_followees: int,
+        cache: RetrievalCache,
     ) -> None:
         self._catalog = catalog
         self._engagements = engagements
         self._budget = budget
         self._per_user = per_user
         self._max_followees = max_followees
+        self._cache = cache
 
     def enabled(self, query: FeedQuery) -> bool:
         return bool(query.graph.following)
 
     async def fetch(self, query: FeedQuery) -> Candidates:
+        return await self._cache.fetch(self.name, query, lambda: self._engaged(query))
+
+    async def _engaged(self, query: FeedQuery) -> list[VectorHit]:
         affinity = query.user.affinity
         followees = sorted(query.graph.following, key=lambda a: (-affinity.get(a, 0.0), a))
         engaged = await self._engagements.recent_engagements(followees[: self._max_followees], self._per_user)
-        rows = self._catalog.rows_of(engaged)
+        post_keys = list(engaged)
+        rows = self._catalog.rows_of(post_keys)
         users = np.array([n for n, _ in engaged.values()], dtype=np.float64)
         newest = np.array([ts for _, ts in engaged.values()], dtype=np.float64)
         known = rows != NO_ROW
         known[known] = self._catalog.alive[rows[known]]
         order = np.lexsort((-newest, -users))  # by users, then by newest
         best = order[known[order]][: self._budget]
-        return Candidates.of(rows[best], self.name, users[best])
+        return [VectorHit(post_keys[i], float(users[i])) for i in best.tolist()]
 
 
 class PhoenixSource:

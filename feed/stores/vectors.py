@@ -47,7 +47,8 @@ Queries = Sequence[tuple[str, np.ndarray]]  # (embedding space, query vector) pa
 
 @dataclass(frozen=True, slots=True)
 class VectorHit:
-    """A nearest-neighbour answer: the post key and its cosine similarity."""
+    """A retrieval answer: the post key and its score (a nearest neighbour's cosine similarity;
+    for the social source, how many followees engaged)."""
 
     post_key: str
     score: float
