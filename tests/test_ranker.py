@@ -54,10 +54,10 @@ def test_a_new_model_is_deployed_only_when_it_validates_better() -> None:
 
 
 class FirstColumn:
-    """Stands for a model: its score is the first feature."""
+    """Stands for a model: its raw score is the first feature."""
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return x[:, 0].astype(np.float64)
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-x[:, 0].astype(np.float64)))
 
 
 def test_near_duplicate_suppression_is_chosen_by_what_validation_users_engaged_with() -> None:

@@ -315,7 +315,7 @@ def near_duplicate_ndcg(
     ]
     totals = dict.fromkeys(strengths, 0.0)
     for x, y, posts in zip(validation.x, validation.labels, validation.posts, strict=True):
-        score = 1.0 / (1.0 + np.exp(-model.predict(x)))  # as the learned ranker scores
+        score = model.score(x)  # as the learned ranker scores
         head = np.argsort(-score, kind="stable")[: r.near_duplicate_window]
         similarity = reranker.max_cosines(posts[head])
         for strength in strengths:

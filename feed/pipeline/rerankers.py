@@ -40,8 +40,7 @@ class LearnedRanker:
             return candidates
         candidates.features = feature_matrix(self._catalog, query, candidates, self._weights)  # logged too
         x = candidates.features[:, [COLUMN[f] for f in model.features]]
-        raw = model.predict(x)
-        candidates.parts = {"ranker": 1.0 / (1.0 + np.exp(-raw))}
+        candidates.parts = {"ranker": model.score(x)}
         candidates.factors = {}
         candidates.rescore()
         order = np.argsort(-candidates.score, kind="stable")

@@ -59,6 +59,11 @@ class RankerModel:
         out: Any = self.booster.predict(x, num_threads=1)
         return np.asarray(out, dtype=np.float64)
 
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """The ranker's score: sigmoid of the raw score, in (0, 1), so the multiplicative
+        rerankers after it keep their meaning."""
+        return np.asarray(1.0 / (1.0 + np.exp(-self.predict(x))), dtype=np.float64)
+
     def with_compiled(self, folder: Path) -> RankerModel:
         """This model with its trees compiled (blocking: seconds; run it off the event loop). The
         object file is kept as `folder/<version>.o` and reused when it is there."""
