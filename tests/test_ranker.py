@@ -17,6 +17,7 @@ from feed.config import Settings
 from feed.pipeline.candidate_hydrators import AuthorReachHydrator, PostFeaturesHydrator, SourcesHydrator
 from feed.pipeline.features import COLUMN, FEATURES, action_weight_vector, feature_matrix
 from feed.pipeline.framework import Candidates, FeedQuery
+from feed.pipeline.scorers import SimilarityScorer
 from feed.ranking.model import RankerModel
 from feed.stores import keys
 from feed.stores.catalog import PostCatalog
@@ -121,6 +122,16 @@ async def test_features_record_every_source_and_the_followees_count() -> None:
     assert a[COLUMN["prerank"]] == pytest.approx(0.5) and a[COLUMN["log_user_events"]] == pytest.approx(
         np.log1p(4)
     )
+    # the similarity scorer's cosines (text weighted 0 there: still kept) are the features' own
+    weights = action_weight_vector({"like": 1.0})
+    SimilarityScorer(catalog, 1.0, {"text": 0.0}, 0.3).score(query, candidates)
+    assert candidates.cosines is not None
+    reused = feature_matrix(catalog, query, candidates, weights)
+    kept = candidates.cosines
+    candidates.cosines = None
+    np.testing.assert_array_equal(reused, feature_matrix(catalog, query, candidates, weights))
+    candidates.cosines = np.full_like(kept, 0.25)  # read, not computed again
+    assert (feature_matrix(catalog, query, candidates, weights)[:, COLUMN["sim_text"]] == 0.25).all()
 
 
 async def test_the_snapshot_rebuilds_what_the_event_consumer_built(engine: Engine) -> None:

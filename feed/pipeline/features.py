@@ -101,7 +101,10 @@ def feature_matrix(
     x = np.zeros((n, len(FEATURES)), dtype=np.float32)
     known = candidates.known()
     rows = np.where(known, candidates.rows, 0)
-    x[:, : 2 * len(SPACES)] = _cosines(catalog, rows, known, query)
+    # the similarity scorer's when it ran (the same cosines), else computed here
+    x[:, : 2 * len(SPACES)] = (
+        candidates.cosines if candidates.cosines is not None else _cosines(catalog, rows, known, query)
+    )
 
     counts = required(candidates.counts, "counts").astype(np.float64)
     total = counts.sum(axis=1)

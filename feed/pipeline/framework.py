@@ -92,6 +92,9 @@ class Candidates:
     texts: np.ndarray | None = None  # (object) text, transcript and detected objects, when needed
     found_by: np.ndarray | None = None  # bit i set: source SOURCE_BITS[i] returned the post
     followees_engaged: np.ndarray | None = None  # people the user follows who engaged with it
+    # (n, 2 * len(SPACES)) float32: cos(user vector, post vector) per space and horizon (long,
+    # short), NaN where either lacks it; the similarity scorer's, reused by the ranker's features
+    cosines: np.ndarray | None = None
     # (n, len(FEATURES)) float32: the learned ranker's features as the batch was ranked with them
     # (`features.attach_features`), logged with the page; None until a reranker attaches them
     features: np.ndarray | None = None

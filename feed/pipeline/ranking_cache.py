@@ -28,6 +28,8 @@ HITS, MISSES = CACHE_LOOKUPS.labels("ranking", "hit"), CACHE_LOOKUPS.labels("ran
 
 def _nbytes(batch: Candidates) -> int:
     columns = [batch.rows, batch.source, batch.in_network, batch.score, *batch.parts.values()]
+    if batch.cosines is not None:
+        columns.append(batch.cosines)
     if batch.features is not None:
         columns.append(batch.features)
     return sum(c.nbytes for c in [*columns, *batch.factors.values()]) + 200

@@ -7,6 +7,7 @@ import numpy as np
 from feed.config import RankingConfig
 from feed.pipeline.framework import Candidates, FeedQuery, required
 from feed.stores.catalog import ACTIONS, PostCatalog
+from feed.stores.records import SPACES
 
 
 class SimilarityScorer:
@@ -40,17 +41,23 @@ class SimilarityScorer:
         # per horizon (long, short): weighted cosine sum and weight sum
         total = np.zeros((2, n))
         weights = np.zeros((2, n))
+        # every cosine, also those of spaces weighted 0: the learned ranker's features reuse them
+        cosines = np.full((n, 2 * len(SPACES)), np.nan, dtype=np.float32)
         horizons = (query.user.vectors, query.user.short_vectors)
         for space in self._catalog.vectors:
             w = self._space_weights.get(space, 0.0)
             users = [(h, user[space]) for h, user in enumerate(horizons) if space in user]
-            if w <= 0.0 or not users:
+            if not users:
                 continue
             has = self._catalog.has[space][rows] & known
             vectors = self._catalog.gather(space, rows)  # a matrix-vector product per horizon (BLAS is
             for h, user_vector in users:  # faster at two of those than at one n x 2 product)
-                total[h] += np.where(has, w * (vectors @ user_vector), 0.0)
-                weights[h] += np.where(has, w, 0.0)
+                cos = vectors @ user_vector
+                cosines[has, 2 * SPACES.index(space) + h] = cos[has]
+                if w > 0.0:
+                    total[h] += np.where(has, w * cos, 0.0)
+                    weights[h] += np.where(has, w, 0.0)
+        candidates.cosines = cosines
         cos = np.divide(total, weights, out=np.zeros_like(total), where=weights > 0)
         has_long, has_short = weights > 0
         share = np.where(has_short, np.where(has_long, self._short_share, 1.0), 0.0)
