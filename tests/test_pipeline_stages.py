@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import warnings
 from typing import Any, cast
 
 import numpy as np
@@ -468,6 +469,18 @@ async def test_an_engaged_with_post_keeps_winning_exploration() -> None:
     for s in range(100):
         wins += (await explore(catalog, s))[1] == "shown_bad"
     assert wins > 60
+
+
+async def test_a_winner_scored_near_zero_gets_a_finite_lift() -> None:
+    scores = {**{f"top{i}": 10.0 - i for i in range(6)}, "fresh": 1e-320}  # 10 / 1e-320 overflows
+    catalog = catalog_of(*(own(k) for k in scores))
+    catalog.set_impressions({f"top{i}": 1000 for i in range(6)})
+    q = query(limit=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = ExplorationReranker(2, 200, (1.0, 1.0), seed=0).rerank(q, await ranked(catalog, scores, q))
+    assert keys(catalog, out)[2] == "fresh"
+    assert np.isfinite(out.score).all() and np.isfinite(out.factors["exploration"]).all()
 
 
 class _Source:

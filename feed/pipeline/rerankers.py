@@ -225,7 +225,9 @@ class ExplorationReranker:
         theta = self._rng(query).beta(a + engaged, b + np.maximum(trials - engaged, 0.0))
         winner = query.limit + int(pool[int(np.argmax(theta))])
         target = candidates.score[slot] if slot < len(candidates) else candidates.score[winner]
-        lift[winner] = max(target / candidates.score[winner], 1.0)
+        with np.errstate(over="ignore"):  # a winner scored near zero: a huge but finite lift
+            ratio = target / candidates.score[winner]
+        lift[winner] = min(max(ratio, 1.0), np.finfo(np.float64).max)
         candidates.rescore()
         order = np.r_[np.arange(slot), winner, np.delete(np.arange(slot, len(candidates)), winner - slot)]
         return candidates.take(order)
