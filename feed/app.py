@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from feed.api.access import ApiKeyMiddleware
 from feed.api.admin import AdminController
-from feed.api.errors import bad_request_handler
+from feed.api.errors import bad_request_handler, internal_error_handler, too_deep_handler
 from feed.api.feed import FeedController
 from feed.api.health import health, ready
 from feed.api.interactions import InteractionController
@@ -71,7 +71,11 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
             prometheus_config().middleware,
             *([ApiKeyMiddleware(settings.api_keys)] if settings.api_keys else []),
         ],
-        exception_handlers={400: bad_request_handler},  # status codes take precedence over classes
+        exception_handlers={  # status codes take precedence over classes; 500: anything else
+            400: bad_request_handler,
+            RecursionError: too_deep_handler,
+            500: internal_error_handler,
+        },
         openapi_config=OpenAPIConfig(title="Feed engine", version="0.1.0", path="/schema"),
         request_max_body_size=MAX_BODY_BYTES,  # 413 beyond: the largest valid post is under 100 kB
         logging_config=None,  # logging is configured once per process (feed.logging), at LOG_LEVEL

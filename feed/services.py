@@ -61,6 +61,13 @@ class Services:
     rankers: RankerStore  # the deployed model and the training reports
 
 
+def ingest_queue_key(celery: Celery) -> str:
+    """The Redis list holding the ingest tasks waiting for a worker: kombu prefixes every key it
+    writes with the transport's `global_keyprefix`."""
+    prefix = celery.conf.broker_transport_options.get("global_keyprefix", "")
+    return f"{prefix}{celery.conf.task_default_queue}"
+
+
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Services]:
     """Connect everything; the post catalogue is loaded first, and it and the vector index are
@@ -129,7 +136,7 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
             gc.freeze()
             gc.set_threshold(GC_YOUNG_THRESHOLD)
             backlogs = refresh_backlogs_forever(
-                redis, settings.events_topic, CONSUMER_GROUP, group, celery.conf.task_default_queue
+                redis, settings.events_topic, CONSUMER_GROUP, group, ingest_queue_key(celery)
             )
             async with (
                 services.index_sync.running(),

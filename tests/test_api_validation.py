@@ -166,3 +166,65 @@ async def test_a_body_over_the_size_limit_is_413(api: Any) -> None:
     huge = b'{"post_id": 1, "author_id": 1, "text": "' + b"x" * MAX_BODY_BYTES + b'"}'
     answer = await api.post("/posts", content=huge, headers={"content-type": "application/json"})
     assert answer.status_code == 413
+
+
+FIELD = {"/feed": "user_id", "/interaction": "user_id", "/posts": "author_id"}  # one each requires
+
+
+def nested(field: str, depth: int) -> bytes:
+    """`{"user_id": [[[...]]]}` with `depth` lists: about 2 kB at depth 1,000."""
+    return b'{"%s": ' % field.encode() + b"[" * depth + b"]" * depth + b"}"
+
+
+def wide_array(field: str, n: int) -> bytes:
+    return b'{"%s": [' % field.encode() + b",".join([b"0"] * n) + b"]}"
+
+
+def wide_object(field: str, n: int) -> bytes:
+    return b'{"%s": "u", ' % field.encode() + b", ".join(b'"k%d": 0' % i for i in range(n)) + b"}"
+
+
+@pytest.mark.parametrize("path", list(FIELD))
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (lambda f: nested(f, 100), "field"),
+        (lambda f: nested(f, 1_000), "body"),  # beyond what the decoder follows
+        (lambda f: nested(f, 100_000), "body"),
+        (lambda f: wide_array(f, 200_000), "field"),
+    ],
+    ids=["nested-100", "nested-1000", "nested-100000", "wide-array"],
+)
+async def test_deep_or_wide_bodies_are_400s_naming_the_field(
+    api: Any, path: str, body: Any, named: str
+) -> None:
+    field = FIELD[path]
+    response = await api.post(path, content=body(field), headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith(f"{field if named == 'field' else 'body'}:"), response.json()
+
+
+@pytest.mark.parametrize("path", list(FIELD))
+async def test_a_body_with_fifty_thousand_unknown_fields_is_not_a_5xx(api: Any, path: str) -> None:
+    body = wide_object(FIELD[path], 50_000)
+    response = await api.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code < 500, response.text  # unknown fields are ignored (400: another is missing)
+
+
+async def test_an_unhandled_error_is_a_500_logged_with_its_traceback_and_request_id(api: Any) -> None:
+    import structlog
+
+    services = api.app.dependencies["services"].dependency()
+
+    async def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("feature store exploded")
+
+    services.home_feed.page = broken
+    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        response = await api.post("/feed", json={"user_id": "u"}, headers={"X-Request-ID": "host-7"})
+    assert response.status_code == 500
+    assert "exploded" not in response.text  # nothing internal leaks to the caller
+    errors = [entry for entry in logs if entry["event"] == "unhandled_error"]
+    assert len(errors) == 1, logs
+    assert errors[0]["request_id"] == "host-7" and errors[0]["path"] == "/feed"
+    assert isinstance(errors[0]["exc_info"], RuntimeError)

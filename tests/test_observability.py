@@ -126,3 +126,19 @@ async def test_ready_names_the_dependency_that_does_not_answer(api: Any) -> None
         "vector_index": "ConnectionError: index down",
         "broker": "ok",
     }
+
+
+async def test_the_ingest_queue_gauge_counts_the_tasks_celery_queued(redis_client: Any) -> None:
+    from feed.services import ingest_queue_key
+    from ingest_workers.celery_app import INGEST_TASK, create_celery_app
+
+    app = create_celery_app()  # as configured, with a key prefix the suite's worker does not read
+    options = app.conf.broker_transport_options
+    app.conf.broker_transport_options = {**options, "global_keyprefix": "gauge-test:"}
+    for i in range(3):
+        app.send_task(INGEST_TASK, args=[f"p{i}"])
+    key = ingest_queue_key(app)
+    assert key == f"gauge-test:{app.conf.task_default_queue}"
+    await refresh_backlogs(redis_client, "events", CONSUMER_GROUP, "indexer-9", key)
+    assert REGISTRY.get_sample_value("feed_backlog", {"queue": "ingest_queue"}) == 3
+    assert ingest_queue_key(celery_app).startswith(options["global_keyprefix"])  # the shipped app's

@@ -1,12 +1,17 @@
-"""Typed client errors, and one handler that turns validation failures into messages naming the field."""
+"""Typed client errors; the handlers that turn validation failures into 400s naming the field,
+a body nested beyond what the decoder follows into a 400 naming `body`, and any other error
+into a logged 500."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+
+log = structlog.get_logger(__name__)
 
 # msgspec names the field as "... - at `$.limit`" or "Object missing required field `user_id`".
 _FIELD_IN_MESSAGE = re.compile(r"(?:at `\$\.|missing required field `)([A-Za-z0-9_.\[\]]+)`")
@@ -36,3 +41,20 @@ def bad_request_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respon
         {"status_code": 400, "detail": detail, "errors": errors},
         status_code=400,
     )
+
+
+def too_deep_handler(_: Request[Any, Any, Any], exc: RecursionError) -> Response[dict[str, Any]]:
+    """A body nested deeper than the JSON decoder follows (msgspec stops with a RecursionError,
+    about 1,000 levels) is a client error like any other undecodable body."""
+    message = "nested too deeply to decode"
+    return Response(
+        {"status_code": 400, "detail": f"body: {message}", "errors": [{"key": "body", "message": message}]},
+        status_code=400,
+    )
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Any error no other handler takes: logged with its traceback (and, through the request's
+    log context, its request id), answered with a plain 500 that reveals nothing."""
+    log.error("unhandled_error", method=request.method, path=request.url.path, exc_info=exc)
+    return Response({"status_code": 500, "detail": "Internal Server Error"}, status_code=500)
