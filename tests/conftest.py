@@ -64,9 +64,14 @@ def _clean_redis() -> Iterator[None]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Any:
-    from feed.config import Settings
+    from feed.config import RankingConfig, Settings
 
-    return Settings(redis_url=os.environ["REDIS_URL"], data_dir=tmp_path, backend_url=None)
+    return Settings(  # exploration seeded: a test's feeds are the same on every run
+        redis_url=os.environ["REDIS_URL"],
+        data_dir=tmp_path,
+        backend_url=None,
+        ranking=RankingConfig(exploration_seed=0),
+    )
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def settings(tmp_path: Path) -> Any:
     """The engine with its shipped defaults, as the evaluation runs it."""
     import os
 
-    from feed.config import Settings
+    from feed.config import RankingConfig, Settings
 
     return Settings(  # a replay sends each user's history within seconds: no write limits
         redis_url=os.environ["REDIS_URL"],
@@ -35,6 +35,7 @@ def settings(tmp_path: Path) -> Any:
         backend_url=None,
         write_limit_per_key=0,
         write_limit_per_user=0,
+        ranking=RankingConfig(exploration_seed=0),  # the same exploration on every run
     )
 
 
