@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 from celery import Celery
@@ -31,8 +32,11 @@ log = structlog.get_logger(__name__)
 MAX_BODY_BYTES = 1_000_000
 
 
-def create_app(settings: Settings | None = None, celery: Celery | None = None) -> Litestar:
-    """The API application; services open with the app's lifespan and close with it."""
+def create_app(
+    settings: Settings | None = None, celery: Celery | None = None, clock: Callable[[], float] = time.time
+) -> Litestar:
+    """The API application; services open with the app's lifespan and close with it. `clock`
+    (wall-clock seconds) times the write-limit windows."""
     settings = settings or get_settings()
     if celery is None:
         from ingest_workers.celery_app import app as celery
@@ -47,7 +51,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         # numpy's BLAS threads cost more than they save on products of a few ms and fight the
         # event loop for the cores: one per process
         with threadpool_limits(1, "blas"):
-            async with open_services(settings, celery) as services:
+            async with open_services(settings, celery, clock) as services:
                 holder["services"] = services
                 yield
 

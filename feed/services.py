@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -69,7 +70,9 @@ def ingest_queue_key(celery: Celery) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Services]:
+async def open_services(
+    settings: Settings, celery: Celery, clock: Callable[[], float] = time.time
+) -> AsyncIterator[Services]:
     """Connect everything; the post catalogue is loaded first, and it and the vector index are
     kept in sync by background tasks while open."""
     replica = claim_replica(settings.data_dir)
@@ -113,7 +116,7 @@ async def open_services(settings: Settings, celery: Celery) -> AsyncIterator[Ser
             catalog=catalog,
             catalog_sync=CatalogSync(redis, catalog),
             publisher=EventPublisher(broker, settings.events_topic, settings.event_publish_timeout_s),
-            limits=WriteLimits(redis, settings.write_limit_per_key, settings.write_limit_per_user),
+            limits=WriteLimits(redis, settings.write_limit_per_key, settings.write_limit_per_user, clock),
             broker=broker,
             home_feed=PagedFeed(
                 build_home_feed(settings, catalog, features, index, graph, sessions, ranker),

@@ -208,15 +208,15 @@ def test_the_p99_bound_is_the_bucket_that_holds_it() -> None:
 async def test_a_feed_preview_shows_sources_score_parts_and_stages_and_records_nothing(
     api: Any, redis_client: Any
 ) -> None:
-    answer = await api.get("/admin/feed", params={"user_id": "u1", "limit": 4})
+    answer = await api.get("/admin/feed", params={"user_id": "u1", "limit": 6})
     assert answer.status_code == 200
     body = answer.json()
-    assert body["user_id"] == "u1" and len(body["items"]) == 4
+    assert body["user_id"] == "u1" and len(body["items"]) == 6  # every post: p0 is among them
     for item in body["items"]:
         assert item["source"] and item["score_parts"] and item["post_type"] == "text"
         assert item["text"].startswith("post number")
-    tagged = [item for item in body["items"] if item["post_id"] == "p0"]
-    assert not tagged or tagged[0]["tags"] == {"dog": 1}
+    tags = {item["post_id"]: item["tags"] for item in body["items"]}
+    assert tags["p0"] == {"dog": 1} and tags["p1"] == {}
     stages = {(s["stage"], s["name"]): s for s in body["stages"]}
     assert stages[("source", "fresh")]["status"] == "ok" and stages[("source", "fresh")]["count_out"] == 6
     assert stages[("scorer", "similarity")]["ms"] >= 0
@@ -274,13 +274,17 @@ async def test_the_operator_page_is_behind_the_key_and_a_browser_signs_in_with_b
         assert (await api.get("/feed", headers={"Authorization": basic})).status_code != 401  # any endpoint
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
 @pytest.mark.timeout(180)
 def test_the_operator_page_in_a_headless_browser_shows_metrics_and_a_users_feed(
     settings: Any, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    if CHROMIUM is None:  # skipped on a developer's machine; CI sets REQUIRE_BROWSER_TEST and fails
+        missing = "Debian's chromium is not installed (apt-get install chromium)"
+        if os.environ.get("REQUIRE_BROWSER_TEST"):
+            pytest.fail(missing)
+        pytest.skip(missing)
     seed_posts(settings)
     r = redis.Redis.from_url(settings.redis_url)
     r.lpush(keys.RANKER_REPORTS, msgspec.json.encode(training(1_700_000_000_000_000, deployed=False)))

@@ -5,7 +5,8 @@ the learned ranker must be trained and deployed (it validated better than the ha
 and its feeds must score well above the formula's on the same replay.
 
 The issue's targets for users with history (1.3x popularity, 1.0x ALS) are not met yet on this
-sample; the figures are printed, and docs/ranking.md gives the full evaluations."""
+sample (14 evaluated users; its ranker trains on about 150 groups and validates on 4); the
+figures are printed, and docs/evaluation.md gives the full evaluations."""
 
 from __future__ import annotations
 

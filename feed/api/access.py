@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -98,9 +99,12 @@ class ApiKeyMiddleware(ASGIMiddleware):
 class WriteLimits:
     """Writes per second allowed per API key and per user (0 turns a limit off)."""
 
-    def __init__(self, redis: Redis, per_key: int, per_user: int) -> None:
+    def __init__(
+        self, redis: Redis, per_key: int, per_user: int, clock: Callable[[], float] = time.time
+    ) -> None:
         self._redis = redis
         self._limits = {"key": per_key, "user": per_user}
+        self._clock = clock  # wall-clock seconds: the windows are shared by every API process
 
     async def check(self, api_key: str, user: tuple[str, str] | None = None) -> None:
         """Count one write for `api_key` and for `user` (the request field naming the user, and
@@ -111,7 +115,7 @@ class WriteLimits:
         subjects = [(kind, who) for kind, who in subjects if self._limits[kind] > 0]
         if not subjects:
             return
-        second = int(time.time())
+        second = int(self._clock())
         pipe = self._redis.pipeline(transaction=False)
         for kind, who in subjects:
             name = keys.write_window(kind, who, second)
