@@ -15,7 +15,7 @@ from feed.batch.ranker import Groups, chosen_strength, deployable, ndcg, near_du
 from feed.batch.snapshot import SnapshotIndex, build_snapshot
 from feed.config import Settings
 from feed.pipeline.candidate_hydrators import AuthorReachHydrator, PostFeaturesHydrator, SourcesHydrator
-from feed.pipeline.features import COLUMN, FEATURES, action_weight_vector, feature_matrix
+from feed.pipeline.features import COLUMN, FEATURES, action_weight_vector, feature_matrix, window_rank
 from feed.pipeline.framework import Candidates, FeedQuery
 from feed.pipeline.scorers import SimilarityScorer
 from feed.ranking.model import RankerModel
@@ -79,6 +79,16 @@ def test_near_duplicate_suppression_is_chosen_by_what_validation_users_engaged_w
     assert choose([3, 3, 1], np.full(3, -1)) == pytest.approx(0.9)
 
 
+def test_window_rank_orders_each_users_batch_on_one_scale() -> None:
+    """A heavy user's preferences are larger than a light user's; their ranks are comparable."""
+    heavy, light = np.array([4.0, 9.0, np.nan, 1.0]), np.array([0.04, 0.09, np.nan, 0.01])
+    np.testing.assert_array_equal(window_rank(heavy), [0.5, 1.0, np.nan, 0.0])
+    np.testing.assert_array_equal(window_rank(heavy), window_rank(light))
+    assert window_rank(np.array([np.nan])).tolist() == [pytest.approx(np.nan, nan_ok=True)]
+    assert window_rank(np.array([3.0])).tolist() == [0.0] and len(window_rank(np.zeros(0))) == 0
+    assert window_rank(np.array([2.0, 5.0, 2.0])).tolist() == [0.5, 1.0, 0.5]  # ties share a rank
+
+
 async def test_features_record_every_source_and_the_followees_count() -> None:
     catalog = PostCatalog({"text": 384})
     now = time.time()
@@ -112,6 +122,9 @@ async def test_features_record_every_source_and_the_followees_count() -> None:
     assert b[COLUMN["src_social"]] == 0.0 and b[COLUMN["sources"]] == 1
     assert a[COLUMN["followees_engaged"]] == 2.0 and b[COLUMN["followees_engaged"]] == 0.0
     assert a[COLUMN["sim_text"]] == pytest.approx(1.0) and b[COLUMN["sim_text"]] == pytest.approx(0.0)
+    # the best cosine's rank within the batch: a (and its duplicate row) above b; no CF, no rank
+    assert a[COLUMN["sim_rank"]] == x[2, COLUMN["sim_rank"]] == 1.0 and b[COLUMN["sim_rank"]] == 0.0
+    assert np.isnan(x[:, COLUMN["cf_rank"]]).all()
     assert np.isnan(a[COLUMN["sim_text_short"]]) and np.isnan(a[COLUMN["cf"]])  # no short vector, no CF
     assert a[COLUMN["rate_like"]] == pytest.approx(3 / 20) and a[COLUMN["log_interactions"]] == pytest.approx(
         np.log1p(10)

@@ -51,6 +51,8 @@ FEATURES: tuple[str, ...] = (
     "trending_rel",
     *HORIZON_FEATURES,
     "cf",
+    "cf_rank",
+    "sim_rank",
     "affinity",
     "author_share",
     "log_age_h",
@@ -82,6 +84,21 @@ def _cosines(catalog: PostCatalog, rows: np.ndarray, known: np.ndarray, query: F
         for h, user in enumerate((query.user.vectors, query.user.short_vectors)):
             if space in user:
                 out[has, 2 * s + h] = vectors @ user[space]
+    return out
+
+
+def window_rank(values: np.ndarray) -> np.ndarray:
+    """Each value's rank among the finite values of the batch, scaled to [0, 1] (1: the highest);
+    NaN stays NaN, ties share a rank. Raw CF preferences and cosines are on a different scale
+    for every user (a long history makes them larger), so a model that compares them across
+    users learns little from them; their order within the user's own window is comparable."""
+    out = np.full(len(values), np.nan, dtype=np.float32)
+    finite = np.isfinite(values)
+    m = int(finite.sum())
+    if m:
+        kept = values[finite]
+        below = np.searchsorted(np.sort(kept), kept, side="right") - 1  # ties share the higher rank
+        out[finite] = below / max(m - 1, 1)
     return out
 
 
@@ -128,6 +145,13 @@ def feature_matrix(
     if query.user.cf is not None and candidates.cf is not None and candidates.cf_known is not None:
         cf = np.where(candidates.cf_known, candidates.cf @ query.user.cf, np.nan)
     x[:, COLUMN["cf"]] = cf
+    x[:, COLUMN["cf_rank"]] = window_rank(cf)
+    cosines = x[:, : 2 * len(SPACES)]
+    has_cosine = np.isfinite(cosines).any(axis=1)
+    best = np.full(n, np.nan)
+    if has_cosine.any():
+        best[has_cosine] = np.nanmax(cosines[has_cosine], axis=1)
+    x[:, COLUMN["sim_rank"]] = window_rank(best)
 
     author = required(candidates.author, "author")
     affinity = np.zeros(n)
