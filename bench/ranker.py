@@ -39,8 +39,9 @@ from feed.pipeline.candidate_hydrators import (
     SourcesHydrator,
     TrendingHydrator,
 )
+from feed.pipeline.candidates import Candidates
+from feed.pipeline.components import FeedQuery
 from feed.pipeline.features import COLUMN, action_weight_vector, feature_matrix
-from feed.pipeline.framework import Candidates, FeedQuery
 from feed.pipeline.rerankers import LearnedRanker
 from feed.pipeline.scorers import EngagementScorer, SimilarityScorer
 from feed.ranking.model import RankerModel, RankerSlot

@@ -8,26 +8,28 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated
 
 import httpx
+import structlog
 from celery import Celery
 from litestar.params import Dependency
 from redis.asyncio import Redis
 
-from feed.aio import running
-from feed.api.access import WriteLimits
+from feed.aio import forever, running
 from feed.config import Settings
 from feed.events.broker import CONSUMER_GROUP, Broker, EventPublisher, create_broker, prepare_event_stream
-from feed.metrics import refresh_backlogs_forever
+from feed.metrics import refresh_backlogs
 from feed.pipeline.features import FEATURES
-from feed.pipeline.home_feed import build_home_feed
+from feed.pipeline.home_feed import build_home_feed, build_ranking_cache
 from feed.pipeline.paging import PagedFeed
 from feed.ranking.model import RankerSlot
 from feed.ranking.sync import RankerSync
 from feed.replica import claim_replica
 from feed.social_graph import SocialGraphClient
 from feed.stores import keys
+from feed.stores.backlog import Backlogs
 from feed.stores.catalog import PostCatalog
 from feed.stores.catalog_sync import CatalogSync
 from feed.stores.feature_store import FeatureStore
@@ -36,6 +38,9 @@ from feed.stores.post_store import PostStore
 from feed.stores.ranker_store import RankerStore
 from feed.stores.sessions import FeedSessions
 from feed.stores.vectors import VectorIndex, open_vector_index, space_dims
+from feed.stores.write_limits import WriteLimits
+
+log = structlog.get_logger(__name__)
 
 GC_YOUNG_THRESHOLD = 20_000  # allocations between young-generation collections (Python's default: 700)
 
@@ -122,6 +127,7 @@ async def open_services(
                 build_home_feed(settings, catalog, features, index, graph, sessions, ranker),
                 sessions,
                 settings.session_keep,
+                build_ranking_cache(settings, catalog, ranker),
             ),
             celery=celery,
             ranker=ranker,
@@ -138,13 +144,14 @@ async def open_services(
             gc.collect()
             gc.freeze()
             gc.set_threshold(GC_YOUNG_THRESHOLD)
-            backlogs = refresh_backlogs_forever(
-                redis, settings.events_topic, CONSUMER_GROUP, group, ingest_queue_key(celery)
+            backlogs = Backlogs(redis, settings.events_topic, CONSUMER_GROUP, group, ingest_queue_key(celery))
+            refresh = forever(
+                partial(refresh_backlogs, backlogs), log, "metrics_refresh_failed", every_s=5.0, retry_s=5.0
             )
             async with (
                 services.index_sync.running(),
                 services.catalog_sync.running(),
-                running(backlogs, "metrics-backlogs"),
+                running(refresh, "metrics-backlogs"),
                 running(ranker_sync.run(), "ranker-sync"),
             ):
                 yield services

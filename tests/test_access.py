@@ -108,23 +108,21 @@ async def test_the_limits_start_again_in_the_next_second(api: Any, clock: Clock)
 
 
 async def test_an_open_api_has_no_key_to_limit(redis_client: Any) -> None:
-    from litestar.exceptions import TooManyRequestsException
-
-    from feed.api.access import OPEN, WriteLimits
+    from feed.stores.write_limits import OPEN, OverWriteLimit, WriteLimits
 
     limits = WriteLimits(redis_client, per_key=1, per_user=0)
     for _ in range(3):
         await limits.check(OPEN)
     await limits.check("k1")
-    with pytest.raises(TooManyRequestsException):
+    with pytest.raises(OverWriteLimit, match="X-API-Key: over 1 writes per second"):
         await limits.check("k1")
 
 
 async def test_writes_are_not_limited_while_redis_does_not_answer() -> None:
     from redis.asyncio import Redis
 
-    from feed.api.access import WriteLimits
     from feed.redis_server import free_port
+    from feed.stores.write_limits import WriteLimits
 
     down = Redis(port=free_port(), socket_connect_timeout=0.5)  # nothing listens there
     limits = WriteLimits(down, per_key=1, per_user=1)

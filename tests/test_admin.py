@@ -19,9 +19,9 @@ import pytest
 import redis
 from litestar.testing import AsyncTestClient
 
+from feed.api.metrics_summary import _quantile_bound
 from feed.app import create_app
 from feed.batch.ranker import TrainingReport
-from feed.metrics import _quantile_bound
 from feed.pipeline.features import FEATURES
 from feed.stores import keys
 from feed.stores.batch_state import BatchState

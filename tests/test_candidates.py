@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 import numpy as np
 from prometheus_client import REGISTRY
 
 from feed.pipeline.candidate_hydrators import PostFeaturesHydrator
+from feed.pipeline.candidates import Candidates
+from feed.pipeline.components import FeedQuery
 from feed.pipeline.filters import DuplicateFilter, MissingPostFilter
-from feed.pipeline.framework import Candidates, FeedQuery, Pipeline
+from feed.pipeline.paging import PagedFeed
 from feed.pipeline.ranking_cache import RankingCache
 from feed.pipeline.retrieval_cache import RetrievalCache
+from feed.pipeline.runner import FeedResult, Pipeline
 from feed.ranking.model import RankerModel, RankerSlot
 from feed.social_graph import SocialGraph
 from feed.stores import keys
 from feed.stores.catalog import NO_ROW, PostCatalog
 from feed.stores.feature_store import UserFeatures
 from feed.stores.records import PostRecord
+from feed.stores.sessions import FeedSessions
 from feed.stores.vectors import VectorHit
 
 
@@ -154,9 +159,9 @@ def post(key: str, author: str, created_at: float) -> PostRecord:
     return PostRecord(key, key, author, author, created_at, "text", "", {"text": np.ones(4, np.float32) / 2})
 
 
-async def test_a_new_session_starts_from_the_users_kept_ranking_until_something_it_depends_on_changes() -> (
-    None
-):
+async def test_a_new_session_starts_from_the_users_kept_ranking_until_something_it_depends_on_changes(
+    redis_client: Any,
+) -> None:
     catalog = PostCatalog({"text": 4})
     now = time.time()
     catalog.upsert([post(f"p{i}", f"a{i % 3}", now - 100 + i) for i in range(10)])
@@ -169,41 +174,49 @@ async def test_a_new_session_starts_from_the_users_kept_ranking_until_something_
         candidate_hydrators=[PostFeaturesHydrator(catalog)],
         filters=[DuplicateFilter(), MissingPostFilter()],
         scorers=[_SourceScore()],
-        ranking_cache=cache,
     )
+    sessions = FeedSessions(redis_client, 60, 60)
+    feed = PagedFeed(pipeline, sessions, keep=2, cache=cache)
 
     def q(
         events: int = 1, following: frozenset[str] = frozenset({"a1"}), served: frozenset[str] = frozenset()
     ):
         user = UserFeatures(vectors={}, events=events, seen=frozenset(), affinity={})
         graph = SocialGraph(following=following)
-        return FeedQuery("u", "u", 3, "c", now, user=user, graph=graph, served=served)
+        return FeedQuery("u", "u", 3, uuid.uuid4().hex, now, user=user, graph=graph, served=served)
 
-    first = await pipeline.run(q(), keep=2)
+    async def page(query: FeedQuery) -> FeedResult:
+        return await feed.page(query, continuing=False)
+
+    first = await page(q())
     assert [p.post_key for p in first.items] == ["p9", "p8", "p7"] and source.calls == 1
-    again = await pipeline.run(q(), keep=2)
+    second = q()
+    again = await page(second)
     assert source.calls == 1 and [p.post_key for p in again.items] == ["p9", "p8", "p7"]
     assert {r.name: r.status for r in again.stages if r.stage in ("source", "scorer")} == {
         "all": "cached",
         "source_score": "cached",
     }
-    assert again.items[0].parts == {"s": 9.0} and again.rest is not None and len(again.rest) == 2
+    assert again.items[0].parts == {"s": 9.0}
+    assert [i.post_key for i in await sessions.take(second.cursor, 5)] == ["p6", "p5"]  # the session's rest
     catalog.remove(["p8"])  # filters still run over the kept ranking
-    assert [p.post_key for p in (await pipeline.run(q())).items] == ["p9", "p7", "p6"] and source.calls == 1
-    await pipeline.run(q(events=2))  # the user interacted
+    assert [p.post_key for p in (await page(q())).items] == ["p9", "p7", "p6"] and source.calls == 1
+    await page(q(events=2))  # the user interacted
     assert source.calls == 2
-    await pipeline.run(q(events=2, following=frozenset({"a1", "a2"})))  # followed someone
+    await page(q(events=2, following=frozenset({"a1", "a2"})))  # followed someone
     assert source.calls == 3
     catalog.upsert([post("new", "a2", now)])  # a followed author posted
-    await pipeline.run(q(events=2, following=frozenset({"a1", "a2"})))
+    await page(q(events=2, following=frozenset({"a1", "a2"})))
     assert source.calls == 4
-    await pipeline.run(q(events=2, following=frozenset({"a1", "a2"}), served=frozenset({"p9"})))
+    await page(q(events=2, following=frozenset({"a1", "a2"}), served=frozenset({"p9"})))
     assert source.calls == 5  # a later page of a session re-ranks without what it served
-    await pipeline.run(q(events=2, following=frozenset({"a1", "a2"})))
+    await page(q(events=2, following=frozenset({"a1", "a2"})))
     assert source.calls == 5  # kept
+    await feed.preview(q(events=2, following=frozenset({"a1", "a2"})))
+    assert source.calls == 6  # a preview ranks afresh
     slot.model = RankerModel(9, (), 0.0, None)  # type: ignore[arg-type]  # a new model deployed
-    await pipeline.run(q(events=2, following=frozenset({"a1", "a2"})))
-    assert source.calls == 6
+    await page(q(events=2, following=frozenset({"a1", "a2"})))
+    assert source.calls == 7
     off = RankingCache(catalog, ttl_s=0, max_bytes=2**20, keep=8, ranker=RankerSlot())
     assert not off.usable(q()) and off.get(q()) is None
     ranking = Candidates.of(np.array(sorted(catalog.rows.values())), "all")

@@ -14,7 +14,8 @@ from feed.batch import cf
 from feed.events.apply import EventApplier
 from feed.events.schemas import InteractionEvent
 from feed.pipeline.candidate_hydrators import CFFactorsHydrator
-from feed.pipeline.framework import Candidates, FeedQuery
+from feed.pipeline.candidates import Candidates
+from feed.pipeline.components import FeedQuery
 from feed.pipeline.retrieval_cache import RetrievalCache
 from feed.pipeline.scorers import CollaborativeScorer
 from feed.pipeline.sources import CollaborativeSource

@@ -17,6 +17,7 @@ from feed.app import create_app
 from feed.events.broker import CONSUMER_GROUP
 from feed.metrics import refresh_backlogs
 from feed.stores import keys
+from feed.stores.backlog import Backlogs
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
 from ingest_workers.celery_app import app as celery_app
@@ -77,7 +78,7 @@ async def test_backlogs_are_read_from_redis(redis_client: Any) -> None:
     for i in range(4):
         await redis_client.xadd(keys.INDEX_STREAM, {"op": "upsert", "post": f"p{i}"})
     await redis_client.set(keys.APPLIED_EVENTS, 7)
-    await refresh_backlogs(redis_client, "events", CONSUMER_GROUP, "indexer-9", "ingest")
+    await refresh_backlogs(Backlogs(redis_client, "events", CONSUMER_GROUP, "indexer-9", "ingest"))
     queues = ("events_unread", "events_pending", "index_ops", "ingest_queue")
     values = {q: REGISTRY.get_sample_value("feed_backlog", {"queue": q}) for q in queues}
     assert values == {"events_unread": 2, "events_pending": 1, "index_ops": 4, "ingest_queue": 2}
@@ -139,6 +140,6 @@ async def test_the_ingest_queue_gauge_counts_the_tasks_celery_queued(redis_clien
         app.send_task(INGEST_TASK, args=[f"p{i}"])
     key = ingest_queue_key(app)
     assert key == f"gauge-test:{app.conf.task_default_queue}"
-    await refresh_backlogs(redis_client, "events", CONSUMER_GROUP, "indexer-9", key)
+    await refresh_backlogs(Backlogs(redis_client, "events", CONSUMER_GROUP, "indexer-9", key))
     assert REGISTRY.get_sample_value("feed_backlog", {"queue": "ingest_queue"}) == 3
     assert ingest_queue_key(celery_app).startswith(options["global_keyprefix"])  # the shipped app's

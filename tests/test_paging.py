@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from feed.pipeline.candidate_hydrators import PostFeaturesHydrator
+from feed.pipeline.candidates import Candidates
+from feed.pipeline.components import FeedQuery
 from feed.pipeline.filters import BlockedAuthorFilter, DuplicateFilter, MissingPostFilter, ServedFilter
-from feed.pipeline.framework import Candidates, FeedQuery, FeedResult, Pipeline
 from feed.pipeline.hydrators import ServedPostsHydrator
 from feed.pipeline.paging import PagedFeed
+from feed.pipeline.runner import FeedResult, Pipeline
 from feed.social_graph import SocialGraph
 from feed.stores.catalog import PostCatalog
 from feed.stores.catalog_sync import CatalogSync

@@ -21,6 +21,8 @@ from feed.pipeline.candidate_hydrators import (
     PostTextsHydrator,
     TrendingHydrator,
 )
+from feed.pipeline.candidates import Candidates
+from feed.pipeline.components import FeedQuery
 from feed.pipeline.filters import (
     BlockedAuthorFilter,
     DuplicateFilter,
@@ -32,8 +34,8 @@ from feed.pipeline.filters import (
     SeenFilter,
     ServedFilter,
 )
-from feed.pipeline.framework import Candidates, FeedQuery, Pipeline
 from feed.pipeline.rerankers import AuthorDiversityReranker, ExplorationReranker, NearDuplicateReranker
+from feed.pipeline.runner import Pipeline
 from feed.pipeline.scorers import (
     AuthorAffinityScorer,
     EngagementScorer,

@@ -15,8 +15,9 @@ from feed.batch.ranker import Groups, chosen_strength, deployable, ndcg, near_du
 from feed.batch.snapshot import SnapshotIndex, build_snapshot
 from feed.config import Settings
 from feed.pipeline.candidate_hydrators import AuthorReachHydrator, PostFeaturesHydrator, SourcesHydrator
+from feed.pipeline.candidates import Candidates
+from feed.pipeline.components import FeedQuery
 from feed.pipeline.features import COLUMN, FEATURES, action_weight_vector, feature_matrix, window_rank
-from feed.pipeline.framework import Candidates, FeedQuery
 from feed.pipeline.scorers import SimilarityScorer
 from feed.ranking.model import RankerModel
 from feed.stores import keys

@@ -19,6 +19,8 @@ from feed.pipeline.candidate_hydrators import (
     SourcesHydrator,
     TrendingHydrator,
 )
+from feed.pipeline.candidates import Candidates
+from feed.pipeline.components import CandidateHydrator, FeedQuery
 from feed.pipeline.features import (
     COLUMN,
     FEATURES,
@@ -29,7 +31,7 @@ from feed.pipeline.features import (
     attach_features,
     feature_matrix,
 )
-from feed.pipeline.framework import CandidateHydrator, Candidates, FeedQuery, Pipeline
+from feed.pipeline.runner import Pipeline
 from feed.pipeline.side_effects import LogServedFeaturesSideEffect
 from feed.stores import keys
 from feed.stores.catalog import PostCatalog

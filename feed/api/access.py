@@ -6,12 +6,8 @@ of HTTP Basic authentication, any user name), compared in constant time with eac
 configured key; otherwise 401. Without `API_KEYS` the API is open (the single-machine default, which
 listens on 127.0.0.1) and says so in a log line at start.
 
-Write limits: fixed one-second windows counted in Redis, so every API process shares
-them, per API key and per user (the post's author, the interaction's user); a request over
-either answers 429 with `Retry-After`. While Redis does not answer, writes are not limited
-(the event broker may still take them, e.g. Kafka). Written here rather than with Litestar's
-`RateLimitMiddleware`, which keeps every request's timestamp of the window in one JSON
-value read and rewritten per request (O(limit) work, and a race between API processes).
+Write limits (`feed/stores/write_limits.py`) count each write per API key (`api_key_of`) and
+per user; a write over either answers 429 with `Retry-After` (`errors.over_limit_handler`).
 """
 
 from __future__ import annotations
@@ -21,26 +17,19 @@ import binascii
 import hashlib
 import hmac
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import structlog
 from litestar import Request
 from litestar.enums import ScopeType
-from litestar.exceptions import TooManyRequestsException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from feed.stores import keys
+from feed.stores.write_limits import OPEN
 
 HEADER = b"x-api-key"
 BASIC_CHALLENGE = b'Basic realm="feed engine operator page", charset="UTF-8"'
 log = structlog.get_logger(__name__)
-
-OPEN = "open"  # the key id of requests to an API without keys
 
 
 def key_id(key: str) -> str:
@@ -94,41 +83,3 @@ class ApiKeyMiddleware(ASGIMiddleware):
             return
         scope.setdefault("state", {})["api_key"] = matched
         await next_app(scope, receive, send)
-
-
-class WriteLimits:
-    """Writes per second allowed per API key and per user (0 turns a limit off)."""
-
-    def __init__(
-        self, redis: Redis, per_key: int, per_user: int, clock: Callable[[], float] = time.time
-    ) -> None:
-        self._redis = redis
-        self._limits = {"key": per_key, "user": per_user}
-        self._clock = clock  # wall-clock seconds: the windows are shared by every API process
-
-    async def check(self, api_key: str, user: tuple[str, str] | None = None) -> None:
-        """Count one write for `api_key` and for `user` (the request field naming the user, and
-        the user's key); raise 429 naming the field if either is over its limit."""
-        fields = {"key": "X-API-Key", "user": user[0] if user else ""}
-        subjects = [("key", api_key)] if api_key != OPEN else []  # an open API has no keys to limit
-        subjects += [("user", user[1])] if user is not None else []
-        subjects = [(kind, who) for kind, who in subjects if self._limits[kind] > 0]
-        if not subjects:
-            return
-        second = int(self._clock())
-        pipe = self._redis.pipeline(transaction=False)
-        for kind, who in subjects:
-            name = keys.write_window(kind, who, second)
-            pipe.incr(name)
-            pipe.expire(name, 2, nx=True)
-        try:
-            counts = (await pipe.execute())[::2]
-        except RedisError as exc:  # no count, no limit: the write itself decides whether it can be taken
-            log.warning("write_limits_unavailable", error=repr(exc))
-            return
-        for (kind, _), count in zip(subjects, counts, strict=True):
-            if int(count) > self._limits[kind]:
-                raise TooManyRequestsException(
-                    detail=f"{fields[kind]}: over {self._limits[kind]} writes per second, retry later",
-                    headers={"Retry-After": "1"},
-                )

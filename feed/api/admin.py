@@ -23,6 +23,7 @@ from litestar import Controller, MediaType, get
 from litestar.params import Parameter
 
 from feed.api.feed import feed_item, ranker_out, stage_out
+from feed.api.metrics_summary import summarize_metrics
 from feed.api.schemas import (
     FeedPreview,
     ImportanceOut,
@@ -35,8 +36,7 @@ from feed.api.schemas import (
 )
 from feed.config import MAX_PAGE
 from feed.ids import id_key
-from feed.metrics import summarize_metrics
-from feed.pipeline.framework import FeedQuery
+from feed.pipeline.components import FeedQuery
 from feed.services import Services, ServicesDep
 from feed.stores.batch_state import batch_status
 
@@ -93,7 +93,7 @@ class AdminController(Controller):
             preview=True,
             explain=True,
         )
-        result = await services.home_feed.pipeline.run(query)
+        result = await services.home_feed.preview(query)
         records = await services.features.posts([p.post_key for p in result.items])
         items = []
         for post in result.items:

@@ -1,6 +1,6 @@
 """Typed client errors; the handlers that turn validation failures into 400s naming the field,
 a body nested beyond what the decoder follows into a 400 naming `body`, and any other error
-into a logged 500."""
+into a logged 500; a write over its limit becomes a 429."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+
+from feed.stores.write_limits import OverWriteLimit
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +53,11 @@ def too_deep_handler(_: Request[Any, Any, Any], exc: RecursionError) -> Response
         {"status_code": 400, "detail": f"body: {message}", "errors": [{"key": "body", "message": message}]},
         status_code=400,
     )
+
+
+def over_limit_handler(_: Request[Any, Any, Any], exc: OverWriteLimit) -> Response[dict[str, Any]]:
+    """A write over its limit: 429 naming the limited field, to be retried in a second."""
+    return Response({"status_code": 429, "detail": str(exc)}, status_code=429, headers={"Retry-After": "1"})
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

@@ -9,9 +9,11 @@ from litestar import Controller, post
 
 from feed.api.schemas import FeedItem, FeedRequest, FeedResponse, RankerOut, StageOut
 from feed.ids import id_key
-from feed.metrics import observe_stages
-from feed.pipeline.framework import FeedQuery, RankedPost, StageReport
+from feed.pipeline.candidates import RankedPost
+from feed.pipeline.components import FeedQuery
 from feed.pipeline.rerankers import LearnedRanker
+from feed.pipeline.runner import StageReport
+from feed.pipeline.stage_metrics import observe_stages
 from feed.ranking.model import RankerSlot
 from feed.services import ServicesDep
 

@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from feed.api.metrics_summary import MetricsSummary
 from feed.config import MAX_PAGE, Action
 from feed.ids import HostId
-from feed.metrics import MetricsSummary
 
 MAX_TEXT_CHARS = 20_000
 MAX_IMAGES = 4

@@ -38,11 +38,13 @@ from feed.batch.impressions import served_groups
 from feed.batch.labels import LABEL_GAIN, NOTHING, grade, signed_weight
 from feed.batch.snapshot import Snapshot, SnapshotEngagements, SnapshotIndex, build_snapshot
 from feed.config import Settings
+from feed.pipeline.candidates import Candidates
+from feed.pipeline.components import BaseComponent, FeedQuery, Source
 from feed.pipeline.features import FEATURES, action_weight_vector, feature_matrix
-from feed.pipeline.framework import Candidates, FeedQuery, Pipeline, Source
 from feed.pipeline.home_feed import build_home_feed
 from feed.pipeline.rerankers import NearDuplicateReranker, mmr_novelty
 from feed.pipeline.retrieval_cache import RetrievalCache
+from feed.pipeline.runner import Pipeline
 from feed.pipeline.sources import CollaborativeSource, PhoenixSource, SocialEngagementSource
 from feed.ranking.model import RankerModel, RankerSlot
 from feed.social_graph import SocialGraph, SocialGraphClient
@@ -125,7 +127,7 @@ def ndcg(scores: np.ndarray, labels: np.ndarray, k: int = EVAL_AT) -> float:
     return dcg / ideal if ideal > 0 else 0.0
 
 
-class _Recorder:
+class _Recorder(BaseComponent):
     """Stands where the learned ranker stands in the home feed and keeps the window's features."""
 
     name = "learned_ranker"
@@ -135,9 +137,6 @@ class _Recorder:
         self.action_weights = action_weights
         self.x: np.ndarray | None = None
         self.rows: np.ndarray | None = None
-
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
 
     def rerank(self, query: FeedQuery, candidates: Candidates) -> Candidates:
         self.x = feature_matrix(self.catalog, query, candidates, self.action_weights)
@@ -179,7 +178,6 @@ def _replay_feed(
         sources=[replaced.get(s.name, s) for s in home.sources],
         rerankers=[recorder],
         side_effects=[],
-        ranking_cache=None,
     )
 
 

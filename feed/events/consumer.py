@@ -17,12 +17,12 @@ import uvloop
 from faststream import FastStream
 from redis.asyncio import Redis
 
-from feed.aio import cancel_and_wait
+from feed.aio import cancel_and_wait, forever
 from feed.config import Settings, get_settings
 from feed.events.apply import EventApplier
 from feed.events.broker import create_broker, prepare_event_stream, subscribe_events
 from feed.events.schemas import InteractionEvent
-from feed.logging import configure_logging, log_failure
+from feed.logging import configure_logging
 from feed.stores.streams import trim_consumed
 
 log = structlog.get_logger(__name__)
@@ -53,15 +53,15 @@ class EventConsumer:
         own retention). Never stops on an error."""
         trim = not self.settings.kafka_bootstrap_servers and self.settings.stream_trim_every_s > 0
         next_trim = time.monotonic() + self.settings.stream_trim_every_s
-        while True:
-            try:
-                await self.applier.retry_pending()
-                if trim and time.monotonic() >= next_trim:
-                    next_trim = time.monotonic() + self.settings.stream_trim_every_s
-                    await trim_consumed(self._redis, self.settings.events_topic)
-            except Exception as exc:
-                log_failure(log, "consumer_housekeeping_failed", exc)
-            await asyncio.sleep(every_s)
+
+        async def step() -> None:
+            nonlocal next_trim
+            await self.applier.retry_pending()
+            if trim and time.monotonic() >= next_trim:
+                next_trim = time.monotonic() + self.settings.stream_trim_every_s
+                await trim_consumed(self._redis, self.settings.events_topic)
+
+        await forever(step, log, "consumer_housekeeping_failed", every_s=every_s, retry_s=every_s)
 
     async def start_housekeeping(self) -> None:
         """Start the background housekeeping (parked events, stream trimming)."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from feed.pipeline.candidates import Candidates
+from feed.pipeline.components import BaseComponent, FeedQuery
 from feed.pipeline.features import source_columns
-from feed.pipeline.framework import Candidates, FeedQuery
 from feed.stores.catalog import NO_ROW, PostCatalog
 from feed.stores.feature_store import FeatureStore
 
@@ -19,16 +20,13 @@ def _gather(column: np.ndarray, candidates: Candidates, missing: float = 0.0) ->
     return out
 
 
-class PostFeaturesHydrator:
+class PostFeaturesHydrator(BaseComponent):
     """Sets `alive`, `author` and `created_at`, and marks posts by followed authors in-network."""
 
     name = "post_features"
 
     def __init__(self, catalog: PostCatalog) -> None:
         self._catalog = catalog
-
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
 
     async def hydrate(self, query: FeedQuery, candidates: Candidates) -> None:
         catalog = self._catalog
@@ -40,20 +38,17 @@ class PostFeaturesHydrator:
             candidates.in_network |= followed[candidates.author]
 
 
-class SourcesHydrator:
+class SourcesHydrator(BaseComponent):
     """Sets `found_by` (every source that returned each post, before duplicates are dropped)
     and `followees_engaged` (the social source's count of followees who engaged with it)."""
 
     name = "found_by"
 
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
-
     async def hydrate(self, query: FeedQuery, candidates: Candidates) -> None:
         candidates.found_by, candidates.followees_engaged = source_columns(candidates)
 
 
-class EngagementCountsHydrator:
+class EngagementCountsHydrator(BaseComponent):
     """Sets `counts`: interactions with each candidate per action."""
 
     name = "engagement_counts"
@@ -61,14 +56,11 @@ class EngagementCountsHydrator:
     def __init__(self, catalog: PostCatalog) -> None:
         self._catalog = catalog
 
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
-
     async def hydrate(self, query: FeedQuery, candidates: Candidates) -> None:
         candidates.counts = _gather(self._catalog.counts, candidates)
 
 
-class TrendingHydrator:
+class TrendingHydrator(BaseComponent):
     """Sets `trending`: each candidate's decayed positive engagement now."""
 
     name = "trending_values"
@@ -76,16 +68,13 @@ class TrendingHydrator:
     def __init__(self, catalog: PostCatalog) -> None:
         self._catalog = catalog
 
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
-
     async def hydrate(self, query: FeedQuery, candidates: Candidates) -> None:
         values = self._catalog.trending_values(np.where(candidates.known(), candidates.rows, 0), query.now)
         values[~candidates.known()] = 0.0
         candidates.trending = values
 
 
-class CFFactorsHydrator:
+class CFFactorsHydrator(BaseComponent):
     """Sets `cf` and `cf_known`: item factors from the collaborative-filtering model the
     user's factors come from (none when the catalogue holds another model's)."""
 
@@ -106,7 +95,7 @@ class CFFactorsHydrator:
         candidates.cf_known = _gather(catalog.cf_known, candidates, False)
 
 
-class ImpressionsHydrator:
+class ImpressionsHydrator(BaseComponent):
     """Sets `impressions`: how many times each candidate was served (for exploration)."""
 
     name = "impressions"
@@ -114,23 +103,17 @@ class ImpressionsHydrator:
     def __init__(self, catalog: PostCatalog) -> None:
         self._catalog = catalog
 
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
-
     async def hydrate(self, query: FeedQuery, candidates: Candidates) -> None:
         candidates.impressions = _gather(self._catalog.impressions, candidates)
 
 
-class AuthorReachHydrator:
+class AuthorReachHydrator(BaseComponent):
     """Sets `author_reach`: interactions each candidate's author has received."""
 
     name = "author_reach"
 
     def __init__(self, catalog: PostCatalog) -> None:
         self._catalog = catalog
-
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
 
     async def hydrate(self, query: FeedQuery, candidates: Candidates) -> None:
         authors = (
@@ -143,7 +126,7 @@ class AuthorReachHydrator:
         candidates.author_reach = reach
 
 
-class PostTextsHydrator:
+class PostTextsHydrator(BaseComponent):
     """Sets `texts` (text, transcript and detected objects of each candidate, from Redis) when
     the user muted keywords; the catalogue keeps no text, so only those feeds pay for it."""
 

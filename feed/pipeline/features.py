@@ -15,7 +15,8 @@ import zlib
 import numpy as np
 
 from feed.config import RankingConfig
-from feed.pipeline.framework import Candidates, FeedQuery, required
+from feed.pipeline.candidates import Candidates, required
+from feed.pipeline.components import BaseComponent, FeedQuery
 from feed.stores.catalog import ACTIONS, NO_ROW, PostCatalog
 from feed.stores.records import SPACES
 
@@ -193,7 +194,7 @@ def attach_features(
     return candidates.features
 
 
-class FeatureLogger:
+class FeatureLogger(BaseComponent):
     """Attaches the features to the window when the learned ranker did not (no model deployed,
     switched off, failed), so the formula's pages are logged with their features too.
 

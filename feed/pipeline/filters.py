@@ -9,17 +9,15 @@ from abc import ABC, abstractmethod
 import numpy as np
 from cachetools import LRUCache
 
-from feed.pipeline.framework import Candidates, FeedQuery, required
+from feed.pipeline.candidates import Candidates, required
+from feed.pipeline.components import BaseComponent, FeedQuery
 from feed.stores.catalog import PostCatalog
 
 
-class DuplicateFilter:
+class DuplicateFilter(BaseComponent):
     """Keeps the first occurrence of each post (sources listed first win)."""
 
     name = "duplicates"
-
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> np.ndarray:
         rows = candidates.rows
@@ -29,19 +27,16 @@ class DuplicateFilter:
         return np.asarray(first[rows] == np.arange(n))
 
 
-class MissingPostFilter:
+class MissingPostFilter(BaseComponent):
     """Drops candidates the catalogue does not have (deleted, or not ingested yet)."""
 
     name = "missing_posts"
-
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> np.ndarray:
         return required(candidates.alive, "alive")
 
 
-class _AuthorFilter(ABC):
+class _AuthorFilter(BaseComponent, ABC):
     """Drops posts by the authors `authors(query)` names."""
 
     def __init__(self, catalog: PostCatalog) -> None:
@@ -86,7 +81,7 @@ class HiddenAuthorFilter(_AuthorFilter):
         return query.user.hidden_authors
 
 
-class _PostFilter(ABC):
+class _PostFilter(BaseComponent, ABC):
     """Drops the posts `posts(query)` names."""
 
     def __init__(self, catalog: PostCatalog) -> None:
@@ -141,7 +136,7 @@ class ServedFilter(_PostFilter):
         return query.served
 
 
-class MaxAgeFilter:
+class MaxAgeFilter(BaseComponent):
     """Drops posts older than `max_age_s` (0: no limit, the filter is skipped)."""
 
     name = "max_age"
@@ -157,7 +152,7 @@ class MaxAgeFilter:
         return np.asarray(created >= query.now - self._max_age_s)
 
 
-class MutedKeywordFilter:
+class MutedKeywordFilter(BaseComponent):
     """Drops posts whose text, transcript or detected objects contain a word the user muted
     (case-insensitive, whole words or phrases)."""
 

@@ -25,7 +25,6 @@ from feed.pipeline.filters import (
     SeenFilter,
     ServedFilter,
 )
-from feed.pipeline.framework import Pipeline
 from feed.pipeline.hydrators import ServedPostsHydrator, SocialGraphHydrator, UserFeaturesHydrator
 from feed.pipeline.ranking_cache import RankingCache
 from feed.pipeline.rerankers import (
@@ -35,6 +34,7 @@ from feed.pipeline.rerankers import (
     NearDuplicateReranker,
 )
 from feed.pipeline.retrieval_cache import RetrievalCache
+from feed.pipeline.runner import Pipeline
 from feed.pipeline.scorers import (
     AuthorAffinityScorer,
     CollaborativeScorer,
@@ -149,12 +149,13 @@ def build_home_feed(
         disabled=frozenset(settings.disabled_components),
         source_timeout_s=r.source_timeout_s,
         rerank_window=r.rerank_window,
-        # kept: the largest page (200) and what a session stores after it, before filters
-        ranking_cache=RankingCache(
-            catalog,
-            r.ranking_cache_ttl_s,
-            r.ranking_cache_mb * 2**20,
-            MAX_PAGE + settings.session_keep,
-            ranker,
-        ),
+    )
+
+
+def build_ranking_cache(settings: Settings, catalog: PostCatalog, ranker: RankerSlot) -> RankingCache:
+    """The cache of each hot user's latest home-feed ranking (`PagedFeed` reads and fills it):
+    the largest page (200) and what a session stores after it, before filters."""
+    r = settings.ranking
+    return RankingCache(
+        catalog, r.ranking_cache_ttl_s, r.ranking_cache_mb * 2**20, MAX_PAGE + settings.session_keep, ranker
     )

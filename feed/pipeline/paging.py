@@ -1,4 +1,5 @@
-"""Pages of a feed session: a stable order with no repeats, on any API replica.
+"""Pages of a feed session: a stable order with no repeats, on any API replica; where the
+pipeline's rankings are kept and resumed.
 
 The first page runs the pipeline and stores the ranked candidates after the page
 under the cursor (`FeedSessions`). A later page pops its posts from that list, in
@@ -7,6 +8,10 @@ filters only (a post deleted or an author blocked meanwhile still drops out). Wh
 the stored ranking runs out (or filters keep dropping what it holds), the pipeline
 runs again, skipping every post served under the cursor, and its rest replaces the
 stored list.
+
+A new session of a hot user may start from the ranking the `RankingCache` kept for them
+(`ranking_cache.py`), and the whole ranking a fresh run makes is kept there. An operator's
+preview ranks afresh and keeps nothing: no session, no cached ranking, no side effect.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import dataclasses
 
 import numpy as np
 
-from feed.pipeline.framework import Candidates, FeedQuery, FeedResult, Pipeline, RankedPost, StageReport
+from feed.pipeline.candidates import Candidates, RankedPost
+from feed.pipeline.components import FeedQuery
+from feed.pipeline.ranking_cache import RankingCache
+from feed.pipeline.runner import FeedResult, Pipeline, StageReport
 from feed.stores.catalog import PostCatalog
 from feed.stores.sessions import FeedSessions, SessionItem, SessionRanking
 
@@ -56,14 +64,23 @@ def to_candidates(catalog: PostCatalog, items: list[SessionItem]) -> Candidates:
 
 
 class PagedFeed:
-    """Serves pages of a pipeline's ranking; `keep` ranked candidates are stored per session."""
+    """Serves pages of a pipeline's ranking; `keep` ranked candidates are stored per session, and
+    `cache` (when given) keeps each hot user's latest ranking for their next new session."""
 
     STORED_TRIES = 3  # pops from the stored ranking per page (more when filters drop some) before re-ranking
 
-    def __init__(self, pipeline: Pipeline, sessions: FeedSessions, keep: int) -> None:
+    def __init__(
+        self, pipeline: Pipeline, sessions: FeedSessions, keep: int, cache: RankingCache | None = None
+    ) -> None:
         self.pipeline = pipeline
         self._sessions = sessions
         self._keep = keep
+        self._cache = cache
+
+    async def preview(self, query: FeedQuery) -> FeedResult:
+        """The first page ranked afresh, as `query.user_id` would get it now; nothing is kept (no
+        session, no cached ranking; the side effects skip a preview query)."""
+        return await self.pipeline.run(dataclasses.replace(query, preview=True))
 
     async def page(self, query: FeedQuery, continuing: bool) -> FeedResult:
         """The next `query.limit` posts of the session `query.cursor` (a new one unless `continuing`)."""
@@ -86,10 +103,18 @@ class PagedFeed:
             await self._sessions.mark_served(query.cursor, popped)
         rest = None
         if len(items) < query.limit:
-            result = await self.pipeline.run(
-                dataclasses.replace(query, limit=query.limit - len(items)), keep=self._keep
-            )
+            result = await self._ranked(dataclasses.replace(query, limit=query.limit - len(items)))
             items, stages = items + result.items, stages + result.stages
             rest = to_ranking(self.pipeline.catalog, result.rest) if result.rest is not None else None
         await self._sessions.save(query.cursor, [c.post_key for c in items], rest)
         return FeedResult(items, stages)
+
+    async def _ranked(self, query: FeedQuery) -> FeedResult:
+        """A fresh run for the page, started from the user's cached ranking when there is one
+        (stages reported `cached`); a ranking made here is cached."""
+        reports = await self.pipeline.hydrate(query)  # the cache's key needs the hydrated query
+        cached = self._cache.get(query) if self._cache is not None else None
+        result = await self.pipeline.rank(query, reports, cached, "cached", keep=self._keep)
+        if self._cache is not None and result.ranked is not None:
+            self._cache.put(query, result.ranked)
+        return result

@@ -18,7 +18,8 @@ from __future__ import annotations
 from cachetools import TLRUCache
 
 from feed.metrics import CACHE_LOOKUPS
-from feed.pipeline.framework import Candidates, FeedQuery
+from feed.pipeline.candidates import Candidates
+from feed.pipeline.components import FeedQuery
 from feed.ranking.model import RankerSlot
 from feed.stores.catalog import PostCatalog
 

@@ -6,15 +6,16 @@ import zlib
 
 import numpy as np
 
+from feed.pipeline.candidates import Candidates, required
+from feed.pipeline.components import BaseComponent, FeedQuery
 from feed.pipeline.features import COLUMN, action_weight_vector, feature_matrix
-from feed.pipeline.framework import Candidates, FeedQuery, required
 from feed.ranking.model import RankerSlot
 from feed.stores.catalog import ACTION_COLUMN, PostCatalog
 
 EXPLAIN_MARGIN = 20  # rows below the page that also get contributions (later rerankers may lift them)
 
 
-class LearnedRanker:
+class LearnedRanker(BaseComponent):
     """Part `ranker`: the deployment's learned model scores the window, replacing the hand-set
     formula, whose score ordered the window and is one of the model's features (`prerank`).
 
@@ -56,16 +57,13 @@ class LearnedRanker:
         return ranked
 
 
-class AuthorDiversityReranker:
+class AuthorDiversityReranker(BaseComponent):
     """Factor `author_diversity`: an author's k-th post (k from 0) is multiplied by decay ** k."""
 
     name = "author_diversity"
 
     def __init__(self, decay: float) -> None:
         self._decay = decay
-
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
 
     def rerank(self, query: FeedQuery, candidates: Candidates) -> Candidates:
         n = len(candidates)
@@ -109,7 +107,7 @@ def mmr_novelty(similarity: np.ndarray, score: np.ndarray, threshold: float, str
     return novelty
 
 
-class NearDuplicateReranker:
+class NearDuplicateReranker(BaseComponent):
     """Factor `novelty`: near-duplicate suppression by maximal marginal relevance (`mmr_novelty`)
     over the best `window` candidates, cos being the highest similarity between two posts in
     any embedding space both have. Posts on the same topic keep their place; the second copy of
@@ -133,9 +131,6 @@ class NearDuplicateReranker:
         self._strength = strength
         self._window = window
         self._ranker = ranker
-
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
 
     def strength(self) -> float:
         """The suppression strength in use now (see the class docstring)."""
@@ -179,7 +174,7 @@ class NearDuplicateReranker:
 ENGAGEMENTS = [ACTION_COLUMN[a] for a in ("click", "dwell", "like", "comment", "share", "follow_author")]
 
 
-class ExplorationReranker:
+class ExplorationReranker(BaseComponent):
     """Factor `exploration`: one slot per page for a post still being discovered.
 
     Among candidates below the page (which would not be shown otherwise) that have been

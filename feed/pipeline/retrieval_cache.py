@@ -26,7 +26,8 @@ from cachetools import TTLCache
 from redis.asyncio import Redis
 
 from feed.metrics import CACHE_LOOKUPS
-from feed.pipeline.framework import Candidates, FeedQuery
+from feed.pipeline.candidates import Candidates
+from feed.pipeline.components import FeedQuery
 from feed.stores import keys
 from feed.stores.catalog import PostCatalog
 from feed.stores.vectors import VectorHit

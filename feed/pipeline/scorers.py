@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from feed.config import RankingConfig
-from feed.pipeline.framework import Candidates, FeedQuery, required
+from feed.pipeline.candidates import Candidates, required
+from feed.pipeline.components import BaseComponent, FeedQuery
 from feed.stores.catalog import ACTIONS, PostCatalog
 from feed.stores.records import SPACES
 
 
-class SimilarityScorer:
+class SimilarityScorer(BaseComponent):
     """Part `similarity`: weight * (1 + cos) / 2, in [0, weight].
 
     For each of the user's horizons (long-term and short-term interest vectors), cos is the
@@ -30,9 +31,6 @@ class SimilarityScorer:
         self._weight = weight
         self._space_weights = space_weights
         self._short_share = short_share
-
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
 
     def score(self, query: FeedQuery, candidates: Candidates) -> None:
         n = len(candidates)
@@ -65,7 +63,7 @@ class SimilarityScorer:
         candidates.parts["similarity"] = self._weight * (1.0 + mixed) / 2.0
 
 
-class EngagementScorer:
+class EngagementScorer(BaseComponent):
     """Part `engagement`: weight * sum over actions of action weight * P(action | interaction).
 
     P(action) = count / (all interactions with the post + prior): smoothed, so a post with
@@ -80,16 +78,13 @@ class EngagementScorer:
         self._weight = ranking.engagement_weight
         self._prior = ranking.engagement_prior
 
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
-
     def score(self, query: FeedQuery, candidates: Candidates) -> None:
         counts = required(candidates.counts, "counts").astype(np.float64)
         rates = (counts @ self._weights) / (counts.sum(axis=1) + self._prior)
         candidates.parts["engagement"] = self._weight * rates
 
 
-class TrendingScorer:
+class TrendingScorer(BaseComponent):
     """Part `trending`: weight * log(1 + trending value) / log(1 + the largest among the candidates).
 
     Popular-now posts score up to `weight`; the log keeps a few viral posts from flattening
@@ -102,16 +97,13 @@ class TrendingScorer:
     def __init__(self, weight: float) -> None:
         self._weight = weight
 
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
-
     def score(self, query: FeedQuery, candidates: Candidates) -> None:
         values = np.log1p(required(candidates.trending, "trending"))
         top = float(values.max()) if len(values) else 0.0
         candidates.parts["trending"] = self._weight * values / top if top > 0 else np.zeros(len(values))
 
 
-class AuthorAffinityScorer:
+class AuthorAffinityScorer(BaseComponent):
     """Part `affinity`: weight * tanh(the user's accumulated action weight on the author / 5)."""
 
     name = "affinity"
@@ -133,7 +125,7 @@ class AuthorAffinityScorer:
         candidates.parts["affinity"] = self._weight * np.tanh(values / 5.0)
 
 
-class FreshnessScorer:
+class FreshnessScorer(BaseComponent):
     """Factor `freshness`: 0.5 ** (age / half-life)."""
 
     name = "freshness"
@@ -141,15 +133,12 @@ class FreshnessScorer:
     def __init__(self, half_life_s: float) -> None:
         self._half_life_s = half_life_s
 
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
-
     def score(self, query: FeedQuery, candidates: Candidates) -> None:
         age = np.maximum(query.now - required(candidates.created_at, "created_at"), 0.0)
         candidates.factors["freshness"] = 0.5 ** (age / self._half_life_s)
 
 
-class NetworkScorer:
+class NetworkScorer(BaseComponent):
     """Factor `network`: in-network and out-of-network posts weigh differently."""
 
     name = "network"
@@ -158,14 +147,11 @@ class NetworkScorer:
         self._in = in_network
         self._out = out_of_network
 
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
-
     def score(self, query: FeedQuery, candidates: Candidates) -> None:
         candidates.factors["network"] = np.where(candidates.in_network, self._in, self._out)
 
 
-class CollaborativeScorer:
+class CollaborativeScorer(BaseComponent):
     """Part `cf`: weight * n / (n + half) * the CF model's predicted preference (the dot
     product of user and item factors, which implicit ALS fits to 1 for interactions and 0
     otherwise), clipped to [0, 1]; n is the user's interaction count, so the part grows from
@@ -191,7 +177,7 @@ class CollaborativeScorer:
         candidates.parts["cf"] = np.where(known, scale * preference, 0.0)
 
 
-class SmallAuthorScorer:
+class SmallAuthorScorer(BaseComponent):
     """Factor `small_author`: 1 + boost * half / (half + reach), where reach is the number of
     interactions the author's posts have received; a new creator's posts get up to 1 + boost,
     an established author's tend to 1."""

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from feed.pipeline.candidates import RankedPost
+from feed.pipeline.components import BaseComponent, FeedQuery
 from feed.pipeline.features import LAYOUT
-from feed.pipeline.framework import FeedQuery, RankedPost
 from feed.stores.feature_store import FeatureStore
 from feed.stores.served_log import ServedLog, ServedPage
 
 
-class RecordImpressionsSideEffect:
+class _RecordsServing(BaseComponent):
+    """A side effect that records a serving: an operator's preview is not one."""
+
+    def enabled(self, query: FeedQuery) -> bool:
+        return not query.preview
+
+
+class RecordImpressionsSideEffect(_RecordsServing):
     """Counts an impression for every served post (exploration learns from these)."""
 
     name = "record_impressions"
@@ -18,14 +26,11 @@ class RecordImpressionsSideEffect:
     def __init__(self, store: FeatureStore) -> None:
         self._store = store
 
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
-
     async def run(self, query: FeedQuery, selected: list[RankedPost]) -> None:
         await self._store.record_impressions([c.post_key for c in selected])
 
 
-class LogServedFeaturesSideEffect:
+class LogServedFeaturesSideEffect(_RecordsServing):
     """Logs the served page with the features it was ranked with and the model that ranked it:
     the served-impressions kind of the learned ranker's training data (`feed/batch/impressions.py`).
 
@@ -38,9 +43,6 @@ class LogServedFeaturesSideEffect:
 
     def __init__(self, log: ServedLog) -> None:
         self._log = log
-
-    def enabled(self, query: FeedQuery) -> bool:
-        return True  # a preview runs no side effect (`Pipeline.run`)
 
     async def run(self, query: FeedQuery, selected: list[RankedPost]) -> None:
         logged = [(p, p.features) for p in selected if p.features is not None]

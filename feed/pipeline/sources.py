@@ -6,13 +6,14 @@ from typing import Protocol
 
 import numpy as np
 
-from feed.pipeline.framework import Candidates, FeedQuery
+from feed.pipeline.candidates import Candidates
+from feed.pipeline.components import BaseComponent, FeedQuery
 from feed.pipeline.retrieval_cache import RetrievalCache
 from feed.stores.catalog import ACTIONS, NO_ROW, PostCatalog
 from feed.stores.vectors import PostSearch, VectorHit
 
 
-class ThunderSource:
+class ThunderSource(BaseComponent):
     """In-network: the newest posts of the authors the user follows (the catalogue's timelines)."""
 
     name = "thunder"
@@ -44,7 +45,7 @@ class EngagementReader(Protocol):
         ...
 
 
-class SocialEngagementSource:
+class SocialEngagementSource(BaseComponent):
     """In-network engagement: posts the people the user follows recently liked, commented on or
     shared, most followees first, then the most recently engaged.
 
@@ -96,7 +97,7 @@ class SocialEngagementSource:
         return [VectorHit(post_keys[i], float(users[i])) for i in best.tolist()]
 
 
-class PhoenixSource:
+class PhoenixSource(BaseComponent):
     """Out-of-network: nearest neighbours of the user's interest vectors in the vector index.
 
     Every interest vector the user has (long- and short-term, in each embedding space:
@@ -123,7 +124,7 @@ class PhoenixSource:
         )
 
 
-class CollaborativeSource:
+class CollaborativeSource(BaseComponent):
     """Out-of-network by collaborative filtering: the posts whose CF item factors have the
     highest dot product with the user's, found in the vector index (users who engaged like
     this user engaged with them), from the model the user's factors belong to."""
@@ -150,7 +151,7 @@ class CollaborativeSource:
         )
 
 
-class TrendingSource:
+class TrendingSource(BaseComponent):
     """Popular now: posts with the most positive engagement, decayed with a half-life."""
 
     name = "trending"
@@ -159,15 +160,12 @@ class TrendingSource:
         self._catalog = catalog
         self._budget = budget
 
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
-
     async def fetch(self, query: FeedQuery) -> Candidates:
         rows = self._catalog.top_trending(self._budget)
         return Candidates.of(rows, self.name, self._catalog.trending_values(rows, query.now))
 
 
-class PopularSource:
+class PopularSource(BaseComponent):
     """Popular over longer horizons: the posts with the most positive engagement of all time
     (counts weighted by action) and at each extra trending horizon (days to a year), the budget
     shared among them.
@@ -184,9 +182,6 @@ class PopularSource:
         self._budget = budget
         self._weights = np.array([max(action_weights.get(a, 0.0), 0.0) for a in ACTIONS])
 
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
-
     async def fetch(self, query: FeedQuery) -> Candidates:
         catalog = self._catalog
         share = max(1, self._budget // (1 + len(catalog.horizons_s)))
@@ -196,7 +191,7 @@ class PopularSource:
         return Candidates.of(rows, self.name, catalog.counts[rows] @ self._weights)
 
 
-class FreshSource:
+class FreshSource(BaseComponent):
     """The newest posts engine-wide: cold start for new users and a first audience for new posts."""
 
     name = "fresh"
@@ -204,9 +199,6 @@ class FreshSource:
     def __init__(self, catalog: PostCatalog, budget: int) -> None:
         self._catalog = catalog
         self._budget = budget
-
-    def enabled(self, query: FeedQuery) -> bool:
-        return True
 
     async def fetch(self, query: FeedQuery) -> Candidates:
         rows = self._catalog.newest(self._budget)

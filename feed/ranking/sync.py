@@ -8,7 +8,7 @@ from pathlib import Path
 
 import structlog
 
-from feed.logging import log_failure
+from feed.aio import forever
 from feed.ranking.model import RankerModel, RankerSlot
 from feed.stores.ranker_store import RankerStore
 
@@ -62,9 +62,4 @@ class RankerSync:
 
     async def run(self) -> None:
         """Refresh forever; a failed round (Redis away) is logged and retried."""
-        while True:
-            try:
-                await self.refresh()
-            except Exception as exc:
-                log_failure(log, "ranker_sync_failed", exc)
-            await asyncio.sleep(self._every_s)
+        await forever(self.refresh, log, "ranker_sync_failed", every_s=self._every_s, retry_s=self._every_s)

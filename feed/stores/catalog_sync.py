@@ -13,8 +13,8 @@ behind the changes stream's trimming reloads everything.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,8 +22,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from feed.aio import running
-from feed.logging import log_failure
+from feed.aio import forever, running
 from feed.stores import keys
 from feed.stores.catalog import PostCatalog
 from feed.stores.feature_store import FeatureStore
@@ -215,14 +214,7 @@ class CatalogSync:
 
     async def run(self, block_ms: int = 100) -> None:
         """Follow the streams until cancelled; a failing poll is logged and retried."""
-        while True:
-            try:
-                await self.poll(block_ms)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log_failure(log, "catalog_sync_failed", exc)
-                await asyncio.sleep(1.0)
+        await forever(partial(self.poll, block_ms), log, "catalog_sync_failed")
 
     def running(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Run `run()` as a background task for the duration of the context."""

@@ -23,7 +23,7 @@ import numpy as np
 import structlog
 from redis.asyncio import Redis
 
-from feed.aio import running
+from feed.aio import forever, running
 from feed.logging import log_failure
 from feed.stores import keys
 from feed.stores.feature_store import FeatureStore
@@ -209,24 +209,24 @@ class IndexSync:
         retried. Every `trim_every_s` the entries every group applied are dropped from the stream."""
         await self.start()
         next_reclaim, next_trim = 0.0, time.monotonic() + self._trim_every_s
-        while True:
-            try:
-                if time.monotonic() >= next_reclaim:
-                    await self.reclaim()
-                    next_reclaim = time.monotonic() + reclaim_every_s
-                if self._trim_every_s and time.monotonic() >= next_trim:
-                    next_trim = time.monotonic() + self._trim_every_s
-                    await trim_consumed(self._redis, keys.INDEX_STREAM, self._drop_idle_groups_s)
-                while await self.apply_once(pending=True):
-                    pass
-                await self.apply_once(block_ms=block_ms)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log_failure(log, "index_sync_failed", exc)
-                await asyncio.sleep(1.0)
-                if "NOGROUP" in str(exc):  # the group is gone (Redis lost it, or it was dropped as
-                    await self.start()  # idle): what it missed may be trimmed, so rebuild
+
+        async def step() -> None:
+            nonlocal next_reclaim, next_trim
+            if time.monotonic() >= next_reclaim:
+                await self.reclaim()
+                next_reclaim = time.monotonic() + reclaim_every_s
+            if self._trim_every_s and time.monotonic() >= next_trim:
+                next_trim = time.monotonic() + self._trim_every_s
+                await trim_consumed(self._redis, keys.INDEX_STREAM, self._drop_idle_groups_s)
+            while await self.apply_once(pending=True):
+                pass
+            await self.apply_once(block_ms=block_ms)
+
+        async def recover(exc: Exception) -> None:
+            if "NOGROUP" in str(exc):  # the group is gone (Redis lost it, or it was dropped as
+                await self.start()  # idle): what it missed may be trimmed, so rebuild
+
+        await forever(step, log, "index_sync_failed", recover=recover)
 
     def running(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Run `run()` as a background task for the duration of the context."""
