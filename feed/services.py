@@ -37,6 +37,7 @@ from feed.stores.indexer import IndexSync
 from feed.stores.post_store import PostStore
 from feed.stores.ranker_store import RankerStore
 from feed.stores.sessions import FeedSessions
+from feed.stores.social_graphs import SocialGraphCache
 from feed.stores.vectors import VectorIndex, open_vector_index, space_dims
 from feed.stores.write_limits import WriteLimits
 
@@ -108,7 +109,11 @@ async def open_services(
     ranker_sync = RankerSync(rankers, ranker, FEATURES, settings.data_dir / "ranker")
     async with httpx.AsyncClient() as http:
         graph = SocialGraphClient(
-            redis, http, settings.backend_url, settings.social_graph_timeout_s, settings.social_graph_ttl_s
+            SocialGraphCache(redis),
+            http,
+            settings.backend_url,
+            settings.social_graph_timeout_s,
+            settings.social_graph_ttl_s,
         )
         services = Services(
             settings=settings,

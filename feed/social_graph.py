@@ -1,4 +1,5 @@
-"""The host's social graph: `GET {BACKEND_URL}/internal/social-graph/{user_id}/`, cached in Redis.
+"""The host's social graph: `GET {BACKEND_URL}/internal/social-graph/{user_id}/`, cached in Redis
+(`feed/stores/social_graphs.py`).
 
 A fresh cached copy answers without a call. Otherwise the host is asked with a
 short timeout, once per user at a time however many feeds wait for it; if it is
@@ -16,28 +17,17 @@ from urllib.parse import quote
 import httpx
 import msgspec
 import structlog
-from redis.asyncio import Redis
 
 from feed.ids import HostId, id_key
-from feed.stores import keys
+from feed.stores.social_graphs import CachedGraph, SocialGraphCache
 
 log = structlog.get_logger(__name__)
-
-STALE_KEEP_S = 24 * 3600
 
 
 class _HostGraph(msgspec.Struct):
     following: list[HostId] = []
     blocked: list[HostId] = []
     muted: list[HostId] = []
-    muted_keywords: list[str] = []
-
-
-class _Cached(msgspec.Struct):
-    following: list[str]
-    blocked: list[str]
-    muted: list[str]
-    fetched_at: float
     muted_keywords: list[str] = []
 
 
@@ -58,13 +48,13 @@ class SocialGraphClient:
 
     def __init__(
         self,
-        redis: Redis,
+        cache: SocialGraphCache,
         http: httpx.AsyncClient,
         backend_url: str | None,
         timeout_s: float = 0.3,
         ttl_s: int = 60,
     ) -> None:
-        self._redis = redis
+        self._cache = cache
         self._http = http
         self._base = backend_url.rstrip("/") if backend_url else None
         self._timeout = timeout_s
@@ -74,10 +64,9 @@ class SocialGraphClient:
     async def get(self, user_id: int | str) -> SocialGraph:
         """The user's graph; never raises for host or cache trouble."""
         user_key = id_key(user_id)
-        cached: _Cached | None = None
+        cached: CachedGraph | None = None
         try:
-            raw = await self._redis.get(keys.social_graph(user_key))
-            cached = msgspec.json.decode(raw, type=_Cached) if raw else None
+            cached = await self._cache.get(user_key)
         except Exception:
             log.warning("social_graph_cache_unreadable", user=user_key, exc_info=True)
         if cached is not None and time.time() - cached.fetched_at < self._ttl:
@@ -92,7 +81,7 @@ class SocialGraphClient:
             inflight.add_done_callback(lambda _: self._inflight.pop(user_key, None))
         return await asyncio.shield(inflight)
 
-    async def _fetch(self, user_id: int | str, user_key: str, cached: _Cached | None) -> SocialGraph:
+    async def _fetch(self, user_id: int | str, user_key: str, cached: CachedGraph | None) -> SocialGraph:
         """Ask the host; on any failure fall back to the last known copy or an empty graph."""
         try:
             response = await self._http.get(
@@ -103,7 +92,7 @@ class SocialGraphClient:
         except Exception as exc:
             log.warning("social_graph_unavailable", user=user_key, error=repr(exc))
             return self._graph(cached, "stale") if cached else SocialGraph(origin="unavailable")
-        fresh = _Cached(
+        fresh = CachedGraph(
             following=[id_key(a) for a in host.following],
             blocked=[id_key(a) for a in host.blocked],
             muted=[id_key(a) for a in host.muted],
@@ -111,13 +100,13 @@ class SocialGraphClient:
             muted_keywords=[w.strip().lower() for w in host.muted_keywords if w.strip()],
         )
         try:
-            await self._redis.set(keys.social_graph(user_key), msgspec.json.encode(fresh), ex=STALE_KEEP_S)
+            await self._cache.put(user_key, fresh)
         except Exception:
             log.warning("social_graph_cache_write_failed", user=user_key, exc_info=True)
         return self._graph(fresh, "host")
 
     @staticmethod
-    def _graph(cached: _Cached, origin: str) -> SocialGraph:
+    def _graph(cached: CachedGraph, origin: str) -> SocialGraph:
         return SocialGraph(
             following=frozenset(cached.following),
             blocked=frozenset(cached.blocked),

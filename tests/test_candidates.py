@@ -24,6 +24,7 @@ from feed.stores import keys
 from feed.stores.catalog import NO_ROW, PostCatalog
 from feed.stores.feature_store import UserFeatures
 from feed.stores.records import PostRecord
+from feed.stores.retrievals import SharedRetrievals
 from feed.stores.sessions import FeedSessions
 from feed.stores.vectors import VectorHit
 
@@ -111,8 +112,8 @@ async def test_retrieval_cache_is_shared_by_api_processes_through_redis(redis_cl
     mine.upsert([post(k, "a", now) for k in ("x", "y", "z")])
     theirs.upsert([post(k, "a", now) for k in ("other", "z", "y", "x")])
     search = _Search([VectorHit("z", 0.9), VectorHit("x", 0.8)])
-    here = RetrievalCache(mine, ttl_s=60, max_users=10, redis=redis_client)
-    there = RetrievalCache(theirs, ttl_s=60, max_users=10, redis=redis_client)
+    here = RetrievalCache(mine, ttl_s=60, max_users=10, shared=SharedRetrievals(redis_client, 60))
+    there = RetrievalCache(theirs, ttl_s=60, max_users=10, shared=SharedRetrievals(redis_client, 60))
     before = lookups("retrieval")
     assert (await here.fetch("phoenix", query(5), search)).rows.tolist() == [mine.rows["z"], mine.rows["x"]]
     found = await there.fetch("phoenix", query(5), search)

@@ -208,6 +208,7 @@ def test_friends_popularity_ranks_followees_likes_then_popularity_never_seen_ite
 
 async def test_the_host_serves_the_follow_graph_in_the_callback_format(redis_client: Any) -> None:
     from feed.social_graph import SocialGraphClient
+    from feed.stores.social_graphs import SocialGraphCache
 
     with GraphHost({3: {2, 1}}) as host:
         async with httpx.AsyncClient(base_url=host.url) as http:
@@ -216,7 +217,7 @@ async def test_the_host_serves_the_follow_graph_in_the_callback_format(redis_cli
             assert answer.json() == {"following": [1, 2], "blocked": []}
             assert (await http.get("/internal/social-graph/4/")).json() == {"following": [], "blocked": []}
             assert (await http.get("/elsewhere")).status_code == 404
-            graph = await SocialGraphClient(redis_client, http, host.url).get(3)
+            graph = await SocialGraphClient(SocialGraphCache(redis_client), http, host.url).get(3)
     assert graph.origin == "host" and graph.following == {"1", "2"}
 
 

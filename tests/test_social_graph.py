@@ -8,11 +8,14 @@ from typing import Any
 import httpx
 
 from feed.social_graph import SocialGraphClient
+from feed.stores.social_graphs import SocialGraphCache
 from tests.conftest import HostBackend
 
 
 async def client(redis_client: Any, url: str | None, ttl_s: int = 60) -> SocialGraphClient:
-    return SocialGraphClient(redis_client, httpx.AsyncClient(), url, timeout_s=0.3, ttl_s=ttl_s)
+    return SocialGraphClient(
+        SocialGraphCache(redis_client), httpx.AsyncClient(), url, timeout_s=0.3, ttl_s=ttl_s
+    )
 
 
 async def test_fetches_then_serves_from_cache(redis_client: Any, host: HostBackend) -> None:

@@ -55,6 +55,7 @@ from feed.stores.ranker_store import RankerStore
 from feed.stores.records import PostRecord
 from feed.stores.served_log import ServedLog
 from feed.stores.sessions import FeedSessions
+from feed.stores.social_graphs import SocialGraphCache
 from feed.stores.vectors import space_dims
 
 log = structlog.get_logger(__name__)
@@ -380,7 +381,7 @@ async def train_ranker(redis: Redis, settings: Settings, seed: int = 0) -> Train
 
     async with httpx.AsyncClient() as http:
         graph_client = SocialGraphClient(
-            redis,
+            SocialGraphCache(redis),
             http,
             settings.backend_url,
             settings.social_graph_timeout_s * 10,

@@ -59,6 +59,7 @@ from feed.ranking.model import RankerSlot
 from feed.social_graph import SocialGraphClient
 from feed.stores.catalog import PostCatalog
 from feed.stores.feature_store import FeatureStore
+from feed.stores.retrievals import SharedRetrievals
 from feed.stores.served_log import ServedLog
 from feed.stores.sessions import FeedSessions
 from feed.stores.vectors import PostSearch
@@ -77,7 +78,8 @@ def build_home_feed(
     learned ranker scores with the model in `ranker` (the formula's scorers rank until one is
     deployed, and choose the window it scores)."""
     r = settings.ranking
-    retrieval = RetrievalCache(catalog, r.retrieval_cache_ttl_s, r.retrieval_cache_users, store.redis)
+    shared = SharedRetrievals(store.redis, r.retrieval_cache_ttl_s)
+    retrieval = RetrievalCache(catalog, r.retrieval_cache_ttl_s, r.retrieval_cache_users, shared)
     return Pipeline(
         catalog=catalog,
         hydrators=[

@@ -10,9 +10,9 @@ are dropped by the missing-post filter; blocked authors by their filter). Scorin
 uses the current vectors.
 
 Two layers: this process's own (catalogue rows, bounded by `max_users`, least recently
-used go first), and, when given a Redis client, one every API process shares (post keys
-and scores, one Redis string per user and source, expiring after `ttl_s`), so a user's
-next feed served by another API process does not search again.
+used go first), and, when given `SharedRetrievals`, one every API process shares (post keys
+and scores in Redis, expiring after `ttl_s`), so a user's next feed served by another API
+process does not search again.
 """
 
 from __future__ import annotations
@@ -20,34 +20,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 
-import msgspec
 import numpy as np
 from cachetools import TTLCache
-from redis.asyncio import Redis
 
 from feed.metrics import CACHE_LOOKUPS
 from feed.pipeline.candidates import Candidates
 from feed.pipeline.components import FeedQuery
-from feed.stores import keys
 from feed.stores.catalog import PostCatalog
+from feed.stores.retrievals import SharedRetrieval, SharedRetrievals
 from feed.stores.vectors import VectorHit
 
 LocalKey = tuple[str, str, int, int, frozenset[str]]
 LOCAL_HITS, SHARED_HITS, MISSES = (
     CACHE_LOOKUPS.labels("retrieval", r) for r in ("hit", "shared_hit", "miss")
 )
-
-
-class _Shared(msgspec.Struct, array_like=True):
-    """A result as other API processes can use it (their catalogues number rows differently)."""
-
-    fingerprint: str
-    post_keys: list[str]
-    scores: bytes  # float64, one per key
-
-
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(_Shared).decode
 
 
 def _fingerprint(key: LocalKey) -> str:
@@ -60,15 +46,14 @@ class RetrievalCache:
     """Retrieved candidates per (source, user, what the user's interests were retrieved from)."""
 
     def __init__(
-        self, catalog: PostCatalog, ttl_s: float, max_users: int, redis: Redis | None = None
+        self, catalog: PostCatalog, ttl_s: float, max_users: int, shared: SharedRetrievals | None = None
     ) -> None:
         self._catalog = catalog
         on = ttl_s > 0 and max_users > 0
         self._local: TTLCache[LocalKey, Candidates] | None = (
             TTLCache(maxsize=max_users, ttl=ttl_s) if on else None
         )
-        self._redis = redis if on else None
-        self._ttl_ms = int(ttl_s * 1000)
+        self._shared = shared if on else None
 
     async def fetch(
         self, source: str, query: FeedQuery, search: Callable[[], Awaitable[list[VectorHit]]]
@@ -80,8 +65,8 @@ class RetrievalCache:
         if self._local is None:
             return self._candidates(source, await search())
         found = self._local.get(key)
-        if found is None and self._redis is not None:
-            found = await self._shared(key)
+        if found is None and self._shared is not None:
+            found = await self._from_shared(key)
         elif found is not None:
             LOCAL_HITS.inc()
         if found is not None:
@@ -90,22 +75,19 @@ class RetrievalCache:
         hits = await search()
         found = self._candidates(source, hits)
         self._local[key] = Candidates.of(found.rows.copy(), source, found.source_score.copy())
-        if self._redis is not None:
+        if self._shared is not None:
             scores = np.fromiter((h.score for h in hits), dtype=np.float64, count=len(hits))
-            shared = _Shared(_fingerprint(key), [h.post_key for h in hits], scores.tobytes())
-            await self._redis.set(keys.retrieval(source, query.user_key), _encode(shared), px=self._ttl_ms)
+            shared = SharedRetrieval(_fingerprint(key), [h.post_key for h in hits], scores.tobytes())
+            await self._shared.put(source, query.user_key, shared)
         return found
 
-    async def _shared(self, key: LocalKey) -> Candidates | None:
+    async def _from_shared(self, key: LocalKey) -> Candidates | None:
         """The result another API process kept for `key`, as this catalogue's rows (also kept
         locally), or None."""
-        assert self._redis is not None and self._local is not None
+        assert self._shared is not None and self._local is not None
         source, user_key = key[0], key[1]
-        raw: bytes | None = await self._redis.get(keys.retrieval(source, user_key))  # type: ignore[assignment]
-        if raw is None:
-            return None
-        shared = _decode(raw)
-        if shared.fingerprint != _fingerprint(key):
+        shared = await self._shared.get(source, user_key)
+        if shared is None or shared.fingerprint != _fingerprint(key):
             return None
         SHARED_HITS.inc()
         found = Candidates.of(
