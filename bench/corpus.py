@@ -25,6 +25,7 @@ from feed.config import Settings
 from feed.events.apply import EventApplier
 from feed.events.schemas import InteractionEvent
 from feed.stores import keys
+from feed.stores.interaction_writes import InteractionWrites
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
 from feed.stores.vectors import VectorIndex
@@ -130,7 +131,7 @@ async def _upsert(index: VectorIndex, records: list[PostRecord], batch: int = 2_
 
 async def _history(settings: Settings, rng: np.random.Generator, spec: CorpusSpec, users: list[str]) -> None:
     r = AsyncRedis.from_url(settings.redis_url)
-    applier = EventApplier(r, settings)
+    applier = EventApplier(InteractionWrites(r, settings), settings)
     events: list[InteractionEvent] = []
     now = time.time()
     for u in users:

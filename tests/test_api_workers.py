@@ -19,6 +19,7 @@ from feed.config import Settings
 from feed.events.apply import EventApplier
 from feed.events.schemas import InteractionEvent
 from feed.stores import keys
+from feed.stores.interaction_writes import InteractionWrites
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
 from tests.helpers import feed_api, unit, wait_for
@@ -64,7 +65,7 @@ async def test_two_api_workers_each_index_every_post_and_a_killed_one_comes_back
     # each worker's shard reads the stream through its own group and acknowledges after applying
     expected = {keys.INDEX_GROUP: True, f"{keys.INDEX_GROUP}-1": True}
     await wait_for(lambda: caught_up(r) == expected)
-    await EventApplier(redis_client, settings).apply(
+    await EventApplier(InteractionWrites(redis_client, settings), settings).apply(
         [InteractionEvent("e1", "u", "u", "p0", "p0", "like", time.time())]
     )
     for _ in range(6):  # new connections: either worker answers, from its own shard

@@ -15,6 +15,7 @@ from feed.stores import keys
 from feed.stores.catalog import ACTION_COLUMN, NO_ROW, PostCatalog
 from feed.stores.catalog_sync import CatalogSync
 from feed.stores.feature_store import FeatureStore
+from feed.stores.interaction_writes import InteractionWrites
 from feed.stores.post_store import PostStore, commit_ingested
 from feed.stores.records import PostRecord, vector_to_bytes
 from feed.stores.trending import TrendingBase
@@ -113,7 +114,9 @@ async def test_sync_loads_then_follows_every_writer(settings: Any, redis_client:
     assert catalog.impressions[catalog.rows["p2"]] == 4
 
     # the event consumer: counts, trending and reach arrive through the changes stream
-    await EventApplier(redis_client, settings).apply([event("e1", "p1"), event("e2", "p1", "share")])
+    await EventApplier(InteractionWrites(redis_client, settings), settings).apply(
+        [event("e1", "p1"), event("e2", "p1", "share")]
+    )
     # an ingest worker: a new post arrives through the index stream
     assert commit_ingested(r, rec("p3", "b", now + 1))
     # the impression side effect of another replica
@@ -154,7 +157,9 @@ async def test_a_reader_behind_the_trimmed_changes_stream_reloads(settings: Any,
     sync = CatalogSync(redis_client, catalog, batch=2)
     await sync.load()
     for i in range(6):
-        await EventApplier(redis_client, settings).apply([event(f"e{i}", f"p{i}")])
+        await EventApplier(InteractionWrites(redis_client, settings), settings).apply(
+            [event(f"e{i}", f"p{i}")]
+        )
     await redis_client.xtrim(keys.CHANGES_STREAM, maxlen=2, approximate=False)  # four were lost to us
     await sync.poll()
     assert catalog.counts[:6, ACTION_COLUMN["like"]].tolist() == [1] * 6

@@ -24,6 +24,7 @@ from feed.stores.catalog import NO_ROW, PostCatalog
 from feed.stores.catalog_sync import CatalogSync
 from feed.stores.feature_store import FeatureStore, UserFeatures
 from feed.stores.indexer import IndexSync
+from feed.stores.interaction_writes import InteractionWrites
 from feed.stores.records import PostRecord, vector_from_bytes
 from feed.stores.vectors import EdgeVectorIndex, space_dims
 from tests.conftest import Engine
@@ -39,7 +40,7 @@ def event(n: int, user: str, post: str, action: str = "like") -> InteractionEven
 async def test_training_reads_the_log_and_swaps_the_model_in(settings: Any, redis_client: Any) -> None:
     for post in ("a", "b", "c", "d"):
         store_post(settings, post, f"author-{post}", unit(1))
-    applier = EventApplier(redis_client, settings)
+    applier = EventApplier(InteractionWrites(redis_client, settings), settings)
     n = 0
     for user in ("u1", "u2", "u3"):
         for post in ("a", "b"):
@@ -87,7 +88,7 @@ async def test_a_retrain_reaches_the_vector_index_and_the_collaborative_source(
     posts = ["a", "b", "c", "d", "e"]
     for post in posts:
         store_post(settings, post, f"author-{post}", unit(1))
-    applier = EventApplier(redis_client, settings)
+    applier = EventApplier(InteractionWrites(redis_client, settings), settings)
     n = 0
     for name, liked in (("u1", "abc"), ("u2", "abc"), ("u3", "ab"), ("u4", "de"), ("u5", "de")):
         for post in liked:

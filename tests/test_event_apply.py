@@ -12,6 +12,7 @@ from msgspec.structs import replace
 from feed.events.apply import EventApplier
 from feed.events.schemas import InteractionEvent
 from feed.stores import keys
+from feed.stores.interaction_writes import InteractionWrites
 from feed.stores.post_store import commit_ingested, mark_failed
 from feed.stores.records import PostRecord, vector_from_bytes
 from tests.helpers import unit
@@ -51,7 +52,7 @@ async def user_vector(r: Any, user: str, space: str = "text", horizon: str = "ve
 
 async def test_like_updates_vector_counters_seen_affinity_trending(settings: Any, redis_client: Any) -> None:
     store_post(settings, "p1", "auth", unit(1, 0))
-    applier = EventApplier(redis_client, settings)
+    applier = EventApplier(InteractionWrites(redis_client, settings), settings)
     result = await applier.apply([event("e1", "p1")])
     assert result.applied == 1
     vec = await user_vector(redis_client, "u1")
@@ -72,7 +73,7 @@ async def test_interest_is_learnt_per_space_from_the_vectors_each_post_has(
     dog = unit(1, dim=512)
     store_post(settings, "photo", "a", None, image=dog)  # uncaptioned photo: image space only
     store_post(settings, "caption", "b", unit(0, 1), image=unit(0.9, 0.1, dim=512))
-    applier = EventApplier(redis_client, settings)
+    applier = EventApplier(InteractionWrites(redis_client, settings), settings)
     await applier.apply([event("e1", "photo")])
     assert await user_vector(redis_client, "u1") is None
     image = await user_vector(redis_client, "u1", "image")
@@ -92,7 +93,7 @@ async def test_the_short_term_vector_follows_recent_interests_faster_than_the_lo
         store_post(settings, f"sport{i}", "a", unit(1, 0.05 * i))
     for i in range(2):
         store_post(settings, f"cook{i}", "b", unit(0.05 * i, 1))
-    applier = EventApplier(redis_client, settings)
+    applier = EventApplier(InteractionWrites(redis_client, settings), settings)
     await applier.apply([event(f"s{i}", f"sport{i}") for i in range(6)])
     await applier.apply([event(f"c{i}", f"cook{i}") for i in range(2)])
     cooking = unit(0, 1)
@@ -109,7 +110,7 @@ async def test_hiding_reporting_or_blocking_hides_the_author_but_not_interested_
 ) -> None:
     for post, author in (("p1", "a1"), ("p2", "a2"), ("p3", "a3"), ("p4", "a4"), ("p5", "a5")):
         store_post(settings, post, author, unit(1))
-    applier = EventApplier(redis_client, settings)
+    applier = EventApplier(InteractionWrites(redis_client, settings), settings)
     actions = ["hide", "report", "block_author", "not_interested", "like"]
     await applier.apply([event(f"e{i}", f"p{i + 1}", action=a) for i, a in enumerate(actions)])
     hidden = await redis_client.smembers(keys.user_hidden_authors("u1"))
@@ -119,7 +120,7 @@ async def test_hiding_reporting_or_blocking_hides_the_author_but_not_interested_
 async def test_negative_action_moves_vector_away(settings: Any, redis_client: Any) -> None:
     store_post(settings, "good", "a", unit(1, 0))
     store_post(settings, "bad", "b", unit(0, 1))
-    applier = EventApplier(redis_client, settings)
+    applier = EventApplier(InteractionWrites(redis_client, settings), settings)
     await applier.apply([event("e1", "good")])
     await applier.apply([event("e2", "bad", action="not_interested")])
     vec = await user_vector(redis_client, "u1")
@@ -134,7 +135,7 @@ async def test_negative_action_moves_vector_away(settings: Any, redis_client: An
 async def test_replaying_the_same_event_applies_it_once(settings: Any, redis_client: Any) -> None:
     store_post(settings, "p1", "a", unit(1, 0))
     store_post(settings, "p2", "a", unit(0, 1))
-    applier = EventApplier(redis_client, settings)
+    applier = EventApplier(InteractionWrites(redis_client, settings), settings)
     await applier.apply([event("e1", "p1")])
     await applier.apply([event("e2", "p2")])
     before = await user_vector(redis_client, "u1")
@@ -146,7 +147,7 @@ async def test_replaying_the_same_event_applies_it_once(settings: Any, redis_cli
 
 
 async def test_event_before_its_post_is_kept_and_applied_later(settings: Any, redis_client: Any) -> None:
-    applier = EventApplier(redis_client, settings)
+    applier = EventApplier(InteractionWrites(redis_client, settings), settings)
     first = await applier.apply([event("e1", "late")])
     assert first.parked == 1 and await user_vector(redis_client, "u1") is None
     assert (await applier.retry_pending()).applied == 0
@@ -159,7 +160,7 @@ async def test_event_before_its_post_is_kept_and_applied_later(settings: Any, re
 async def test_events_for_posts_that_never_come_are_dropped_with_a_reason(
     settings: Any, redis_client: Any
 ) -> None:
-    applier = EventApplier(redis_client, settings)
+    applier = EventApplier(InteractionWrites(redis_client, settings), settings)
     await applier.apply([event("e1", "ghost"), event("e2", "ghost")])
     result = await applier.retry_pending(now=time.time() + settings.pending_event_ttl_s + 1)
     assert result.dropped == 2
@@ -172,7 +173,7 @@ async def test_events_on_failed_posts_are_dropped_with_a_reason(settings: Any, r
     r.hset(keys.post_state("f"), mapping={"state": "queued"})
     mark_failed(r, "f", "bad content")
     r.close()
-    result = await EventApplier(redis_client, settings).apply([event("e1", "f")])
+    result = await EventApplier(InteractionWrites(redis_client, settings), settings).apply([event("e1", "f")])
     assert result.dropped == 1
     assert await redis_client.hget(keys.DROPPED_EVENTS, "failed_post") == b"1"
 
@@ -183,7 +184,7 @@ async def test_concurrent_batches_for_the_same_user_lose_no_update(settings: Any
 
     for i in range(40):
         store_post(settings, f"q{i}", "a", unit(1, 0.1 * i))
-    appliers = [EventApplier(redis_client, settings) for _ in range(4)]
+    appliers = [EventApplier(InteractionWrites(redis_client, settings), settings) for _ in range(4)]
     batches = [[event(f"c{k}-{i}", f"q{k * 10 + i}") for i in range(10)] for k in range(4)]
     results = await asyncio.gather(*(a.apply(b) for a, b in zip(appliers, batches, strict=True)))
     assert sum(r.applied for r in results) == 40
@@ -195,7 +196,7 @@ async def test_concurrent_batches_for_the_same_user_lose_no_update(settings: Any
 async def test_ids_with_separators_and_any_characters_apply_intact(settings: Any, redis_client: Any) -> None:
     """The batch script receives fields length-prefixed: ids containing ':' or digits survive."""
     store_post(settings, "12:post:9", "au:th 3", unit(1, 0))
-    applier = EventApplier(redis_client, settings)
+    applier = EventApplier(InteractionWrites(redis_client, settings), settings)
     result = await applier.apply([event("ev:1:2", "12:post:9", user="u:7:ü")])
     assert result.applied == 1
     assert await redis_client.hget(keys.post_counts("12:post:9"), "like") == b"1"
@@ -211,7 +212,7 @@ async def test_likes_comments_and_shares_are_kept_as_public_engagements_newest_f
     actions = ["like", "comment", "share", "view", "click", "dwell"]
     for i in range(len(actions)):
         store_post(settings, f"p{i}", "a", unit(1, 0))
-    applier = EventApplier(redis_client, settings)
+    applier = EventApplier(InteractionWrites(redis_client, settings), settings)
     events = [event(f"e{i}", f"p{i}", action=a) for i, a in enumerate(actions)]
     await applier.apply(events)
     engaged = await redis_client.zrange(keys.user_engaged("u1"), 0, -1, withscores=True)
@@ -224,7 +225,10 @@ async def test_likes_comments_and_shares_are_kept_as_public_engagements_newest_f
 async def test_public_engagements_are_trimmed_to_the_newest_kept(settings: Any, redis_client: Any) -> None:
     for i in range(5):
         store_post(settings, f"p{i}", "a", unit(1, 0))
-    applier = EventApplier(redis_client, settings.model_copy(update={"social_engaged_keep": 3}))
+    applier = EventApplier(
+        InteractionWrites(redis_client, settings.model_copy(update={"social_engaged_keep": 3})),
+        settings.model_copy(update={"social_engaged_keep": 3}),
+    )
     now = time.time()
     await applier.apply([replace(event(f"e{i}", f"p{i}"), ts=now + i) for i in range(5)])
     kept = await redis_client.zrange(keys.user_engaged("u1"), 0, -1)
@@ -234,7 +238,7 @@ async def test_public_engagements_are_trimmed_to_the_newest_kept(settings: Any, 
 async def test_a_later_negative_action_takes_the_engagement_back(settings: Any, redis_client: Any) -> None:
     for post in ("p1", "p2", "p3"):
         store_post(settings, post, "a", unit(1, 0))
-    applier = EventApplier(redis_client, settings)
+    applier = EventApplier(InteractionWrites(redis_client, settings), settings)
     await applier.apply([event(f"e-{post}", post) for post in ("p1", "p2", "p3")])
     await applier.apply([event("e4", "p1", user="u2")])
     await applier.apply([event("e5", "p1", action="report"), event("e6", "p2", action="not_interested")])

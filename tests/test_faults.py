@@ -30,6 +30,7 @@ from feed.events.apply import EventApplier
 from feed.events.schemas import InteractionEvent
 from feed.redis_server import free_port, start_server
 from feed.stores import keys
+from feed.stores.interaction_writes import InteractionWrites
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
 from ingest_workers.celery_app import app as celery_app
@@ -453,7 +454,7 @@ async def test_vector_index_down_or_slow_the_feed_answers_in_budget_from_the_oth
             r, PostRecord(f"p{i}", f"p{i}", "a1", "a1", time.time(), "text", "x", {"text": unit(1, i)})
         )
     r.close()
-    await EventApplier(redis_client, settings).apply(
+    await EventApplier(InteractionWrites(redis_client, settings), settings).apply(
         [InteractionEvent("e", "u", "u", "p0", "p0", "like", time.time())]
     )
     async with AsyncTestClient(create_app(settings, celery=celery_app)) as api:

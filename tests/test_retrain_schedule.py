@@ -16,6 +16,7 @@ from feed.cli import main
 from feed.events.apply import EventApplier
 from feed.stores import keys
 from feed.stores.batch_state import BatchSnapshot, BatchState
+from feed.stores.interaction_writes import InteractionWrites
 from ingest_workers import tasks
 from ingest_workers.celery_app import BATCH_QUEUE, RETRAIN_CHECK_TASK
 from tests.helpers import unit, wait_for
@@ -128,7 +129,7 @@ def test_run_locked_records_the_training_and_a_failure_keeps_the_last_success(se
 
 async def _apply(settings: Any, redis_client: Any, first: int, count: int) -> None:
     """Apply `count` likes through the consumer's applier (which counts them)."""
-    applier = EventApplier(redis_client, settings)
+    applier = EventApplier(InteractionWrites(redis_client, settings), settings)
     await applier.apply([event(f"e{n}", "p", user=f"u{n}") for n in range(first, first + count)])
 
 

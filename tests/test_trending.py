@@ -20,6 +20,7 @@ from feed.events.ema import action_weight
 from feed.stores import keys
 from feed.stores.catalog import PostCatalog
 from feed.stores.catalog_sync import CatalogSync
+from feed.stores.interaction_writes import InteractionWrites
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
 from feed.stores.streams import pack_keys
@@ -138,7 +139,7 @@ async def test_events_add_to_every_horizon_with_its_decay_and_the_catalogue_foll
         ("e4", "bad", "hide", now),  # negative actions count for no horizon
         ("e5", "bad", "not_interested", now),
     ]
-    applier = EventApplier(redis_client, settings)
+    applier = EventApplier(InteractionWrites(redis_client, settings), settings)
 
     async def apply(*events: tuple[str, str, str, float]) -> None:
         await applier.apply([replace(event(i, post, action), ts=ts) for i, post, action, ts in events])

@@ -23,6 +23,7 @@ from feed.events.apply import EventApplier
 from feed.events.broker import create_broker, prepare_event_stream, subscribe_events
 from feed.events.schemas import InteractionEvent
 from feed.logging import configure_logging
+from feed.stores.interaction_writes import InteractionWrites
 from feed.stores.streams import trim_consumed
 
 log = structlog.get_logger(__name__)
@@ -33,7 +34,7 @@ class EventConsumer:
 
     def __init__(self, settings: Settings, redis: Redis) -> None:
         self.settings = settings
-        self.applier = EventApplier(redis, settings)
+        self.applier = EventApplier(InteractionWrites(redis, settings), settings)
         self.broker = create_broker(settings)
         consumer_name = f"{socket.gethostname()}-{os.getpid()}"
         subscribe_events(
