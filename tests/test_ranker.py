@@ -23,7 +23,7 @@ from feed.ranking.model import RankerModel
 from feed.stores import keys
 from feed.stores.catalog import PostCatalog
 from feed.stores.feature_store import UserFeatures
-from feed.stores.interaction_log import LoggedInteraction
+from feed.stores.messages import LoggedInteraction
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
 from feed.stores.vectors import space_dims

@@ -36,7 +36,7 @@ from feed.pipeline.side_effects import LogServedFeaturesSideEffect
 from feed.stores import keys
 from feed.stores.catalog import PostCatalog
 from feed.stores.feature_store import UserFeatures
-from feed.stores.interaction_log import LoggedInteraction
+from feed.stores.messages import LoggedInteraction
 from feed.stores.records import PostRecord
 from feed.stores.served_log import ServedLog, ServedPage
 from tests.conftest import Engine

@@ -15,9 +15,9 @@ from feed.replica import claim_replica
 from feed.stores import keys
 from feed.stores.feature_store import FeatureStore
 from feed.stores.indexer import IndexSync
+from feed.stores.messages import unpack_keys
 from feed.stores.post_store import PostStore, commit_ingested
 from feed.stores.records import PostRecord
-from feed.stores.streams import unpack_keys
 from feed.stores.vectors import EdgeVectorIndex, ServerVectorIndex, VectorIndex
 from tests.helpers import unit, wait_for
 
@@ -429,3 +429,23 @@ async def test_feature_store_reads(settings: Any, redis_client: Any) -> None:
     ((_, change),) = await redis_client.xrange(keys.CHANGES_STREAM)  # for every API's catalogue
     assert unpack_keys(change[b"impressions"]) == ["b1", "new"]
     r.close()
+
+
+def test_stream_messages_read_back_what_they_wrote() -> None:
+    from feed.stores.messages import CatalogChange, IndexOp, LoggedInteraction
+
+    def as_read(fields: dict[Any, Any]) -> dict[bytes, bytes]:  # what redis-py returns
+        return {str(k).encode(): v if isinstance(v, bytes) else str(v).encode() for k, v in fields.items()}
+
+    for op in (IndexOp.upsert("p1"), IndexOp.delete("p1"), IndexOp.cf(42)):
+        assert IndexOp.of(as_read(op.fields())) == op
+    assert IndexOp.of({b"op": b"upsert", b"post": b"p2"}) == IndexOp.upsert(
+        "p2"
+    )  # entries of earlier releases
+    with pytest.raises(ValueError, match="unknown index operation"):
+        IndexOp.of({b"op": b"rename", b"post": b"p2"})
+    change = CatalogChange(posts=["p1", "p2"], authors=["a1"])
+    assert set(change.fields()) == {"posts", "authors"}  # empty lists are left out
+    assert CatalogChange.of(as_read(change.fields())) == change
+    logged = {b"user": b"u1", b"post": b"p1", b"action": b"like", b"ts": b"12.5"}
+    assert LoggedInteraction.of(logged) == LoggedInteraction("u1", "p1", "like", 12.5)

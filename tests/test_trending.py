@@ -21,9 +21,9 @@ from feed.stores import keys
 from feed.stores.catalog import PostCatalog
 from feed.stores.catalog_sync import CatalogSync
 from feed.stores.interaction_writes import InteractionWrites
+from feed.stores.messages import pack_keys
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
-from feed.stores.streams import pack_keys
 from feed.stores.trending import REBASE_AFTER, Trending
 from feed.stores.vectors import space_dims
 from tests.helpers import unit

@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from feed.config import Settings, get_settings
 from feed.stores import keys
+from feed.stores.messages import IndexOp, LoggedInteraction
 from feed.stores.records import vector_to_bytes
 
 log = structlog.get_logger(__name__)
@@ -52,8 +53,8 @@ def read_confidence(r: redis.Redis, weights: dict[str, float]) -> dict[tuple[str
     while True:
         rows: Any = r.xrange(keys.INTERACTION_LOG, min=start, count=_CHUNK)
         for _, fields in rows:
-            pair = (fields[b"user"].decode(), fields[b"post"].decode())
-            confidence[pair] += weights.get(fields[b"action"].decode(), 0.0)
+            logged = LoggedInteraction.of(fields)
+            confidence[logged.user, logged.post] += weights.get(logged.action, 0.0)
         if len(rows) < _CHUNK:
             return confidence
         start = "(" + rows[-1][0].decode()
@@ -135,7 +136,7 @@ def swap(
                 "version": version,
             },
         )
-        pipe.xadd(keys.INDEX_STREAM, {"op": "cf", "post": "", "version": version})
+        pipe.xadd(keys.INDEX_STREAM, IndexOp.cf(version).fields())
         pipe.execute()
 
 

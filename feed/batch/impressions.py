@@ -19,7 +19,7 @@ import numpy as np
 from feed.batch.labels import NOTHING, grade, signed_weight
 from feed.config import RankingConfig
 from feed.pipeline.features import LAYOUT
-from feed.stores.interaction_log import LoggedInteraction
+from feed.stores.messages import LoggedInteraction
 from feed.stores.served_log import ServedPage
 
 

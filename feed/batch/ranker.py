@@ -50,7 +50,8 @@ from feed.ranking.model import RankerModel, RankerSlot
 from feed.social_graph import SocialGraph, SocialGraphClient
 from feed.stores.catalog import PostCatalog
 from feed.stores.feature_store import FeatureStore
-from feed.stores.interaction_log import LoggedInteraction, read_interactions
+from feed.stores.interaction_log import read_interactions
+from feed.stores.messages import LoggedInteraction
 from feed.stores.ranker_store import RankerStore
 from feed.stores.records import PostRecord
 from feed.stores.served_log import ServedLog

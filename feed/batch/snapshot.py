@@ -24,7 +24,7 @@ from feed.config import HIDING_ACTIONS, NEGATIVE_ACTIONS, SOCIAL_ACTIONS, Settin
 from feed.events.ema import action_weight, ema_update
 from feed.stores.catalog import PostCatalog
 from feed.stores.feature_store import UserFeatures
-from feed.stores.interaction_log import LoggedInteraction
+from feed.stores.messages import LoggedInteraction
 from feed.stores.records import PostRecord, short_vector_field, vector_field
 from feed.stores.trending import TrendingBase
 from feed.stores.vectors import RRF_K, Queries, VectorHit

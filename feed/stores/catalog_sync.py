@@ -26,8 +26,8 @@ from feed.aio import forever, running
 from feed.stores import keys
 from feed.stores.catalog import PostCatalog
 from feed.stores.feature_store import FeatureStore
+from feed.stores.messages import CatalogChange, IndexOp
 from feed.stores.records import vector_from_bytes
-from feed.stores.streams import unpack_keys
 from feed.stores.trending import TrendingBase
 
 log = structlog.get_logger(__name__)
@@ -174,15 +174,16 @@ class CatalogSync:
                 entries += 1
                 self._positions[stream] = entry_id.decode()
                 if stream == keys.INDEX_STREAM:
-                    op = fields[b"op"]
-                    if op == b"cf":
+                    op = IndexOp.of(fields)
+                    if op.op == "cf":
                         new_model = True
                     else:
-                        upserts[fields[b"post"].decode()] = op == b"upsert"
+                        upserts[op.post] = op.op == "upsert"
                 else:
-                    posts.update(unpack_keys(fields.get(b"posts")))
-                    impressions.update(unpack_keys(fields.get(b"impressions")))
-                    authors.update(unpack_keys(fields.get(b"authors")))
+                    change = CatalogChange.of(fields)
+                    posts.update(change.posts)
+                    impressions.update(change.impressions)
+                    authors.update(change.authors)
         deleted = [k for k, up in upserts.items() if not up]
         self._catalog.remove(deleted)
         added = [k for k, up in upserts.items() if up]

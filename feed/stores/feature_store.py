@@ -15,8 +15,8 @@ import numpy as np
 from redis.asyncio import Redis
 
 from feed.stores import keys
+from feed.stores.messages import CatalogChange
 from feed.stores.records import SPACES, PostRecord, short_vector_field, vector_field, vector_from_bytes
-from feed.stores.streams import pack_keys
 
 _tags_decoder = msgspec.json.Decoder(dict[str, int])
 
@@ -159,7 +159,7 @@ class FeatureStore:
                 pipe.zincrby(keys.IMPRESSIONS, 1, key)
             pipe.xadd(
                 keys.CHANGES_STREAM,
-                {"impressions": pack_keys(sorted(set(post_keys)))},
+                CatalogChange(impressions=sorted(set(post_keys))).fields(),
                 maxlen=keys.CHANGES_MAXLEN,
                 approximate=True,
             )

@@ -27,6 +27,7 @@ from feed.aio import forever, running
 from feed.logging import log_failure
 from feed.stores import keys
 from feed.stores.feature_store import FeatureStore
+from feed.stores.messages import IndexOp
 from feed.stores.records import vector_from_bytes
 from feed.stores.streams import ensure_group, trim_consumed
 from feed.stores.vectors import CF, VectorIndex
@@ -100,10 +101,11 @@ class IndexSync:
         deletes: list[str] = []
         new_model = False
         for _, fields in entries:
-            key = fields[b"post"].decode()
-            if fields[b"op"] == b"cf":
+            op = IndexOp.of(fields)
+            key = op.post
+            if op.op == "cf":
                 new_model = True
-            elif fields[b"op"] == b"delete":
+            elif op.op == "delete":
                 deletes.append(key)
                 upserts = [k for k in upserts if k != key]
             else:

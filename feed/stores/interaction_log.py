@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
 from feed.stores import keys
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedInteraction:
-    """One applied interaction: who did what to which post, when (epoch seconds)."""
-
-    user: str
-    post: str
-    action: str
-    ts: float
+from feed.stores.messages import LoggedInteraction
 
 
 async def read_interactions(redis: Redis, chunk: int = 10_000) -> list[LoggedInteraction]:
@@ -26,12 +16,7 @@ async def read_interactions(redis: Redis, chunk: int = 10_000) -> list[LoggedInt
     start = "-"
     while True:
         rows: Any = await redis.xrange(keys.INTERACTION_LOG, min=start, count=chunk)
-        out.extend(
-            LoggedInteraction(
-                f[b"user"].decode(), f[b"post"].decode(), f[b"action"].decode(), float(f[b"ts"])
-            )
-            for _, f in rows
-        )
+        out.extend(LoggedInteraction.of(fields) for _, fields in rows)
         if len(rows) < chunk:
             return out
         start = "(" + rows[-1][0].decode()

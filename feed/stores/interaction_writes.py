@@ -26,8 +26,8 @@ from redis.exceptions import WatchError
 
 from feed.config import Settings
 from feed.stores import keys
+from feed.stores.messages import pack_keys
 from feed.stores.records import SPACES, vector_field, vector_from_bytes, vector_to_bytes
-from feed.stores.streams import pack_keys
 from feed.stores.trending import Trending, TrendingBase
 
 # HMGET of the same fields (ARGV[2..n+1]) on many hashes (the rest), values flattened in order.
@@ -45,7 +45,8 @@ return out
 # per event its done-marker, counters, seen set, affinity, hidden authors, public engagements
 # (the social source's), trending (and its extra horizons) and the interaction log; per (user,
 # field) its new interest vector (empty: delete); per user its event count; then the changes-stream
-# entry and the applied counter. One call instead of about ten commands per event: command packing
+# entry (a `CatalogChange`'s posts and authors fields) and the applied counter. The log entries are
+# `LoggedInteraction`s (messages.py). One call instead of about ten commands per event: command packing
 # in the client was the consumer's bottleneck.
 # Key names come from `feed.stores.keys` as templates (%s: an id), so they are defined once.
 # ARGV: the fixed settings (`_fixed_args`, ending with the trending horizons' keys, comma-joined),

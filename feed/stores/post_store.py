@@ -15,6 +15,7 @@ import redis
 from redis.asyncio import Redis
 
 from feed.stores import keys
+from feed.stores.messages import IndexOp
 from feed.stores.records import SPACES, PostRecord, vector_field
 
 QUEUED, INGESTED, FAILED, DELETED = "queued", "ingested", "failed", "deleted"
@@ -72,7 +73,7 @@ class PostStore:
         pipe.delete(keys.post(key), keys.post_counts(key))
         pipe.zrem(keys.TRENDING, key)
         pipe.zrem(keys.IMPRESSIONS, key)
-        pipe.xadd(keys.INDEX_STREAM, {"op": "delete", "post": key})
+        pipe.xadd(keys.INDEX_STREAM, IndexOp.delete(key).fields())
         await pipe.execute()
         return True
 
@@ -97,7 +98,7 @@ def commit_ingested(r: redis.Redis, record: PostRecord) -> bool:
                 if missing:
                     pipe.hdel(keys.post(record.key), *missing)
                 pipe.hset(state_key, mapping={"state": INGESTED, "error": "", "updated_at": now})
-                pipe.xadd(keys.INDEX_STREAM, {"op": "upsert", "post": record.key})
+                pipe.xadd(keys.INDEX_STREAM, IndexOp.upsert(record.key).fields())
                 pipe.execute()
                 return True
             except redis.WatchError:

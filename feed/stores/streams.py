@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -68,17 +67,3 @@ async def _drop_if_idle(redis: Redis, stream: str, group: dict[str, Any], idle_s
     name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
     log.warning("stream_group_dropped", stream=stream, group=name, idle_s=idle_s)
     return True
-
-
-_encode_keys = msgspec.msgpack.Encoder().encode
-_decode_keys = msgspec.msgpack.Decoder(list[str]).decode
-
-
-def pack_keys(values: list[str]) -> bytes:
-    """A stream field holding a list of keys (msgpack)."""
-    return _encode_keys(values)
-
-
-def unpack_keys(raw: bytes | None) -> list[str]:
-    """Inverse of `pack_keys`; an absent field is an empty list."""
-    return _decode_keys(raw) if raw else []
