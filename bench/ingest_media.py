@@ -103,8 +103,9 @@ class Worker:
         import redis
 
         from feed.config import get_settings
+        from feed.ingest import INGEST_QUEUE, INGEST_TASK
         from feed.stores import keys
-        from ingest_workers.celery_app import INGEST_QUEUE, INGEST_TASK, app
+        from ingest_workers.celery_app import app
 
         r = redis.Redis.from_url(get_settings().redis_url)
         start = time.perf_counter()
@@ -207,7 +208,7 @@ def main() -> None:
         }
     )
     from feed.config import get_settings
-    from ingest_workers.jobs import IngestJob
+    from feed.ingest import IngestJob
 
     settings = get_settings()
     images = make_images(args.images)

@@ -23,6 +23,7 @@ from feed.api.interactions import InteractionController
 from feed.api.posts import PostController
 from feed.api.request_ids import RequestIdMiddleware
 from feed.config import Settings, get_settings
+from feed.ingest import create_celery_app
 from feed.logging import configure_logging
 from feed.metrics import prepare_multiprocess, prometheus_config
 from feed.services import Services, open_services
@@ -40,7 +41,7 @@ def create_app(
     (wall-clock seconds) times the write-limit windows."""
     settings = settings or get_settings()
     if celery is None:
-        from ingest_workers.celery_app import app as celery
+        celery = create_celery_app()  # the API only sends tasks: the ingest contract's app
 
     holder: dict[str, Services] = {}
     if not settings.api_keys:

@@ -27,9 +27,9 @@ import structlog
 from PIL.Image import Image
 
 from feed.config import Settings
+from feed.ingest import IngestJob
 from feed.stores.records import IMAGE, TEXT
 from ingest_workers.fetch import MediaFetcher, MediaRefused, MediaUnavailable
-from ingest_workers.jobs import IngestJob
 from ingest_workers.media import AUDIO_TYPES, IMAGE_TYPES, VIDEO_TYPES, AVMedia, decode_av, decode_image
 from models.files import ModelUnavailable
 from models.registry import ModelSet

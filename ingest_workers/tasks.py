@@ -25,13 +25,13 @@ from celery_batches import Batches, SimpleRequest
 
 from feed.batch import schedule
 from feed.config import get_settings
+from feed.ingest import INGEST_TASK, RETRAIN_CHECK_TASK, IngestJob
 from feed.stores.post_store import commit_ingested, mark_failed
 from feed.stores.records import PostRecord
 from ingest_workers import metrics
 from ingest_workers.analyze import Failed, PostAnalyzer, Understood
-from ingest_workers.celery_app import INGEST_TASK, RETRAIN_CHECK_TASK, app
+from ingest_workers.celery_app import app
 from ingest_workers.fetch import FetchPolicy, MediaFetcher
-from ingest_workers.jobs import IngestJob
 from models.files import ModelUnavailable
 from models.registry import load_model_set
 

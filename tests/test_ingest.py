@@ -12,12 +12,11 @@ import pytest
 from prometheus_client import REGISTRY
 
 from feed.config import get_settings
+from feed.ingest import INGEST_QUEUE, INGEST_TASK, IngestJob
 from feed.stores import keys
 from feed.stores.post_store import PostStore
 from feed.stores.records import PostRecord
 from ingest_workers import tasks
-from ingest_workers.celery_app import INGEST_QUEUE, INGEST_TASK
-from ingest_workers.jobs import IngestJob
 from models.clip import ClipEncoder
 from models.files import ModelUnavailable
 from models.text import TextEncoder

@@ -16,10 +16,10 @@ import numpy as np
 from PIL.Image import Image
 
 from bench.samples import CAR_BLUE, DOG_BROWN, av_bytes, image_bytes
+from feed.ingest import IngestJob
 from feed.stores import keys
 from feed.stores.post_store import PostStore
 from feed.stores.records import PostRecord
-from ingest_workers.jobs import IngestJob
 from models.clip import ClipEncoder
 from tests.conftest import Engine, MediaHost
 from tests.helpers import wait_for

@@ -130,8 +130,8 @@ async def test_ready_names_the_dependency_that_does_not_answer(api: Any) -> None
 
 
 async def test_the_ingest_queue_gauge_counts_the_tasks_celery_queued(redis_client: Any) -> None:
+    from feed.ingest import INGEST_TASK, create_celery_app
     from feed.services import ingest_queue_key
-    from ingest_workers.celery_app import INGEST_TASK, create_celery_app
 
     app = create_celery_app()  # as configured, with a key prefix the suite's worker does not read
     options = app.conf.broker_transport_options

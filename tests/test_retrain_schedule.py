@@ -14,11 +14,11 @@ from feed.batch import schedule
 from feed.batch.schedule import Decision, RetrainPolicy, decide
 from feed.cli import main
 from feed.events.apply import EventApplier
+from feed.ingest import BATCH_QUEUE, RETRAIN_CHECK_TASK
 from feed.stores import keys
 from feed.stores.batch_state import BatchSnapshot, BatchState
 from feed.stores.interaction_writes import InteractionWrites
 from ingest_workers import tasks
-from ingest_workers.celery_app import BATCH_QUEUE, RETRAIN_CHECK_TASK
 from tests.helpers import unit, wait_for
 from tests.test_event_apply import event, store_post
 

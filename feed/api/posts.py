@@ -15,9 +15,8 @@ from feed.api.access import api_key_of
 from feed.api.errors import invalid
 from feed.api.schemas import MAX_IMAGES, PostAccepted, PostIn, PostStatus
 from feed.ids import id_key
+from feed.ingest import INGEST_QUEUE, INGEST_TASK, IngestJob
 from feed.services import ServicesDep
-from ingest_workers.celery_app import INGEST_QUEUE, INGEST_TASK
-from ingest_workers.jobs import IngestJob
 
 
 class PostController(Controller):
