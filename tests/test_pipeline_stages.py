@@ -461,7 +461,10 @@ async def test_exploration_slot_goes_to_an_unproven_post_by_thompson_sampling() 
     assert wins.get("shown_bad", 0) < 10
     again, _ = await explore(catalog, 7)
     assert keys(catalog, again) == keys(catalog, (await explore(catalog, 7))[0])  # reproducible with a seed
-    assert not ExplorationReranker(5, 200, (1.0, 1.0), None).enabled(query(limit=5))
+    reranker = ExplorationReranker(5, 200, (1.0, 1.0), None)
+    assert not reranker.enabled(query(limit=5, user=user()))  # the page ends before the slot
+    assert reranker.enabled(query(limit=10, user=user()))
+    assert not reranker.enabled(query(limit=10))  # a user with no interaction yet: no exploration
 
 
 async def test_an_engaged_with_post_keeps_winning_exploration() -> None:

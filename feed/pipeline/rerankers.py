@@ -183,7 +183,8 @@ class ExplorationReranker(BaseComponent):
     interactions): Thompson sampling, so a post nobody has seen yet gets a fair chance,
     and one that is shown without being engaged with stops winning. The winner moves to
     the slot with the score of the post it displaces (the factor says by how much it was
-    lifted). Sampling uses `seed` when set, so a run can be reproduced.
+    lifted). Sampling uses `seed` when set, so a run can be reproduced. Users without any
+    interaction yet get no exploration slot (`enabled`).
     """
 
     name = "exploration"
@@ -197,7 +198,9 @@ class ExplorationReranker(BaseComponent):
         self._seed = seed
 
     def enabled(self, query: FeedQuery) -> bool:
-        return query.limit > self._position
+        """Only for a user the engine has seen interact: a newcomer's first feeds are their first
+        impression of the network, so they show the best-known posts, not unproven ones."""
+        return query.limit > self._position and query.user.events > 0
 
     def _rng(self, query: FeedQuery) -> np.random.Generator:
         if self._seed is None:
