@@ -16,7 +16,13 @@ from threadpoolctl import threadpool_limits
 
 from feed.api.access import ApiKeyMiddleware
 from feed.api.admin import AdminController
-from feed.api.errors import bad_request_handler, internal_error_handler, over_limit_handler, too_deep_handler
+from feed.api.errors import (
+    bad_request_handler,
+    internal_error_handler,
+    over_limit_handler,
+    too_deep_handler,
+    unavailable_handler,
+)
 from feed.api.feed import FeedController
 from feed.api.health import health, ready
 from feed.api.interactions import InteractionController
@@ -28,6 +34,7 @@ from feed.logging import configure_logging
 from feed.metrics import prepare_multiprocess, prometheus_config
 from feed.services import Services, open_services
 from feed.stores.write_limits import OverWriteLimit
+from feed.usecases import Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +88,7 @@ def create_app(
             400: bad_request_handler,
             RecursionError: too_deep_handler,
             OverWriteLimit: over_limit_handler,
+            Unavailable: unavailable_handler,
             500: internal_error_handler,
         },
         openapi_config=OpenAPIConfig(title="Feed engine", version="0.1.0", path="/schema"),

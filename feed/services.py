@@ -40,6 +40,7 @@ from feed.stores.sessions import FeedSessions
 from feed.stores.social_graphs import SocialGraphCache
 from feed.stores.vectors import VectorIndex, open_vector_index, space_dims
 from feed.stores.write_limits import WriteLimits
+from feed.usecases import FeedService, InteractionIntake, PostIntake
 
 log = structlog.get_logger(__name__)
 
@@ -53,17 +54,16 @@ class Services:
     settings: Settings
     replica: int  # this process's slot among the API processes on this host (feed.replica)
     redis: Redis
-    posts: PostStore
     features: FeatureStore
     index: VectorIndex
     index_sync: IndexSync
     catalog: PostCatalog
     catalog_sync: CatalogSync
-    publisher: EventPublisher
-    limits: WriteLimits
     broker: Broker
     home_feed: PagedFeed
-    celery: Celery
+    post_intake: PostIntake
+    interactions: InteractionIntake
+    feeds: FeedService
     ranker: RankerSlot  # the learned model serving now (None inside: the hand-set formula)
     rankers: RankerStore  # the deployed model and the training reports
 
@@ -115,26 +115,28 @@ async def open_services(
             settings.social_graph_timeout_s,
             settings.social_graph_ttl_s,
         )
+        limits = WriteLimits(redis, settings.write_limit_per_key, settings.write_limit_per_user, clock)
+        publisher = EventPublisher(broker, settings.events_topic, settings.event_publish_timeout_s)
+        home_feed = PagedFeed(
+            build_home_feed(settings, catalog, features, index, graph, sessions, ranker),
+            sessions,
+            settings.session_keep,
+            build_ranking_cache(settings, catalog, ranker),
+        )
         services = Services(
             settings=settings,
             redis=redis,
-            posts=PostStore(redis),
             features=features,
             index=index,
             index_sync=index_sync,
             replica=replica.index,
             catalog=catalog,
             catalog_sync=CatalogSync(redis, catalog),
-            publisher=EventPublisher(broker, settings.events_topic, settings.event_publish_timeout_s),
-            limits=WriteLimits(redis, settings.write_limit_per_key, settings.write_limit_per_user, clock),
             broker=broker,
-            home_feed=PagedFeed(
-                build_home_feed(settings, catalog, features, index, graph, sessions, ranker),
-                sessions,
-                settings.session_keep,
-                build_ranking_cache(settings, catalog, ranker),
-            ),
-            celery=celery,
+            home_feed=home_feed,
+            post_intake=PostIntake(PostStore(redis), celery, limits),
+            interactions=InteractionIntake(publisher, limits),
+            feeds=FeedService(home_feed, ranker),
             ranker=ranker,
             rankers=rankers,
         )

@@ -14,15 +14,15 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from importlib.resources import files
 from typing import Annotated
 
 import msgspec
 from litestar import Controller, MediaType, get
+from litestar.di import Provide
 from litestar.params import Parameter
 
-from feed.api.feed import feed_item, ranker_out, stage_out
+from feed.api.feed import feed_item, feed_service, ranker_out, stage_out
 from feed.api.metrics_summary import summarize_metrics
 from feed.api.schemas import (
     FeedPreview,
@@ -35,10 +35,9 @@ from feed.api.schemas import (
     TrainingOut,
 )
 from feed.config import MAX_PAGE
-from feed.ids import id_key
-from feed.pipeline.components import FeedQuery
 from feed.services import Services, ServicesDep
 from feed.stores.batch_state import batch_status
+from feed.usecases import FeedService
 
 PAGE = files("feed.api").joinpath("static/admin.html").read_text(encoding="utf-8")
 TRAININGS_SHOWN = 5  # newest training reports on the page
@@ -58,6 +57,7 @@ class AdminController(Controller):
 
     path = "/admin"
     tags = ["admin"]
+    dependencies = {"feeds": Provide(feed_service, sync_to_thread=False)}
 
     @get("/", media_type=MediaType.HTML)
     async def page(self) -> str:
@@ -79,21 +79,13 @@ class AdminController(Controller):
     async def preview(
         self,
         services: ServicesDep,
+        feeds: FeedService,
         user_id: Annotated[str, Parameter(min_length=1, max_length=64, description="the host's user id")],
         limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 20,
     ) -> FeedPreview:
         """The user's feed ranked afresh, with every stage's report; records nothing."""
         start = time.perf_counter()
-        query = FeedQuery(
-            user_id=user_id,
-            user_key=id_key(user_id),
-            limit=limit,
-            cursor=uuid.uuid4().hex,
-            now=time.time(),
-            preview=True,
-            explain=True,
-        )
-        result = await services.home_feed.preview(query)
+        result = await feeds.preview(user_id, limit)
         records = await services.features.posts([p.post_key for p in result.items])
         items = []
         for post in result.items:
@@ -116,7 +108,7 @@ class AdminController(Controller):
             items=items,
             stages=[stage_out(r) for r in result.stages],
             took_ms=round((time.perf_counter() - start) * 1000, 3),
-            ranker=ranker_out(result.stages, services.ranker),
+            ranker=ranker_out(result.stages, feeds.ranker),
         )
 
 

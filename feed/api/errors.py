@@ -1,6 +1,6 @@
 """Typed client errors; the handlers that turn validation failures into 400s naming the field,
 a body nested beyond what the decoder follows into a 400 naming `body`, and any other error
-into a logged 500; a write over its limit becomes a 429."""
+into a logged 500; a write over its limit becomes a 429, one the engine cannot take now a 503."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from feed.stores.write_limits import OverWriteLimit
+from feed.usecases import Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +59,11 @@ def too_deep_handler(_: Request[Any, Any, Any], exc: RecursionError) -> Response
 def over_limit_handler(_: Request[Any, Any, Any], exc: OverWriteLimit) -> Response[dict[str, Any]]:
     """A write over its limit: 429 naming the limited field, to be retried in a second."""
     return Response({"status_code": 429, "detail": str(exc)}, status_code=429, headers={"Retry-After": "1"})
+
+
+def unavailable_handler(_: Request[Any, Any, Any], exc: Unavailable) -> Response[dict[str, Any]]:
+    """A write the engine could not take now (its queue or broker is away): 503, retry in a second."""
+    return Response({"status_code": 503, "detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

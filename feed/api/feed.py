@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 from litestar import Controller, post
+from litestar.di import Provide
 
 from feed.api.schemas import FeedItem, FeedRequest, FeedResponse, RankerOut, StageOut
-from feed.ids import id_key
 from feed.pipeline.candidates import RankedPost
-from feed.pipeline.components import FeedQuery
 from feed.pipeline.rerankers import LearnedRanker
 from feed.pipeline.runner import StageReport
 from feed.pipeline.stage_metrics import observe_stages
 from feed.ranking.model import RankerSlot
 from feed.services import ServicesDep
+from feed.usecases import FeedService
+
+
+def feed_service(services: ServicesDep) -> FeedService:
+    return services.feeds
 
 
 class FeedController(Controller):
@@ -23,20 +26,14 @@ class FeedController(Controller):
 
     path = "/feed"
     tags = ["feed"]
+    dependencies = {"feeds": Provide(feed_service, sync_to_thread=False)}
 
     @post("/", status_code=200)
-    async def get_feed(self, data: FeedRequest, services: ServicesDep) -> FeedResponse:
+    async def get_feed(self, data: FeedRequest, feeds: FeedService) -> FeedResponse:
         """A ranked page of the user's feed; `next_cursor` continues the session without repeats."""
         start = time.perf_counter()
-        query = FeedQuery(
-            user_id=data.user_id,
-            user_key=id_key(data.user_id),
-            limit=data.limit,
-            cursor=data.cursor or uuid.uuid4().hex,
-            now=time.time(),
-            explain=data.explain,
-        )
-        result = await services.home_feed.page(query, continuing=data.cursor is not None)
+        query = feeds.query(data.user_id, data.limit, data.cursor, data.explain)
+        result = await feeds.page(query, continuing=data.cursor is not None)
         observe_stages(result.stages)
         return FeedResponse(
             user_id=data.user_id,
@@ -44,7 +41,7 @@ class FeedController(Controller):
             next_cursor=query.cursor if len(result.items) == data.limit else None,
             took_ms=round((time.perf_counter() - start) * 1000, 3),
             stages=[stage_out(r) for r in result.stages] if data.explain else None,
-            ranker=ranker_out(result.stages, services.ranker) if data.explain else None,
+            ranker=ranker_out(result.stages, feeds.ranker) if data.explain else None,
         )
 
 

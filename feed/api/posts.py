@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
 from litestar import Controller, Request, delete, get, post
-from litestar.exceptions import NotFoundException, ServiceUnavailableException
+from litestar.di import Provide
+from litestar.exceptions import NotFoundException
 
 from feed.api.access import api_key_of
 from feed.api.errors import invalid
 from feed.api.schemas import MAX_IMAGES, PostAccepted, PostIn, PostStatus
 from feed.ids import id_key
-from feed.ingest import INGEST_QUEUE, INGEST_TASK, IngestJob
+from feed.ingest import IngestJob
 from feed.services import ServicesDep
+from feed.usecases import PostIntake
+
+
+def _intake(services: ServicesDep) -> PostIntake:
+    return services.post_intake
 
 
 class PostController(Controller):
@@ -24,59 +28,41 @@ class PostController(Controller):
 
     path = "/posts"
     tags = ["posts"]
+    dependencies = {"intake": Provide(_intake, sync_to_thread=False)}
 
     @post("/", status_code=202)
     async def add_post(
-        self, request: Request[Any, Any, Any], data: PostIn, services: ServicesDep
+        self, request: Request[Any, Any, Any], data: PostIn, intake: PostIntake
     ) -> PostAccepted:
         """Accept a post for ingest; its state is `queued` until a worker has stored it (429 over
-        the write limits)."""
-        media_urls = _media_urls(data)
-        await services.limits.check(api_key_of(request), ("author_id", id_key(data.author_id)))
-        key = id_key(data.post_id)
-        created = data.created_at.timestamp() if data.created_at else time.time()
+        the write limits, 503 while the ingest queue is away)."""
         job = IngestJob(
-            key=key,
+            key=id_key(data.post_id),
             post_id=data.post_id,
             author_id=data.author_id,
             author_key=id_key(data.author_id),
-            created_at=created,
+            created_at=data.created_at.timestamp() if data.created_at else time.time(),
             post_type=data.post_type,
             text=data.text or "",
-            media_urls=media_urls,
+            media_urls=_media_urls(data),
             accepted_at=time.time(),
         )
-        task_id = uuid.uuid4().hex
-        await services.posts.mark_queued(key, task_id)
-        try:
-            await asyncio.to_thread(
-                services.celery.send_task,
-                INGEST_TASK,
-                args=[job.to_dict()],
-                task_id=task_id,
-                queue=INGEST_QUEUE,
-            )
-        except Exception as exc:
-            await services.posts.forget(key, task_id)
-            raise ServiceUnavailableException(
-                detail="ingest queue unavailable, retry later", headers={"Retry-After": "1"}
-            ) from exc
+        task_id = await intake.accept(api_key_of(request), job)
         return PostAccepted(post_id=data.post_id, task_id=task_id, state="queued")
 
     @get("/{post_id:str}")
-    async def get_post(self, post_id: str, services: ServicesDep) -> PostStatus:
+    async def get_post(self, post_id: str, intake: PostIntake) -> PostStatus:
         """The post's ingest state; 404 for a post id the engine never accepted."""
-        return await _status(services, post_id)
+        return await _status(intake, post_id)
 
     @delete("/{post_id:str}", status_code=200)
     async def delete_post(
-        self, request: Request[Any, Any, Any], post_id: str, services: ServicesDep
+        self, request: Request[Any, Any, Any], post_id: str, intake: PostIntake
     ) -> PostStatus:
         """Remove the post from feeds, timelines and the vector index (429 over the key's write limit)."""
-        await services.limits.check(api_key_of(request))
-        if not await services.posts.delete(post_id):
+        if not await intake.delete(api_key_of(request), post_id):
             raise NotFoundException(detail=f"post_id: unknown post {post_id!r}")
-        return await _status(services, post_id)
+        return await _status(intake, post_id)
 
 
 def _media_urls(data: PostIn) -> tuple[str, ...]:
@@ -104,8 +90,8 @@ def _media_urls(data: PostIn) -> tuple[str, ...]:
     return tuple(urls)
 
 
-async def _status(services: ServicesDep, post_id: str) -> PostStatus:
-    state = await services.posts.state(post_id)
+async def _status(intake: PostIntake, post_id: str) -> PostStatus:
+    state = await intake.state(post_id)
     if state is None:
         raise NotFoundException(detail=f"post_id: unknown post {post_id!r}")
     return PostStatus(
