@@ -25,10 +25,10 @@ from feed.config import Settings
 from feed.events.apply import EventApplier
 from feed.events.schemas import InteractionEvent
 from feed.stores import keys
+from feed.stores.index.vectors import VectorIndex
 from feed.stores.interaction_writes import InteractionWrites
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
-from feed.stores.vectors import VectorIndex
 
 ACTIONS = ("view", "view", "view", "click", "like", "like", "dwell", "share", "comment", "hide")
 

@@ -141,7 +141,7 @@ def sample_points(redis_url: str, post_keys: list[str], dims: dict[str, int], fo
 
     from feed.ids import point_id
     from feed.stores.feature_store import FeatureStore
-    from feed.stores.vectors import EdgeVectorIndex
+    from feed.stores.index.edge import EdgeVectorIndex
 
     async def run() -> dict[str, Any]:
         client = Redis.from_url(redis_url)

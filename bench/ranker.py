@@ -46,11 +46,11 @@ from feed.pipeline.rerankers import LearnedRanker
 from feed.pipeline.scorers import EngagementScorer, SimilarityScorer
 from feed.ranking.model import RankerModel, RankerSlot
 from feed.social_graph import SocialGraph
-from feed.stores.catalog import PostCatalog
-from feed.stores.catalog_sync import CatalogSync
+from feed.stores.catalog.model import PostCatalog
+from feed.stores.catalog.sync import CatalogSync
 from feed.stores.feature_store import FeatureStore
+from feed.stores.index.vectors import space_dims
 from feed.stores.ranker_store import RankerStore
-from feed.stores.vectors import space_dims
 
 ROWS = 1000  # the rerank window the requirement is stated for
 PAGE = 50  # rows of a page whose contributions `explain` computes

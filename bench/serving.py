@@ -58,7 +58,9 @@ from feed.config import Settings
 from feed.redis_server import free_port, start_server
 from feed.replica import index_group
 from feed.stores import keys
-from feed.stores.vectors import EdgeVectorIndex, ServerVectorIndex, VectorIndex, space_dims
+from feed.stores.index.edge import EdgeVectorIndex
+from feed.stores.index.server import ServerVectorIndex
+from feed.stores.index.vectors import VectorIndex, space_dims
 
 RESULTS = Path(__file__).parent / "results"
 

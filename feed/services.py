@@ -30,15 +30,16 @@ from feed.replica import claim_replica
 from feed.social_graph import SocialGraphClient
 from feed.stores import keys
 from feed.stores.backlog import Backlogs
-from feed.stores.catalog import PostCatalog
-from feed.stores.catalog_sync import CatalogSync
+from feed.stores.catalog.model import PostCatalog
+from feed.stores.catalog.sync import CatalogSync
 from feed.stores.feature_store import FeatureStore
-from feed.stores.indexer import IndexSync
+from feed.stores.index.factory import open_vector_index
+from feed.stores.index.sync import IndexSync
+from feed.stores.index.vectors import VectorIndex, space_dims
 from feed.stores.post_store import PostStore
 from feed.stores.ranker_store import RankerStore
 from feed.stores.sessions import FeedSessions
 from feed.stores.social_graphs import SocialGraphCache
-from feed.stores.vectors import VectorIndex, open_vector_index, space_dims
 from feed.stores.write_limits import WriteLimits
 from feed.usecases import FeedService, InteractionIntake, PostIntake
 

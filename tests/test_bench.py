@@ -16,7 +16,8 @@ from bench.load import closed_loop
 from bench.serving import ranker_rows
 from feed.stores import keys
 from feed.stores.feature_store import FeatureStore
-from feed.stores.vectors import EdgeVectorIndex, space_dims
+from feed.stores.index.edge import EdgeVectorIndex
+from feed.stores.index.vectors import space_dims
 
 
 async def test_corpus_is_written_through_the_stores(settings: Any, redis_client: Any, tmp_path: Path) -> None:

@@ -21,12 +21,12 @@ from feed.pipeline.runner import FeedResult, Pipeline
 from feed.ranking.model import RankerModel, RankerSlot
 from feed.social_graph import SocialGraph
 from feed.stores import keys
-from feed.stores.catalog import NO_ROW, PostCatalog
+from feed.stores.catalog.model import NO_ROW, PostCatalog
 from feed.stores.feature_store import UserFeatures
+from feed.stores.index.vectors import VectorHit
 from feed.stores.records import PostRecord
 from feed.stores.retrievals import SharedRetrievals
 from feed.stores.sessions import FeedSessions
-from feed.stores.vectors import VectorHit
 
 
 def test_concat_keeps_sources_parts_and_factors_and_take_indexes_every_column() -> None:

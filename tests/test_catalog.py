@@ -12,8 +12,8 @@ import redis
 
 from feed.events.apply import EventApplier
 from feed.stores import keys
-from feed.stores.catalog import ACTION_COLUMN, NO_ROW, PostCatalog
-from feed.stores.catalog_sync import CatalogSync
+from feed.stores.catalog.model import ACTION_COLUMN, NO_ROW, PostCatalog
+from feed.stores.catalog.sync import CatalogSync
 from feed.stores.feature_store import FeatureStore
 from feed.stores.interaction_writes import InteractionWrites
 from feed.stores.post_store import PostStore, commit_ingested

@@ -20,13 +20,14 @@ from feed.pipeline.retrieval_cache import RetrievalCache
 from feed.pipeline.scorers import CollaborativeScorer
 from feed.pipeline.sources import CollaborativeSource
 from feed.stores import keys
-from feed.stores.catalog import NO_ROW, PostCatalog
-from feed.stores.catalog_sync import CatalogSync
+from feed.stores.catalog.model import NO_ROW, PostCatalog
+from feed.stores.catalog.sync import CatalogSync
 from feed.stores.feature_store import FeatureStore, UserFeatures
-from feed.stores.indexer import IndexSync
+from feed.stores.index.edge import EdgeVectorIndex
+from feed.stores.index.sync import IndexSync
+from feed.stores.index.vectors import space_dims
 from feed.stores.interaction_writes import InteractionWrites
 from feed.stores.records import PostRecord, vector_from_bytes
-from feed.stores.vectors import EdgeVectorIndex, space_dims
 from tests.conftest import Engine
 from tests.helpers import unit, wait_for
 from tests.test_e2e import feed, interact, seed

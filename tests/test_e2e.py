@@ -190,9 +190,9 @@ async def test_a_backfilled_event_counts_at_the_time_it_happened(engine: Engine)
     from datetime import UTC, datetime
 
     from feed.stores import keys
-    from feed.stores.catalog import PostCatalog
-    from feed.stores.catalog_sync import CatalogSync
-    from feed.stores.vectors import space_dims
+    from feed.stores.catalog.model import PostCatalog
+    from feed.stores.catalog.sync import CatalogSync
+    from feed.stores.index.vectors import space_dims
 
     await add_posts(engine, [("old-news", "desk", "Election results announced")])
     three_hours_ago = time.time() - 3 * 3600

@@ -19,8 +19,8 @@ from feed.pipeline.hydrators import ServedPostsHydrator
 from feed.pipeline.paging import PagedFeed
 from feed.pipeline.runner import FeedResult, Pipeline
 from feed.social_graph import SocialGraph
-from feed.stores.catalog import PostCatalog
-from feed.stores.catalog_sync import CatalogSync
+from feed.stores.catalog.model import PostCatalog
+from feed.stores.catalog.sync import CatalogSync
 from feed.stores.post_store import PostStore, commit_ingested
 from feed.stores.records import PostRecord
 from feed.stores.sessions import FeedSessions

@@ -46,7 +46,7 @@ from feed.pipeline.scorers import (
 )
 from feed.ranking.model import RankerModel, RankerSlot
 from feed.social_graph import SocialGraph
-from feed.stores.catalog import NO_ROW, PostCatalog
+from feed.stores.catalog.model import NO_ROW, PostCatalog
 from feed.stores.feature_store import FeatureStore, UserFeatures
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord

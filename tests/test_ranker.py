@@ -21,12 +21,12 @@ from feed.pipeline.features import COLUMN, FEATURES, action_weight_vector, featu
 from feed.pipeline.scorers import SimilarityScorer
 from feed.ranking.model import RankerModel
 from feed.stores import keys
-from feed.stores.catalog import PostCatalog
+from feed.stores.catalog.model import PostCatalog
 from feed.stores.feature_store import UserFeatures
+from feed.stores.index.vectors import space_dims
 from feed.stores.messages import LoggedInteraction
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
-from feed.stores.vectors import space_dims
 from tests.conftest import Engine
 from tests.helpers import unit, wait_for
 
@@ -151,7 +151,7 @@ async def test_features_record_every_source_and_the_followees_count() -> None:
 async def test_the_snapshot_rebuilds_what_the_event_consumer_built(engine: Engine) -> None:
     """Events sent through the API, then a snapshot from the log: the same counts, trending,
     reach, interest vectors, affinity and seen set as the live engine's."""
-    from feed.stores.catalog_sync import CatalogSync
+    from feed.stores.catalog.sync import CatalogSync
     from feed.stores.feature_store import FeatureStore
     from feed.stores.interaction_log import read_interactions
 

@@ -34,7 +34,7 @@ from feed.pipeline.features import (
 from feed.pipeline.runner import Pipeline
 from feed.pipeline.side_effects import LogServedFeaturesSideEffect
 from feed.stores import keys
-from feed.stores.catalog import PostCatalog
+from feed.stores.catalog.model import PostCatalog
 from feed.stores.feature_store import UserFeatures
 from feed.stores.messages import LoggedInteraction
 from feed.stores.records import PostRecord

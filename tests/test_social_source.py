@@ -13,7 +13,7 @@ from feed.pipeline.retrieval_cache import RetrievalCache
 from feed.pipeline.sources import SocialEngagementSource
 from feed.social_graph import SocialGraph
 from feed.stores import keys
-from feed.stores.catalog import PostCatalog
+from feed.stores.catalog.model import PostCatalog
 from feed.stores.feature_store import FeatureStore, UserFeatures
 from tests.conftest import Engine
 from tests.test_e2e import add_posts, feed, interact

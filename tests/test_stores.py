@@ -14,11 +14,13 @@ import redis
 from feed.replica import claim_replica
 from feed.stores import keys
 from feed.stores.feature_store import FeatureStore
-from feed.stores.indexer import IndexSync
+from feed.stores.index.edge import EdgeVectorIndex
+from feed.stores.index.server import ServerVectorIndex
+from feed.stores.index.sync import IndexSync
+from feed.stores.index.vectors import VectorIndex
 from feed.stores.messages import unpack_keys
 from feed.stores.post_store import PostStore, commit_ingested
 from feed.stores.records import PostRecord
-from feed.stores.vectors import EdgeVectorIndex, ServerVectorIndex, VectorIndex
 from tests.helpers import unit, wait_for
 
 DIMS = {"text": 384, "image": 512, "cf": 4}

@@ -18,14 +18,14 @@ from msgspec.structs import replace
 from feed.events.apply import EventApplier
 from feed.events.ema import action_weight
 from feed.stores import keys
-from feed.stores.catalog import PostCatalog
-from feed.stores.catalog_sync import CatalogSync
+from feed.stores.catalog.model import PostCatalog
+from feed.stores.catalog.sync import CatalogSync
+from feed.stores.index.vectors import space_dims
 from feed.stores.interaction_writes import InteractionWrites
 from feed.stores.messages import pack_keys
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
 from feed.stores.trending import REBASE_AFTER, Trending
-from feed.stores.vectors import space_dims
 from tests.helpers import unit
 from tests.test_event_apply import event
 

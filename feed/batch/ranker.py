@@ -48,8 +48,9 @@ from feed.pipeline.runner import Pipeline
 from feed.pipeline.sources import CollaborativeSource, PhoenixSource, SocialEngagementSource
 from feed.ranking.model import RankerModel, RankerSlot
 from feed.social_graph import SocialGraph, SocialGraphClient
-from feed.stores.catalog import PostCatalog
+from feed.stores.catalog.model import PostCatalog
 from feed.stores.feature_store import FeatureStore
+from feed.stores.index.vectors import space_dims
 from feed.stores.interaction_log import read_interactions
 from feed.stores.messages import LoggedInteraction
 from feed.stores.ranker_store import RankerStore
@@ -57,7 +58,6 @@ from feed.stores.records import PostRecord
 from feed.stores.served_log import ServedLog
 from feed.stores.sessions import FeedSessions
 from feed.stores.social_graphs import SocialGraphCache
-from feed.stores.vectors import space_dims
 
 log = structlog.get_logger(__name__)
 

@@ -22,12 +22,12 @@ import numpy as np
 from feed.batch.cf import fit
 from feed.config import HIDING_ACTIONS, NEGATIVE_ACTIONS, SOCIAL_ACTIONS, Settings
 from feed.events.ema import action_weight, ema_update
-from feed.stores.catalog import PostCatalog
+from feed.stores.catalog.model import PostCatalog
 from feed.stores.feature_store import UserFeatures
+from feed.stores.index.vectors import RRF_K, Queries, VectorHit
 from feed.stores.messages import LoggedInteraction
 from feed.stores.records import PostRecord, short_vector_field, vector_field
 from feed.stores.trending import TrendingBase
-from feed.stores.vectors import RRF_K, Queries, VectorHit
 
 CF_VERSION = 1  # the only CF model a snapshot has
 

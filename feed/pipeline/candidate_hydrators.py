@@ -8,7 +8,7 @@ import numpy as np
 from feed.pipeline.candidates import Candidates
 from feed.pipeline.components import BaseComponent, FeedQuery
 from feed.pipeline.features import source_columns
-from feed.stores.catalog import NO_ROW, PostCatalog
+from feed.stores.catalog.model import NO_ROW, PostCatalog
 from feed.stores.feature_store import FeatureStore
 
 

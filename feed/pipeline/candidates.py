@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from feed.stores.catalog import NO_ROW, PostCatalog
+from feed.stores.catalog.model import NO_ROW, PostCatalog
 
 _EMPTY = np.empty(0)
 

@@ -17,7 +17,7 @@ import numpy as np
 from feed.config import RankingConfig
 from feed.pipeline.candidates import Candidates, required
 from feed.pipeline.components import BaseComponent, FeedQuery
-from feed.stores.catalog import ACTIONS, NO_ROW, PostCatalog
+from feed.stores.catalog.model import ACTIONS, NO_ROW, PostCatalog
 from feed.stores.records import SPACES
 
 # Sources a candidate can be found by, as bits of `Candidates.found_by` (names from home_feed.py).

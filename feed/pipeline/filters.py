@@ -11,7 +11,7 @@ from cachetools import LRUCache
 
 from feed.pipeline.candidates import Candidates, required
 from feed.pipeline.components import BaseComponent, FeedQuery
-from feed.stores.catalog import PostCatalog
+from feed.stores.catalog.model import PostCatalog
 
 
 class DuplicateFilter(BaseComponent):

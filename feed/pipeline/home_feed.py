@@ -57,12 +57,12 @@ from feed.pipeline.sources import (
 )
 from feed.ranking.model import RankerSlot
 from feed.social_graph import SocialGraphClient
-from feed.stores.catalog import PostCatalog
+from feed.stores.catalog.model import PostCatalog
 from feed.stores.feature_store import FeatureStore
+from feed.stores.index.vectors import PostSearch
 from feed.stores.retrievals import SharedRetrievals
 from feed.stores.served_log import ServedLog
 from feed.stores.sessions import FeedSessions
-from feed.stores.vectors import PostSearch
 
 
 def build_home_feed(

@@ -24,7 +24,7 @@ from feed.pipeline.candidates import Candidates, RankedPost
 from feed.pipeline.components import FeedQuery
 from feed.pipeline.ranking_cache import RankingCache
 from feed.pipeline.runner import FeedResult, Pipeline, StageReport
-from feed.stores.catalog import PostCatalog
+from feed.stores.catalog.model import PostCatalog
 from feed.stores.sessions import FeedSessions, SessionItem, SessionRanking
 
 

@@ -21,7 +21,7 @@ from feed.metrics import CACHE_LOOKUPS
 from feed.pipeline.candidates import Candidates
 from feed.pipeline.components import FeedQuery
 from feed.ranking.model import RankerSlot
-from feed.stores.catalog import PostCatalog
+from feed.stores.catalog.model import PostCatalog
 
 Key = tuple[str, int, int, int, float, int]
 HITS, MISSES = CACHE_LOOKUPS.labels("ranking", "hit"), CACHE_LOOKUPS.labels("ranking", "miss")

@@ -10,7 +10,7 @@ from feed.pipeline.candidates import Candidates, required
 from feed.pipeline.components import BaseComponent, FeedQuery
 from feed.pipeline.features import COLUMN, action_weight_vector, feature_matrix
 from feed.ranking.model import RankerSlot
-from feed.stores.catalog import ACTION_COLUMN, PostCatalog
+from feed.stores.catalog.model import ACTION_COLUMN, PostCatalog
 
 EXPLAIN_MARGIN = 20  # rows below the page that also get contributions (later rerankers may lift them)
 

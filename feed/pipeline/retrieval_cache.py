@@ -26,9 +26,9 @@ from cachetools import TTLCache
 from feed.metrics import CACHE_LOOKUPS
 from feed.pipeline.candidates import Candidates
 from feed.pipeline.components import FeedQuery
-from feed.stores.catalog import PostCatalog
+from feed.stores.catalog.model import PostCatalog
+from feed.stores.index.vectors import VectorHit
 from feed.stores.retrievals import SharedRetrieval, SharedRetrievals
-from feed.stores.vectors import VectorHit
 
 LocalKey = tuple[str, str, int, int, frozenset[str]]
 LOCAL_HITS, SHARED_HITS, MISSES = (

@@ -34,7 +34,7 @@ from feed.pipeline.components import (
     SideEffect,
     Source,
 )
-from feed.stores.catalog import PostCatalog
+from feed.stores.catalog.model import PostCatalog
 
 log = structlog.get_logger(__name__)
 

@@ -7,7 +7,7 @@ import numpy as np
 from feed.config import RankingConfig
 from feed.pipeline.candidates import Candidates, required
 from feed.pipeline.components import BaseComponent, FeedQuery
-from feed.stores.catalog import ACTIONS, PostCatalog
+from feed.stores.catalog.model import ACTIONS, PostCatalog
 from feed.stores.records import SPACES
 
 

@@ -9,8 +9,8 @@ import numpy as np
 from feed.pipeline.candidates import Candidates
 from feed.pipeline.components import BaseComponent, FeedQuery
 from feed.pipeline.retrieval_cache import RetrievalCache
-from feed.stores.catalog import ACTIONS, NO_ROW, PostCatalog
-from feed.stores.vectors import PostSearch, VectorHit
+from feed.stores.catalog.model import ACTIONS, NO_ROW, PostCatalog
+from feed.stores.index.vectors import PostSearch, VectorHit
 
 
 class ThunderSource(BaseComponent):

@@ -7,7 +7,7 @@ P = "feed:"
 INDEX_STREAM = P + "index:ops"  # stream of {op: upsert|delete|cf, post: key} for the vector index
 INDEX_GROUP = "indexer"
 # stream of {posts, impressions, authors: msgpack lists of keys} whose counters changed,
-# appended in the same transaction as the change; API processes tail it (catalog_sync.py)
+# appended in the same transaction as the change; API processes tail it (catalog/sync.py)
 CHANGES_STREAM = P + "changes"
 CHANGES_MAXLEN = 100_000  # approximate cap: a reader that falls further behind reloads
 PENDING_POSTS = P + "pending:posts"  # zset post key -> first time an event waited for it

@@ -8,7 +8,7 @@ the time they happened. Before the scores grow too large, `Trending.rebase_if_du
 the set to a later base (one transaction, which also drops posts whose value has decayed to
 nothing). The base and the half-life are kept in a hash. The writer (the event consumer)
 starts the counts afresh when its configured half-life differs from the stored one; readers
-(the API's post catalogue, loaded by catalog_sync.py) read the set and the hash directly,
+(the API's post catalogue, loaded by catalog/sync.py) read the set and the hash directly,
 never write, and decode with the stored half-life, so a process configured differently
 cannot wipe the set.
 

@@ -24,7 +24,7 @@ from redis.exceptions import ResponseError
 
 from feed.aio import forever, running
 from feed.stores import keys
-from feed.stores.catalog import PostCatalog
+from feed.stores.catalog.model import PostCatalog
 from feed.stores.feature_store import FeatureStore
 from feed.stores.messages import CatalogChange, IndexOp
 from feed.stores.records import vector_from_bytes

@@ -27,10 +27,10 @@ from feed.aio import forever, running
 from feed.logging import log_failure
 from feed.stores import keys
 from feed.stores.feature_store import FeatureStore
+from feed.stores.index.vectors import CF, VectorIndex
 from feed.stores.messages import IndexOp
 from feed.stores.records import vector_from_bytes
 from feed.stores.streams import ensure_group, trim_consumed
-from feed.stores.vectors import CF, VectorIndex
 
 log = structlog.get_logger(__name__)
 
