@@ -7,8 +7,6 @@ from typing import Any
 
 import httpx
 import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -39,13 +37,18 @@ def log_failure(logger: Any, event: str, exc: BaseException, **fields: Any) -> N
         logger.exception(event, **fields)
 
 
-_UNREACHABLE = (OSError, RedisConnectionError, RedisTimeoutError, httpx.TransportError)
+_UNREACHABLE = (OSError, httpx.TransportError)
+# client libraries' own "no answer" errors (redis-py's ConnectionError and TimeoutError), known by
+# name so that this module, below every layer, imports none of them
+_UNREACHABLE_NAMES = frozenset({"ConnectionError", "TimeoutError"})
 
 
 def _unreachable(exc: BaseException | None) -> bool:
     """`exc`, or an error it wraps (qdrant-client wraps httpx's), says a server did not answer."""
     for _ in range(8):  # a bounded walk: a chain can loop
-        if exc is None or isinstance(exc, _UNREACHABLE):
-            return exc is not None
+        if exc is None:
+            return False
+        if isinstance(exc, _UNREACHABLE) or any(c.__name__ in _UNREACHABLE_NAMES for c in type(exc).__mro__):
+            return True
         exc = exc.__cause__ or exc.__context__
     return False

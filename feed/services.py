@@ -15,7 +15,6 @@ import httpx
 import structlog
 from celery import Celery
 from litestar.params import Dependency
-from redis.asyncio import Redis
 
 from feed.aio import forever, running
 from feed.config import Settings
@@ -32,6 +31,7 @@ from feed.stores import keys
 from feed.stores.backlog import Backlogs
 from feed.stores.catalog.model import PostCatalog
 from feed.stores.catalog.sync import CatalogSync
+from feed.stores.connection import AsyncRedis, connect
 from feed.stores.feature_store import FeatureStore
 from feed.stores.index.factory import open_vector_index
 from feed.stores.index.sync import IndexSync
@@ -54,7 +54,7 @@ class Services:
 
     settings: Settings
     replica: int  # this process's slot among the API processes on this host (feed.replica)
-    redis: Redis
+    redis: AsyncRedis
     features: FeatureStore
     index: VectorIndex
     index_sync: IndexSync
@@ -70,7 +70,7 @@ class Services:
 
 
 def ingest_queue_key(celery: Celery) -> str:
-    """The Redis list holding the ingest tasks waiting for a worker: kombu prefixes every key it
+    """The AsyncRedis list holding the ingest tasks waiting for a worker: kombu prefixes every key it
     writes with the transport's `global_keyprefix`."""
     prefix = celery.conf.broker_transport_options.get("global_keyprefix", "")
     return f"{prefix}{celery.conf.task_default_queue}"
@@ -83,7 +83,7 @@ async def open_services(
     """Connect everything; the post catalogue is loaded first, and it and the vector index are
     kept in sync by background tasks while open."""
     replica = claim_replica(settings.data_dir)
-    redis = Redis.from_url(settings.redis_url, max_connections=512)
+    redis = connect(settings.redis_url, max_connections=512)
     index = open_vector_index(settings, replica.index)
     # API processes sharing a Qdrant server share one group (a consumer each); each embedded
     # shard has a group of its own

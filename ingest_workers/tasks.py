@@ -18,7 +18,6 @@ import time
 from functools import lru_cache
 from typing import Any
 
-import redis
 import structlog
 from celery.signals import worker_ready
 from celery_batches import Batches, SimpleRequest
@@ -26,6 +25,7 @@ from celery_batches import Batches, SimpleRequest
 from feed.batch import schedule
 from feed.config import get_settings
 from feed.ingest import INGEST_TASK, RETRAIN_CHECK_TASK, IngestJob
+from feed.stores.connection import SyncRedis, connect_sync
 from feed.stores.post_store import commit_ingested, mark_failed
 from feed.stores.records import PostRecord
 from ingest_workers import metrics
@@ -68,9 +68,9 @@ def warm_up(**_: Any) -> None:
 
 
 @lru_cache(maxsize=1)
-def redis_client() -> redis.Redis:
+def redis_client() -> SyncRedis:
     """The process's Redis client."""
-    return redis.Redis.from_url(get_settings().redis_url)
+    return connect_sync(get_settings().redis_url)
 
 
 def build_record(job: IngestJob, understood: Understood) -> PostRecord:

@@ -16,20 +16,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import redis
 import scipy.sparse as sp
 import structlog
 from threadpoolctl import threadpool_limits
 
 from feed.config import Settings, get_settings
-from feed.stores import keys
-from feed.stores.messages import IndexOp, LoggedInteraction
-from feed.stores.records import vector_to_bytes
+from feed.stores.cf_model import read_confidence, swap
+from feed.stores.connection import SyncRedis, connect_sync
 
 log = structlog.get_logger(__name__)
 
@@ -44,20 +40,6 @@ class TrainResult:
     users: int
     items: int
     seconds: float
-
-
-def read_confidence(r: redis.Redis, weights: dict[str, float]) -> dict[tuple[str, str], float]:
-    """Summed action weights per (user, post) over the whole interaction log."""
-    confidence: dict[tuple[str, str], float] = defaultdict(float)
-    start = "-"
-    while True:
-        rows: Any = r.xrange(keys.INTERACTION_LOG, min=start, count=_CHUNK)
-        for _, fields in rows:
-            logged = LoggedInteraction.of(fields)
-            confidence[logged.user, logged.post] += weights.get(logged.action, 0.0)
-        if len(rows) < _CHUNK:
-            return confidence
-        start = "(" + rows[-1][0].decode()
 
 
 def fit(
@@ -91,7 +73,7 @@ def fit(
     )
 
 
-def train(r: redis.Redis, settings: Settings, seed: int = 0) -> TrainResult:
+def train(r: SyncRedis, settings: Settings, seed: int = 0) -> TrainResult:
     """Fit ALS on the log and swap the factors in; an empty log leaves the current model."""
     started = time.perf_counter()
     confidence = {pair: c for pair, c in read_confidence(r, settings.ranking.action_weights).items() if c > 0}
@@ -110,43 +92,13 @@ def train(r: redis.Redis, settings: Settings, seed: int = 0) -> TrainResult:
     return result
 
 
-def swap(
-    r: redis.Redis, user_factors: dict[str, np.ndarray], item_factors: dict[str, np.ndarray], pairs: int
-) -> None:
-    """Write the factors under temporary keys, then replace the serving model in one transaction."""
-    staging_users, staging_items = keys.CF_USERS + ":staging", keys.CF_ITEMS + ":staging"
-    r.delete(staging_users, staging_items)
-    for staging, factors in ((staging_users, user_factors), (staging_items, item_factors)):
-        batch = list(factors.items())
-        for i in range(0, len(batch), _CHUNK):
-            r.hset(staging, mapping={k: vector_to_bytes(v) for k, v in batch[i : i + _CHUNK]})
-    dims = len(next(iter(item_factors.values())))
-    version = time.time_ns() // 1000  # microseconds: unique per retrain, and ordered
-    with r.pipeline(transaction=True) as pipe:
-        pipe.rename(staging_users, keys.CF_USERS)
-        pipe.rename(staging_items, keys.CF_ITEMS)
-        pipe.hset(
-            keys.CF_META,
-            mapping={
-                "trained_at": time.time(),
-                "users": len(user_factors),
-                "items": len(item_factors),
-                "pairs": pairs,
-                "factors": dims,
-                "version": version,
-            },
-        )
-        pipe.xadd(keys.INDEX_STREAM, IndexOp.cf(version).fields())
-        pipe.execute()
-
-
 def main() -> None:
     """`python -m feed.batch.cf`: retrain the CF model now, on the engine's Redis (REDIS_URL)."""
     parser = argparse.ArgumentParser(prog="python -m feed.batch.cf", description=main.__doc__)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     settings = get_settings()
-    r = redis.Redis.from_url(settings.redis_url)
+    r = connect_sync(settings.redis_url)
     result = train(r, settings, args.seed)
     print(f"trained on {result.pairs} user-post pairs: {result.users} users, {result.items} posts")
 

@@ -14,7 +14,7 @@ fast to evaluate on one core, and its `pred_contrib` explains each score). Valid
 later cutoff whose labels the training never saw: the last part of the log. The new model
 is deployed only when its NDCG@10 there beats the ranker serving now (the hand-set formula,
 or the deployed model), and every training writes a report (sizes, validation NDCG of each,
-feature importance), logged and kept in Redis for the operator page.
+feature importance), logged and kept in AsyncRedis for the operator page.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import lightgbm as lgb
 import msgspec
 import numpy as np
 import structlog
-from redis.asyncio import Redis
 
 from feed.batch.impressions import served_groups
 from feed.batch.labels import LABEL_GAIN, NOTHING, grade, signed_weight
@@ -49,6 +48,7 @@ from feed.pipeline.sources import CollaborativeSource, PhoenixSource, SocialEnga
 from feed.ranking.model import RankerModel, RankerSlot
 from feed.social_graph import SocialGraph, SocialGraphClient
 from feed.stores.catalog.model import PostCatalog
+from feed.stores.connection import AsyncRedis
 from feed.stores.feature_store import FeatureStore
 from feed.stores.index.vectors import space_dims
 from feed.stores.interaction_log import read_interactions
@@ -93,7 +93,7 @@ class Groups:
 
 
 class TrainingReport(msgspec.Struct):
-    """What one training did; kept in Redis and shown on the operator page."""
+    """What one training did; kept in AsyncRedis and shown on the operator page."""
 
     version: int
     started_at: float
@@ -361,7 +361,7 @@ async def _graphs(graph_client: SocialGraphClient, users: set[str]) -> dict[str,
     return dict(zip(ordered, found, strict=True))
 
 
-async def train_ranker(redis: Redis, settings: Settings, seed: int = 0) -> TrainingReport | None:
+async def train_ranker(redis: AsyncRedis, settings: Settings, seed: int = 0) -> TrainingReport | None:
     """Train on the log, validate on its last part, deploy when better; None when the log is
     too short to hold out anything."""
     started, started_wall = time.perf_counter(), time.time()

@@ -12,16 +12,15 @@ import asyncio
 import json
 
 import msgspec
-import redis
-from redis.asyncio import Redis
 
 from feed.batch import cf, schedule
 from feed.batch.ranker import train_ranker
 from feed.config import Settings, get_settings
+from feed.stores.connection import SyncRedis, connect, connect_sync
 
 
 async def _train_ranker(settings: Settings, seed: int) -> dict[str, object] | None:
-    client = Redis.from_url(settings.redis_url)
+    client = connect(settings.redis_url)
     try:
         report = await train_ranker(client, settings, seed)
     finally:
@@ -29,7 +28,7 @@ async def _train_ranker(settings: Settings, seed: int) -> dict[str, object] | No
     return msgspec.to_builtins(report) if report is not None else None
 
 
-def retrain(r: redis.Redis, settings: Settings, seed: int = 0) -> dict[str, object]:
+def retrain(r: SyncRedis, settings: Settings, seed: int = 0) -> dict[str, object]:
     """Train CF and then the ranker; returns what each produced (the ranker's training report,
     None when the log is too short)."""
     result = cf.train(r, settings, seed)
@@ -40,12 +39,12 @@ def retrain(r: redis.Redis, settings: Settings, seed: int = 0) -> dict[str, obje
 
 
 def main() -> None:
-    """`python -m feed.batch.retrain`: retrain the models now, on the engine's Redis (REDIS_URL)."""
+    """`python -m feed.batch.retrain`: retrain the models now, on the engine's AsyncRedis (REDIS_URL)."""
     parser = argparse.ArgumentParser(prog="python -m feed.batch.retrain", description=main.__doc__)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     settings = get_settings()
-    r = redis.Redis.from_url(settings.redis_url)
+    r = connect_sync(settings.redis_url)
     result = schedule.run_locked(r, settings, lambda: retrain(r, settings, args.seed))
     if result is None:
         raise SystemExit("another retrain is running (it holds the batch lock): nothing trained")

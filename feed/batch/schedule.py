@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import redis
 import structlog
 
 from feed.config import Settings
 from feed.stores.batch_state import BatchSnapshot, BatchState
+from feed.stores.connection import SyncRedis
 
 log = structlog.get_logger(__name__)
 
@@ -88,7 +88,7 @@ def launch_retrain() -> None:
     os.setpriority(os.PRIO_PROCESS, child.pid, RETRAIN_NICENESS)
 
 
-def check(r: redis.Redis, settings: Settings, launch: Callable[[], None]) -> Decision:
+def check(r: SyncRedis, settings: Settings, launch: Callable[[], None]) -> Decision:
     """Decide on the bookkeeping in Redis and `launch` a retrain (`launch_retrain`) when one is due
     and none runs."""
     state = BatchState(r)
@@ -109,7 +109,7 @@ def check(r: redis.Redis, settings: Settings, launch: Callable[[], None]) -> Dec
 
 
 def run_locked(
-    r: redis.Redis, settings: Settings, train: Callable[[], Mapping[str, object]]
+    r: SyncRedis, settings: Settings, train: Callable[[], Mapping[str, object]]
 ) -> Mapping[str, object] | None:
     """Run `train` holding the batch lock and record its start, result or error in Redis;
     None (nothing run) while another retrain holds the lock."""

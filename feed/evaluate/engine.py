@@ -15,10 +15,10 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-import redis
 
 from feed.redis_server import free_port, start_server
-from feed.stores import keys
+from feed.stores.backlog import settled
+from feed.stores.connection import connect_sync
 
 
 class LocalEngine:
@@ -112,13 +112,9 @@ class LocalEngine:
 
     def idle(self, events: int) -> bool:
         """Every one of `events` applied (or dropped) and the vector index caught up."""
-        r = redis.Redis.from_url(self.redis_url)
+        r = connect_sync(self.redis_url)
         try:
-            applied = int(r.get(keys.APPLIED_EVENTS) or 0)
-            dropped = sum(int(v) for v in r.hvals(keys.DROPPED_EVENTS))
-            groups: Any = r.xinfo_groups(keys.INDEX_STREAM) if r.exists(keys.INDEX_STREAM) else []
-            indexed = all(g["pending"] == 0 and not g.get("lag") for g in groups)
-            return applied + dropped >= events and indexed
+            return settled(r, events)
         finally:
             r.close()
 

@@ -1,4 +1,4 @@
-"""The event broker: Redis Streams by default, Kafka when KAFKA_BOOTSTRAP_SERVERS is set.
+"""The event broker: AsyncRedis Streams by default, Kafka when KAFKA_BOOTSTRAP_SERVERS is set.
 
 One FastStream broker object is chosen by configuration; the publisher (API side)
 and the subscriber (consumer side) are the same code for both brokers.
@@ -16,12 +16,11 @@ import structlog
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.redis import RedisBroker, StreamSub
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from feed.config import Settings
 from feed.events.schemas import InteractionEvent
+from feed.stores.connection import AsyncRedis, RedisError
 from feed.stores.streams import ensure_group
 
 Broker = RedisBroker | KafkaBroker
@@ -31,14 +30,14 @@ log = structlog.get_logger(__name__)
 
 CONSUMER_GROUP = "feed-consumer"
 MAX_BATCH = 500
-RECLAIM_IDLE_MS = 60_000  # an unacknowledged Redis Streams batch this old is taken over
+RECLAIM_IDLE_MS = 60_000  # an unacknowledged AsyncRedis Streams batch this old is taken over
 
 
 MESSAGE_LOG_LEVEL = logging.DEBUG  # FastStream's "Received"/"Processed" lines: only with LOG_LEVEL=DEBUG
 
 
 def create_broker(settings: Settings) -> Broker:
-    """Kafka (acks from all in-sync replicas) if configured, else Redis Streams on REDIS_URL."""
+    """Kafka (acks from all in-sync replicas) if configured, else AsyncRedis Streams on REDIS_URL."""
     if settings.kafka_bootstrap_servers:
         return KafkaBroker(settings.kafka_bootstrap_servers, acks="all", log_level=MESSAGE_LOG_LEVEL)
     return RedisBroker(settings.redis_url, max_connections=256, log_level=MESSAGE_LOG_LEVEL)
@@ -64,13 +63,13 @@ class EventPublisher:
                 await self._broker.publish(body, stream=self._topic)
 
 
-async def prepare_event_stream(settings: Settings, redis: Redis) -> None:
-    """Wait for Redis, then, on Redis Streams, create the consumer group at the stream's start
+async def prepare_event_stream(settings: Settings, redis: AsyncRedis) -> None:
+    """Wait for AsyncRedis, then, on AsyncRedis Streams, create the consumer group at the stream's start
     if it does not exist yet.
 
-    The API and the consumer both call this before their broker starts. While Redis does not
+    The API and the consumer both call this before their broker starts. While AsyncRedis does not
     answer (it is starting, or restarting) this retries with backoff up to 5 s apart instead
-    of ending the process: both need Redis whichever broker carries the events. FastStream
+    of ending the process: both need AsyncRedis whichever broker carries the events. FastStream
     would create the group at `$` (new entries only) when the consumer first starts, skipping
     events the API accepted before that; created here, every accepted event is delivered.
     """
@@ -98,7 +97,7 @@ def subscribe_events(
 ) -> None:
     """Register `handler` for batches of events; a batch is acknowledged only after it returns.
 
-    Kafka redelivers uncommitted offsets of a dead group member by itself. On Redis Streams a
+    Kafka redelivers uncommitted offsets of a dead group member by itself. On AsyncRedis Streams a
     second subscriber claims (XAUTOCLAIM) entries left unacknowledged for `reclaim_idle_ms`
     by a crashed or restarted consumer and hands them to the same (idempotent) handler.
     """

@@ -2,7 +2,7 @@
 
 Run it with `python -m feed.events.consumer`. Besides the broker subscription it
 retries parked events (events that arrived before their post) every few seconds and, on
-Redis Streams, trims the events every consumer group has acknowledged.
+AsyncRedis Streams, trims the events every consumer group has acknowledged.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import time
 import structlog
 import uvloop
 from faststream import FastStream
-from redis.asyncio import Redis
 
 from feed.aio import cancel_and_wait, forever
 from feed.config import Settings, get_settings
@@ -23,6 +22,7 @@ from feed.events.apply import EventApplier
 from feed.events.broker import create_broker, prepare_event_stream, subscribe_events
 from feed.events.schemas import InteractionEvent
 from feed.logging import configure_logging
+from feed.stores.connection import AsyncRedis, connect
 from feed.stores.interaction_writes import InteractionWrites
 from feed.stores.streams import trim_consumed
 
@@ -32,7 +32,7 @@ log = structlog.get_logger(__name__)
 class EventConsumer:
     """Wires a broker subscription and the housekeeping (parked events, trimming) to one `EventApplier`."""
 
-    def __init__(self, settings: Settings, redis: Redis) -> None:
+    def __init__(self, settings: Settings, redis: AsyncRedis) -> None:
         self.settings = settings
         self.applier = EventApplier(InteractionWrites(redis, settings), settings)
         self.broker = create_broker(settings)
@@ -49,7 +49,7 @@ class EventConsumer:
         log.debug("events_applied", applied=result.applied, parked=result.parked)
 
     async def housekeeping_forever(self, every_s: float = 2.0) -> None:
-        """Apply parked events whose post arrived, every `every_s`; on Redis Streams, also trim
+        """Apply parked events whose post arrived, every `every_s`; on AsyncRedis Streams, also trim
         the events every group has acknowledged, every STREAM_TRIM_EVERY_S (Kafka keeps its
         own retention). Never stops on an error."""
         trim = not self.settings.kafka_bootstrap_servers and self.settings.stream_trim_every_s > 0
@@ -75,7 +75,7 @@ class EventConsumer:
             self._housekeeping = None
 
     async def prepare(self) -> None:
-        """Before the broker starts: wait for Redis, and create the stream's consumer group."""
+        """Before the broker starts: wait for AsyncRedis, and create the stream's consumer group."""
         await prepare_event_stream(self.settings, self._redis)
 
     async def start(self) -> None:
@@ -93,7 +93,7 @@ class EventConsumer:
 def create_app(settings: Settings | None = None) -> FastStream:
     """FastStream application for the consumer process."""
     settings = settings or get_settings()
-    consumer = EventConsumer(settings, Redis.from_url(settings.redis_url))
+    consumer = EventConsumer(settings, connect(settings.redis_url))
     app = FastStream(consumer.broker)
     app.on_startup(consumer.prepare)
     app.after_startup(consumer.start_housekeeping)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -54,3 +55,13 @@ class Backlogs:
             ingest_queue=int(await self._redis.llen(self._queue)),
             events_applied=int(await self._redis.get(keys.APPLIED_EVENTS) or 0),
         )
+
+
+def settled(r: SyncRedis, events: int) -> bool:
+    """Every one of `events` applied (or dropped) and every index group caught up (a replay's
+    wait before it asks for feeds)."""
+    applied = int(r.get(keys.APPLIED_EVENTS) or 0)
+    dropped = sum(int(v) for v in r.hvals(keys.DROPPED_EVENTS))
+    groups: Any = r.xinfo_groups(keys.INDEX_STREAM) if r.exists(keys.INDEX_STREAM) else []
+    indexed = all(g["pending"] == 0 and not g.get("lag") for g in groups)
+    return applied + dropped >= events and indexed
