@@ -1,17 +1,25 @@
 """The evaluation's stand-in host backend: serves a data set's follow graph to the engine's
 social-graph callback, `GET /internal/social-graph/{user_id}/` -> `{"following": [ids], "blocked": []}`,
-from a thread of the evaluation's own process on a free loopback port."""
+from a process of its own on a free loopback port: the evaluation's process is busy asking for
+feeds, and a host that answers late (the engine waits 0.3 s) would take users' graphs out of
+their feeds at random."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
-import threading
+import time
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any
 from urllib.parse import unquote
+
+import httpx
+
+from feed.redis_server import free_port
 
 _PATH = re.compile(r"^/internal/social-graph/([^/]+)/$")
 
@@ -23,13 +31,17 @@ class GraphHost:
 
     def __init__(self, following: Mapping[int, set[int]]) -> None:
         self._graph = {str(u): sorted(f) for u, f in following.items()}
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._process: BaseProcess | None = None
         self.url = ""
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        graph = self._graph
+    @staticmethod
+    def _serve(graph: dict[str, list[int]], port: int) -> None:
+        server = ThreadingHTTPServer(("127.0.0.1", port), GraphHost._handler(graph))
+        server.daemon_threads = True
+        server.serve_forever()
 
+    @staticmethod
+    def _handler(graph: dict[str, list[int]]) -> type[BaseHTTPRequestHandler]:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 match = _PATH.match(self.path)
@@ -50,17 +62,27 @@ class GraphHost:
         return Handler
 
     def __enter__(self) -> GraphHost:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        return self
+        port = free_port()
+        process = multiprocessing.get_context("fork").Process(
+            target=self._serve, args=(self._graph, port), daemon=True
+        )
+        process.start()
+        self._process = process
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{self.url}/", timeout=1.0)
+                return self
+            except httpx.TransportError:
+                if time.monotonic() > deadline or not process.is_alive():
+                    self.__exit__(None, None, None)
+                    raise RuntimeError("the stand-in host did not start") from None
+                time.sleep(0.05)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join()
+        if self._process is not None:
+            self._process.terminate()
+            self._process.join(timeout=10)
