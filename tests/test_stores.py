@@ -407,16 +407,19 @@ def test_a_lost_connection_is_one_line_and_anything_else_a_traceback() -> None:
     gone = redis.exceptions.ConnectionError("gone")
     refused = ResponseHandlingException(httpx.ConnectError("refused"))
     refused.__cause__ = refused.source
+    slow = redis.exceptions.TimeoutError("slow")
     with structlog.testing.capture_logs() as logs:
         log_failure(log, "sync_failed", gone)
         log_failure(log, "sync_failed", refused)  # a Qdrant server that does not answer
+        log_failure(log, "sync_failed", slow)  # known by its name: feed.logging imports no redis
         try:
             raise ValueError("bug")
         except ValueError as exc:
             log_failure(log, "sync_failed", exc)
     assert logs[0] == {"event": "sync_failed", "error": repr(gone), "log_level": "warning"}
     assert logs[1] == {"event": "sync_failed", "error": repr(refused), "log_level": "warning"}
-    assert logs[2]["log_level"] == "error" and logs[2]["exc_info"] is True
+    assert logs[2] == {"event": "sync_failed", "error": repr(slow), "log_level": "warning"}
+    assert logs[3]["log_level"] == "error" and logs[3]["exc_info"] is True
 
 
 async def test_feature_store_reads(settings: Any, redis_client: Any) -> None:
