@@ -11,7 +11,15 @@ import pytest
 import redis as sync_redis
 
 from feed.batch.labels import grade
-from feed.batch.ranker import Groups, chosen_strength, deployable, ndcg, near_duplicate_ndcg, train_ranker
+from feed.batch.ranker import (
+    Groups,
+    chosen_strength,
+    deployable,
+    label_windows,
+    ndcg,
+    near_duplicate_ndcg,
+    train_ranker,
+)
 from feed.batch.snapshot import SnapshotIndex, build_snapshot
 from feed.config import Settings
 from feed.pipeline.candidate_hydrators import AuthorReachHydrator, PostFeaturesHydrator, SourcesHydrator
@@ -60,6 +68,16 @@ class FirstColumn:
 
     def score(self, x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-x[:, 0].astype(np.float64)))
+
+
+def test_each_training_cutoff_labels_as_long_a_window_as_validation() -> None:
+    # a log of 100 days validated on its last 10: each training cutoff's labels cover the 10
+    # days after it, and none reaches into the validation's
+    assert label_windows([20 * DAY, 50 * DAY, 85 * DAY], 90 * DAY, 100 * DAY) == [
+        (20 * DAY, 30 * DAY),
+        (50 * DAY, 60 * DAY),
+        (85 * DAY, 90 * DAY),
+    ]
 
 
 def test_near_duplicate_suppression_is_chosen_by_what_validation_users_engaged_with() -> None:

@@ -4,10 +4,10 @@ Examples come from replaying the home feed at earlier times (`snapshot.py`): at 
 `t`, users who engaged after `t` are asked for their feed as the engine would have built it
 then (the same sources, hydrators, filters and hand-set scorers, on the state at `t`), and
 the learned ranker's features are recorded for the window it would have ranked. Each
-candidate's label is what the user did with that post after `t` (until the validation
-cutoff): the grade of the summed action weight, a negative action below nothing. This is
-the backfilled-history kind of training data: positives from the log, negatives from what
-the sources returned at the time.
+candidate's label is what the user did with that post after `t`, in a window as long as
+the validation's (`label_windows`): the grade of the summed action weight, a negative action
+below nothing. This is the backfilled-history kind of training data: positives from the
+log, negatives from what the sources returned at the time.
 
 The model is LightGBM's lambdarank (gradient-boosted trees optimising NDCG directly; small,
 fast to evaluate on one core, and its `pred_contrib` explains each score). Validation is a
@@ -247,6 +247,16 @@ def _labels(
     return out
 
 
+def label_windows(train_cuts: list[float], validation_cut: float, end: float) -> list[tuple[float, float]]:
+    """The [start, stop) of each training cutoff's labels: as long as the validation's (from its
+    cutoff to the log's end), and never past the validation cutoff. A model is chosen for what
+    users go on to do in that much time, so it is trained on the same question; labels running
+    from an early cutoff to the validation cutoff (years, in a long log) would reward what stays
+    popular for years over what users engage with next."""
+    horizon = end - validation_cut
+    return [(cut, min(cut + horizon, validation_cut)) for cut in train_cuts]
+
+
 def _sample(labels: dict[str, dict[str, list[float]]], n: int, rng: random.Random) -> dict[str, Any]:
     """At most `n` users, only those with a positive action in the window."""
     users = sorted(u for u, posts in labels.items() if any(grade(w) > NOTHING for w in posts.values()))
@@ -392,8 +402,8 @@ async def train_ranker(redis: AsyncRedis, settings: Settings, seed: int = 0) -> 
             settings.social_graph_ttl_s,
         )
         plans = [
-            (cut, _sample(_labels(settings, events, cut, validation_cut), r.ranker_max_groups, rng))
-            for cut in train_cuts
+            (start, _sample(_labels(settings, events, start, stop), r.ranker_max_groups, rng))
+            for start, stop in label_windows(train_cuts, validation_cut, end)
         ]
         validation_labels = _sample(_labels(settings, events, validation_cut, end), r.ranker_max_groups, rng)
         graphs = await _graphs(
