@@ -2,19 +2,30 @@
 corpus, against the bare numpy floor, in one run.
 
     python -m bench.serving [--posts 100000] [--candidates 10000] [--limit 50]
-                            [--concurrency 16] [--duration 15] [--qdrant-url URL]
-                            [--ranker {none,learned}]
+                            [--concurrency 16] [--duration 15] [--rate 100]
+                            [--first-share 0.25] [--qdrant-url URL] [--ranker {none,learned}]
 
 It starts its own Redis-compatible server, writes the corpus through the engine's stores
 (`bench.corpus`: random unit 384-d vectors, power-law authors, users with a history),
 serves the follow graph from a stand-in host (`bench.host`), starts `feed-api` (and later
 `feed-consumer`) as processes, and drives them with a closed-loop client on loopback
 (`bench.load`). Source budgets are set so that a feed sees about `--candidates`
-candidates. The floor is the time of numpy scoring the same number of candidate vectors
-(one matrix-vector product and a top-`limit` selection) in this process. The consumer is
+candidates.
+
+Feeds are measured two ways. Closed loop (`--concurrency` clients, each sending its next
+request when the last is answered): every user's first feed (retrieval not cached yet),
+then feeds of users seen before; this gives the most requests per second. Open loop
+(`--rate` requests per second whatever the answers, each timed from its scheduled send):
+the latency users see at that load. Its mix: `--first-share` of the requests are first
+feeds, for users kept out of the closed loop; the rest are returning users. Before the API
+starts, the vector index answers 100 nearest-neighbour queries, whose top 100 are compared
+with an exact numpy scan (`ann_recall_at_100`).
+
+The floor is the time of numpy scoring the same number of candidate vectors (one
+matrix-vector product and a top-`limit` selection) in this process. The consumer is
 measured on the backlog `/interaction` left: it starts after that phase and the clock
-runs from its first applied event to its last. Prints one table and writes JSON to
-bench/results/.
+runs from its first applied event to its last. Prints one table and writes the report to
+bench/results/serving-<posts>.json (`serving-100k.json`, `serving-1m.json`), overwritten.
 
 The learned ranker (`bench.ranker`): a model of the shipped size (the trainer's parameters,
 `ranker_max_trees` trees of `ranker_leaves` leaves, on synthetic rows) is trained, compiled
@@ -53,12 +64,13 @@ from threadpoolctl import threadpool_limits
 
 from bench import ranker as learned
 from bench.corpus import Corpus, CorpusSpec, build, write_graph
-from bench.load import LoadResult, closed_loop
+from bench.load import LoadResult, OpenLoopResult, closed_loop, open_loop
 from feed.config import Settings
 from feed.redis_server import free_port, start_server
 from feed.replica import index_group
 from feed.stores import keys
 from feed.stores.index.edge import EdgeVectorIndex
+from feed.stores.index.factory import open_vector_index
 from feed.stores.index.server import ServerVectorIndex
 from feed.stores.index.vectors import VectorIndex, space_dims
 
@@ -103,6 +115,34 @@ def numpy_floor(vectors: np.ndarray, n: int, limit: int, repeats: int = 200) -> 
             "contiguous": timed(lambda: matrix @ user),
             "gathered": timed(lambda: np.take(vectors, rows, axis=0) @ user),  # numpy's fastest gather here
         }
+
+
+def ann_recall(index: VectorIndex, corpus: Corpus, queries: int = 100, k: int = 100) -> float:
+    """Mean recall@k of `index`'s nearest neighbours against an exact scan of the corpus, over
+    `queries` random unit vectors; the index is closed after (an embedded shard is opened by
+    one process at a time: before the API starts)."""
+    rng = np.random.default_rng(7)
+    probes = rng.standard_normal((queries, corpus.vectors.shape[1])).astype(np.float32)
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    exact = np.argpartition(-(probes @ corpus.vectors.T), k, axis=1)[:, :k]
+
+    async def search() -> list[set[str]]:
+        await index.prepare()
+        try:
+            return [{h.post_key for h in await index.nearest([("text", q)], k, [])} for q in probes]
+        finally:
+            await index.close()
+
+    found = asyncio.run(search())
+    keys_of = np.asarray(corpus.post_keys)
+    return float(np.mean([len(f & set(keys_of[e])) / k for f, e in zip(found, exact, strict=True)]))
+
+
+def size_label(posts: int) -> str:
+    """`100k`, `1m`: the name the report of a corpus of that size is kept under."""
+    if posts % 1_000_000 == 0:
+        return f"{posts // 1_000_000}m"
+    return f"{posts // 1000}k" if posts % 1000 == 0 else str(posts)
 
 
 def py_spy(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes]:
@@ -231,6 +271,34 @@ def feed_phase(
         )
     )
     return result, took
+
+
+def open_loop_phase(
+    url: str,
+    first: list[str],
+    returning: list[str],
+    limit: int,
+    rate: float,
+    first_share: float,
+    duration: float,
+) -> OpenLoopResult:
+    """`rate` feeds per second for `duration` s: a `first_share` of them (evenly spread) for the
+    users of `first` in turn, each never served before, the others for random `returning` users."""
+    pick = random.Random(4)
+    fresh = iter(first)
+
+    def request(i: int) -> tuple[str, dict[str, Any]]:
+        # request i is a first feed when it crosses the next multiple of 1 / first_share
+        if int((i + 1) * first_share) > int(i * first_share):
+            return "first_feed", {"user_id": next(fresh), "limit": limit}
+        return "returning", {"user_id": pick.choice(returning), "limit": limit}
+
+    return asyncio.run(open_loop(f"{url}/feed", request, rate, duration, 200))
+
+
+def first_users_needed(rate: float, first_share: float, duration: float) -> int:
+    """Users the open loop's first feeds take (each once)."""
+    return int(rate * duration * first_share) + 1
 
 
 def interaction_phase(url: str, corpus: Corpus, concurrency: int, duration: float) -> LoadResult:
@@ -367,6 +435,10 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--rate", type=float, default=100.0, help="open loop: feed requests per second")
+    parser.add_argument(
+        "--first-share", type=float, default=0.25, help="open loop: share of the feeds that are users' first"
+    )
     parser.add_argument(
         "--no-caches",
         action="store_true",
@@ -412,10 +484,17 @@ def main() -> None:
         "ranking": ranking,
         "args": {k: str(v) for k, v in vars(args).items()},
     }
+    reserved = first_users_needed(args.rate, args.first_share, args.duration)
+    if reserved > args.users // 2:
+        parser.error(f"--users {args.users}: the open loop's first feeds need {reserved}, at most half")
     try:
         print(f"writing {args.posts} posts, {args.users} users ...", flush=True)
         corpus = build(settings, index, spec)
         report["corpus_seconds"] = corpus.seconds
+        # the open loop's first feeds are for users the closed loop never asks for
+        closed_users, first_users = corpus.users[:-reserved], corpus.users[-reserved:]
+        print("measuring the vector index's recall against an exact scan ...", flush=True)
+        report["ann_recall_at_100"] = ann_recall(open_vector_index(settings), corpus)
         if not args.qdrant_url:  # the other replicas' shards: copies, not rebuilt from Redis at start
             for replica in range(1, args.api_workers):
                 shutil.copytree(settings.qdrant_path(), settings.qdrant_path(replica))
@@ -466,11 +545,11 @@ def main() -> None:
             closed_loop(
                 "warm-up",
                 f"{url}/feed",
-                lambda i: {"user_id": corpus.users[i], "limit": args.limit},
+                lambda i: {"user_id": closed_users[i], "limit": args.limit},
                 args.concurrency,
                 900.0,
                 200,
-                requests=len(corpus.users),
+                requests=len(closed_users),
             )
         )
         report["warm_up"] = warm.summary()
@@ -484,12 +563,21 @@ def main() -> None:
         spy = None
         if args.profile:
             spy = py_spy(api.pid, folder / "profile.txt", int(args.duration))
-        feed, took = feed_phase(url, corpus.users, args.limit, args.concurrency, args.duration)
+        feed, took = feed_phase(url, closed_users, args.limit, args.concurrency, args.duration)
         if spy is not None:
             spy.wait(60)
             report["profile"] = profile_top(folder / "profile.txt")
-        _, alone = feed_phase(url, corpus.users, args.limit, 1, min(args.duration, 5.0))
+        _, alone = feed_phase(url, closed_users, args.limit, 1, min(args.duration, 5.0))
         report["feed_alone_took_p50_ms"] = float(np.percentile(alone, 50))
+        opened = open_loop_phase(
+            url, first_users, closed_users, args.limit, args.rate, args.first_share, args.duration
+        )
+        report["open_loop"] = {
+            "rate": opened.rate,
+            "first_share": args.first_share,
+            "max_send_lag_ms": opened.max_send_lag_ms,
+            **{kind: result.summary() for kind, result in opened.kinds.items()},
+        }
         floor = numpy_floor(corpus.vectors, report["candidates"]["after_duplicates"], args.limit)
         report["feed"] = feed.summary()
         report["feed"]["server_took_p50_ms"] = float(np.percentile(took, 50)) if took else 0.0
@@ -541,6 +629,9 @@ def main() -> None:
             f"({floor['gathered']:.2f} ms; contiguous {floor['contiguous']:.2f} ms) | "
             f"{alone:.1f} ms / {floor['gathered']:.2f} ms = {ratio:.1f}x (under load: "
             f"{f['server_took_p50_ms']:.1f} ms) |",
+            *open_loop_rows(report["open_loop"]),
+            f"| vector index recall@100 against an exact scan (100 random queries) | "
+            f"{report['ann_recall_at_100']:.3f} |",
             f"| POST /interaction | {i['req_per_s']:.0f} req/s accepted; p50 {i['p50_ms']:.1f} ms, "
             f"p99 {i['p99_ms']:.1f} ms; {i['errors']:.0f} errors |",
             f"| event consumer ({args.consumers} process(es)) | {c['events_per_s']:.0f} events/s "
@@ -566,14 +657,50 @@ def main() -> None:
     for name, row in report["stages_warm"].items():
         print(f"  {name:40s} {row[0]:9.2f} {row[1]:7d} {row[2]}")
     args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report["machine"] = {
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
     }
-    (args.out / f"serving-{stamp}.json").write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}/serving-{stamp}.json")
+    report["run_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    path = args.out / f"serving-{size_label(args.posts)}.json"
+    path.write_text(json.dumps({**headline(report, args.posts, args.api_workers), **report}, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+def open_loop_rows(figures: dict[str, Any]) -> list[str]:
+    """The open loop's rows of the table, one per kind of feed."""
+    names = {"first_feed": "users' first feeds", "returning": "returning users"}
+    return [
+        f"| open loop, {figures['rate']:.0f} feeds/s ({figures['first_share']:.0%} first feeds), "
+        f"{names[kind]}, timed from each request's scheduled send | "
+        f"p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms, p99.9 {f['p999_ms']:.1f} ms; "
+        f"{f['requests']:.0f} answered, {f['errors']:.0f} errors; sender lag at worst "
+        f"{figures['max_send_lag_ms']:.0f} ms |"
+        for kind, f in ((k, figures[k]) for k in names if k in figures)
+    ]
+
+
+def headline(report: dict[str, Any], posts: int, api_workers: int) -> dict[str, Any]:
+    """The figures the targets are about, at the top of the report (the rest follows)."""
+    opened = report["open_loop"]
+    return {
+        "posts": posts,
+        "api_workers": api_workers,
+        "closed_loop": {
+            "first_feed_rps": report["warm_up"]["req_per_s"],
+            "returning_rps": report["feed"]["req_per_s"],
+        },
+        "open_loop": {
+            **opened,
+            "first_feed_p99_ms": opened["first_feed"]["p99_ms"],
+            "returning_p99_ms": opened["returning"]["p99_ms"],
+        },
+        "floor_ratio": report["feed_alone_took_p50_ms"] / report["floor_ms"]["gathered"],
+        "ann_recall_at_100": report["ann_recall_at_100"],
+        "memory_mb": report["api_rss_mb"]["total"],
+        "raw_vector_mb": report["raw_vector_mb"],
+    }
 
 
 if __name__ == "__main__":
