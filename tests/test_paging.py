@@ -222,13 +222,18 @@ async def test_sessions_store_rankings_compactly_and_give_back_the_score_parts(r
     await sessions.save("s", ["first"], rest)
     assert 0 < await redis_client.ttl(keys.session_ranking("s")) <= 30
     assert await redis_client.ttl(keys.served("s")) > 30
+    # one value for the whole ranking, not one list element per candidate
+    assert await redis_client.type(keys.session_ranking("s")) == b"string"
     per_item = await redis_client.memory_usage(keys.session_ranking("s")) / 200
-    assert per_item < 80, per_item
+    assert per_item < 40, per_item
     got = await sessions.take("s", 5)
     assert [g.post_key for g in got] == ["post0", "post1", "post2", "odd", "post4"]
     assert got[3] == SessionItem("odd", "fresh", 1.5, {"similarity": 0.125, "cf": 0.5}, {}, False)
     assert got[1].parts == pytest.approx({"similarity": 0.501, "engagement": 0.25})
     assert got[1].factors == {"freshness": 0.75} and got[1].score == 1.99 and not got[1].in_network
+    assert [g.post_key for g in await sessions.take("s", 3)] == ["post5", "post6", "post7"]
+    assert [g.post_key for g in await sessions.take("s", 500)] == keys_[8:]  # what is left
+    assert await sessions.take("s", 5) == []
     assert await sessions.served("s") == frozenset({"first"})
     empty = SessionRanking([], [], np.zeros(0), np.zeros(0, bool), {}, {})
     await sessions.save("s", ["post0"], empty)  # a fresh run with nothing left

@@ -90,13 +90,15 @@ def served(cursor: str) -> str:
 
 
 def session_ranking(cursor: str) -> str:
-    """List: msgpack-encoded ranked candidates left for the next pages of a feed session."""
-    return f"{P}session:{cursor}"
+    """String: the ranked candidates left for the next pages of a feed session, as one msgpack
+    value of columns (a new name: releases before it kept a list under `session:<cursor>`,
+    which expires on its own)."""
+    return f"{P}session-ranking:{cursor}"
 
 
-def session_layout(cursor: str) -> str:
-    """String: msgpack names of the score parts and factors stored with a session's ranking."""
-    return f"{P}session:{cursor}:layout"
+def session_taken(cursor: str) -> str:
+    """Counter: how many of the session's stored ranking later pages took."""
+    return f"{P}session-ranking:{cursor}:taken"
 
 
 def retrieval(source: str, user_key: str) -> str:

@@ -1,10 +1,12 @@
 """Feed sessions in Redis: what a cursor has served, and the ranked rest still to serve.
 
 A session is the set of post keys already served under a cursor, plus the ranked
-candidates the pipeline had left after the last page it ran. The next page pops from
-that list (LPOP with a count, in a transaction with the layout it needs to decode the
-items, so two API replicas answering the same cursor never hand out the same post) and
-keeps the order the first ranking gave.
+candidates the pipeline had left after the last page it ran, stored as one columnar value
+(one SET per ranking, not one list element per candidate) beside a counter of how many of
+them later pages took. The next page increments the counter by its size and reads the
+ranking in one transaction, so two API replicas answering the same cursor take disjoint
+stretches of it and never hand out the same post; pages keep the order the first ranking
+gave.
 """
 
 from __future__ import annotations
@@ -33,24 +35,22 @@ class SessionItem(msgspec.Struct, frozen=True):
 
 
 class _Stored(msgspec.Struct, array_like=True, frozen=True):
-    """The compact stored form: part and factor values as float32 in the session's layout
-    order (NaN where a candidate lacks one), so names are stored once per session."""
+    """A ranking as stored: names once, then columns; `sources` indexes `source_names` (uint8),
+    `scores` float64, `in_network` bool and `values` float32 (candidates x (parts + factors),
+    NaN where a candidate lacks one), all little-endian bytes."""
 
-    post_key: str
-    source: str
-    score: float
-    in_network: bool
+    post_keys: list[str]
+    source_names: list[str]
+    sources: bytes
+    scores: bytes
+    in_network: bytes
+    parts: list[str]
+    factors: list[str]
     values: bytes
 
 
-class _Layout(msgspec.Struct, array_like=True, frozen=True):
-    parts: list[str]
-    factors: list[str]
-
-
 _encode = msgspec.msgpack.Encoder().encode
-_decode_item = msgspec.msgpack.Decoder(_Stored).decode
-_decode_layout = msgspec.msgpack.Decoder(_Layout).decode
+_decode = msgspec.msgpack.Decoder(_Stored).decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,42 +66,58 @@ class SessionRanking:
     factors: dict[str, np.ndarray]
 
 
-def _pack(ranking: SessionRanking, layout: _Layout) -> list[bytes]:
-    columns = [ranking.parts[n] for n in layout.parts] + [ranking.factors[n] for n in layout.factors]
+def _pack(ranking: SessionRanking) -> bytes:
+    parts, factors = sorted(ranking.parts), sorted(ranking.factors)
+    columns = [ranking.parts[n] for n in parts] + [ranking.factors[n] for n in factors]
     n = len(ranking.post_keys)
     values = np.column_stack(columns).astype("<f4") if columns else np.zeros((n, 0), dtype="<f4")
-    return [
-        _encode(_Stored(key, source, score, in_network, row.tobytes()))
-        for key, source, score, in_network, row in zip(
+    names, codes = np.unique(np.asarray(ranking.sources, dtype=object), return_inverse=True)
+    return _encode(
+        _Stored(
             ranking.post_keys,
-            ranking.sources,
-            ranking.scores.tolist(),
-            ranking.in_network.tolist(),
-            values,
-            strict=True,
+            [str(name) for name in names],
+            codes.astype(np.uint8).tobytes(),
+            np.asarray(ranking.scores, dtype="<f8").tobytes(),
+            np.asarray(ranking.in_network, dtype=bool).tobytes(),
+            parts,
+            factors,
+            np.ascontiguousarray(values).tobytes(),
+        )
+    )
+
+
+def _unpack(raw: bytes, start: int, stop: int) -> list[SessionItem]:
+    """Items [start, stop) of a stored ranking."""
+    stored = _decode(raw)
+    stop = min(stop, len(stored.post_keys))
+    if start >= stop:
+        return []
+    width = len(stored.parts) + len(stored.factors)
+    values = np.frombuffer(stored.values, dtype="<f4").reshape(-1, width)[start:stop].tolist()
+    sources = np.frombuffer(stored.sources, dtype=np.uint8)[start:stop].tolist()
+    scores = np.frombuffer(stored.scores, dtype="<f8")[start:stop].tolist()
+    in_network = np.frombuffer(stored.in_network, dtype=bool)[start:stop].tolist()
+    n = len(stored.parts)
+    return [
+        SessionItem(
+            key,
+            stored.source_names[source],
+            score,
+            {k: v for k, v in zip(stored.parts, row[:n], strict=True) if not math.isnan(v)},
+            {k: v for k, v in zip(stored.factors, row[n:], strict=True) if not math.isnan(v)},
+            network,
+        )
+        for key, source, score, network, row in zip(
+            stored.post_keys[start:stop], sources, scores, in_network, values, strict=True
         )
     ]
-
-
-def _unpack(raw: bytes, layout: _Layout) -> SessionItem:
-    stored = _decode_item(raw)
-    values = np.frombuffer(stored.values, dtype="<f4").tolist()
-    n = len(layout.parts)
-    return SessionItem(
-        stored.post_key,
-        stored.source,
-        stored.score,
-        {k: v for k, v in zip(layout.parts, values[:n], strict=True) if not math.isnan(v)},
-        {k: v for k, v in zip(layout.factors, values[n:], strict=True) if not math.isnan(v)},
-        stored.in_network,
-    )
 
 
 class FeedSessions:
     """Pagination state per cursor, shared by every API replica through Redis.
 
     The served set lives `ttl_s` after the session's last page; the stored ranking
-    (about 70 bytes a candidate) `ranking_ttl_s`, usually shorter: after it expires the next
+    (about 30 bytes a candidate) `ranking_ttl_s`, usually shorter: after it expires the next
     page re-ranks, still without what was served.
     """
 
@@ -116,15 +132,14 @@ class FeedSessions:
         return frozenset(m.decode() for m in members)
 
     async def take(self, cursor: str, n: int) -> list[SessionItem]:
-        """Pop the next `n` ranked items of the session (fewer when it runs out)."""
+        """Take the next `n` ranked items of the session (fewer when it runs out)."""
         pipe = self._redis.pipeline(transaction=True)
-        pipe.lpop(keys.session_ranking(cursor), n)
-        pipe.get(keys.session_layout(cursor))
-        raw, layout = await pipe.execute()
-        if not raw or layout is None:
+        pipe.incrby(keys.session_taken(cursor), n)
+        pipe.get(keys.session_ranking(cursor))
+        taken, raw = await pipe.execute()
+        if raw is None:
             return []
-        decoded = _decode_layout(layout)
-        return [_unpack(r, decoded) for r in raw]
+        return _unpack(raw, int(taken) - n, int(taken))
 
     async def mark_served(self, cursor: str, post_keys: Sequence[str]) -> None:
         """Add post keys to the session's served set."""
@@ -137,20 +152,14 @@ class FeedSessions:
     async def save(self, cursor: str, page: Sequence[str], rest: SessionRanking | None) -> None:
         """Record a served page; `rest` (when the pipeline ran) replaces the stored ranking."""
         pipe = self._redis.pipeline(transaction=True)
-        served, ranking, layout_key = (
-            keys.served(cursor),
-            keys.session_ranking(cursor),
-            keys.session_layout(cursor),
-        )
+        served, ranking, taken = keys.served(cursor), keys.session_ranking(cursor), keys.session_taken(cursor)
         if page:
             pipe.sadd(served, *page)
         pipe.expire(served, self._ttl_s)
         if rest is not None:
-            pipe.delete(ranking, layout_key)
+            pipe.delete(ranking, taken)
             if rest.post_keys:
-                layout = _Layout(sorted(rest.parts), sorted(rest.factors))
-                pipe.rpush(ranking, *_pack(rest, layout))
-                pipe.set(layout_key, _encode(layout))
+                pipe.set(ranking, _pack(rest))
         pipe.expire(ranking, self._ranking_ttl_s)
-        pipe.expire(layout_key, self._ranking_ttl_s)
+        pipe.expire(taken, self._ranking_ttl_s)
         await pipe.execute()
