@@ -112,6 +112,9 @@ class TrainingReport(msgspec.Struct):
     ndcg_at_10: dict[str, float]  # on the validation groups: formula, current (if any), new
     importance: dict[str, float]  # share of the total split gain per feature, largest first
     trees: int = 0
+    # how far each training cutoff's labels ran: `validation_length` (label_windows), or
+    # `to_validation_cutoff` when those windows held too few groups
+    label_windows: str = "validation_length"
     # validation NDCG@10 of the new model followed by near-duplicate suppression at each strength
     # tried, and the strength chosen (deployed with the model)
     near_duplicates: dict[str, float] = {}
@@ -401,23 +404,45 @@ async def train_ranker(redis: AsyncRedis, settings: Settings, seed: int = 0) -> 
             settings.social_graph_timeout_s * 10,
             settings.social_graph_ttl_s,
         )
-        plans = [
-            (start, _sample(_labels(settings, events, start, stop), r.ranker_max_groups, rng))
-            for start, stop in label_windows(train_cuts, validation_cut, end)
-        ]
+
+        def plan(windows: list[tuple[float, float]]) -> list[tuple[float, dict[str, Any]]]:
+            return [
+                (start, _sample(_labels(settings, events, start, stop), r.ranker_max_groups, rng))
+                for start, stop in windows
+            ]
+
+        async def replayed(plans: list[tuple[float, dict[str, Any]]]) -> Groups:
+            out = Groups()
+            for cut, labels in plans:
+                snapshot = build_snapshot(settings, dims, posts, events, cut, labels, seed)
+                groups, _ = await _groups(
+                    settings,
+                    snapshot,
+                    labels,
+                    graphs,
+                    features,
+                    graph_client,
+                    sessions,
+                    r.ranker_negatives,
+                    rng,
+                )
+                out.x += groups.x
+                out.labels += groups.labels
+                out.posts += groups.posts
+            return out
+
+        plans = plan(label_windows(train_cuts, validation_cut, end))
         validation_labels = _sample(_labels(settings, events, validation_cut, end), r.ranker_max_groups, rng)
         graphs = await _graphs(
             graph_client, {u for _, labels in plans for u in labels} | set(validation_labels)
         )
-        train = Groups()
-        for cut, labels in plans:
-            snapshot = build_snapshot(settings, dims, posts, events, cut, labels, seed)
-            groups, _ = await _groups(
-                settings, snapshot, labels, graphs, features, graph_client, sessions, r.ranker_negatives, rng
-            )
-            train.x += groups.x
-            train.labels += groups.labels
-            train.posts += groups.posts
+        train, windows = await replayed(plans), "validation_length"
+        if len(train.labels) < r.ranker_min_groups:
+            # a log too short to fill enough groups in validation-length windows (a small
+            # deployment's first days): each cutoff is labelled up to the validation cutoff
+            plans = plan([(cut, validation_cut) for cut in train_cuts])
+            graphs |= await _graphs(graph_client, {u for _, labels in plans for u in labels} - set(graphs))
+            train, windows = await replayed(plans), "to_validation_cutoff"
         snapshot = build_snapshot(settings, dims, posts, events, validation_cut, validation_labels, seed)
         validation_catalog = snapshot.catalog
         validation, prerank = await _groups(
@@ -458,6 +483,7 @@ async def train_ranker(redis: AsyncRedis, settings: Settings, seed: int = 0) -> 
         served_validation_groups=served["validation"],
         ndcg_at_10={},
         importance={},
+        label_windows=windows,
     )
     if len(train.labels) < r.ranker_min_groups or not validation.labels:
         report.reason = f"too few groups: {len(train.labels)} to train, {len(validation.labels)} to validate"
