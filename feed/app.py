@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import structlog
 from celery import Celery
@@ -13,6 +15,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusController
 from threadpoolctl import threadpool_limits
+from uvicorn.supervisors import Multiprocess
 
 from feed.api.access import ApiKeyMiddleware
 from feed.api.admin import AdminController
@@ -104,30 +107,67 @@ def worker_app() -> Litestar:
     return create_app(settings)
 
 
+def _exit_cause(code: int | None) -> str:
+    """An exit code as a process's end: `exit 1`, or the signal that ended it (`SIGKILL`)."""
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return signal.Signals(-code).name
+    return f"exit {code}"
+
+
+class ApiSupervisor(Multiprocess):
+    """uvicorn's supervisor of several API processes, logging each process it replaces and why
+    (uvicorn itself says only "died", at INFO): it ended (its exit code, or the signal: a
+    SIGKILL from outside is usually the kernel's out-of-memory killer), or it stopped answering
+    the supervisor's ping for `timeout_worker_healthcheck` seconds (a process holding the GIL
+    that long) and the supervisor killed it."""
+
+    def keep_subprocess_alive(self) -> None:
+        before = [(p, p.process.is_alive()) for p in self.processes]
+        super().keep_subprocess_alive()
+        for (gone, was_running), now in zip(before, self.processes, strict=True):
+            if gone is not now:
+                log.error(
+                    "api_process_replaced",
+                    pid=gone.process.pid,
+                    ended_by=_exit_cause(gone.process.exitcode),
+                    reason=(
+                        f"no answer to the supervisor's ping in "
+                        f"{self.config.timeout_worker_healthcheck} s: killed"
+                        if was_running
+                        else "it ended"
+                    ),
+                    new_pid=now.process.pid,
+                )
+
+
 def main() -> None:
     """Serve the API with uvicorn (uvloop, httptools) on API_HOST:API_PORT, in API_WORKERS
-    processes (uvicorn's supervisor restarts one that dies; the kernel spreads connections)."""
+    processes (a supervisor restarts one that dies or hangs, and logs it; the kernel spreads
+    connections)."""
     import uvicorn
 
     settings = get_settings()
     configure_logging(settings.log_level)
     several = settings.api_workers > 1
-    if several:  # each process writes its metrics there; a scrape of any one sums them all
-        prepare_multiprocess(settings.data_dir / "prometheus")
-    uvicorn.run(
-        "feed.app:worker_app" if several else create_app(settings),
-        factory=several,
-        workers=settings.api_workers if several else None,
-        host=settings.api_host,
-        port=settings.api_port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
+    options: dict[str, Any] = {
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "log_level": settings.log_level.lower(),
+        "access_log": False,
         # a process starting on a busy host imports for many seconds; uvicorn's default (5 s
         # without answering its supervisor's ping) killed such workers in a loop
-        timeout_worker_healthcheck=60,
-        loop="uvloop",
-        http="httptools",
-    )
+        "timeout_worker_healthcheck": 60,
+        "loop": "uvloop",
+        "http": "httptools",
+    }
+    if not several:
+        uvicorn.run(create_app(settings), **options)
+        return
+    # each process writes its metrics there; a scrape of any one sums them all
+    prepare_multiprocess(settings.data_dir / "prometheus")
+    config = uvicorn.Config("feed.app:worker_app", factory=True, workers=settings.api_workers, **options)
+    ApiSupervisor(config, sockets=[config.bind_socket()]).run()
 
 
 if __name__ == "__main__":

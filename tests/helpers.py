@@ -49,10 +49,15 @@ def health_answers(url: str) -> bool:
 
 @contextlib.contextmanager
 def feed_api(
-    settings: Any, ready: Callable[[str], bool] = health_answers, timeout: float = 120.0, **env: str
+    settings: Any,
+    ready: Callable[[str], bool] = health_answers,
+    timeout: float = 120.0,
+    output: Path | None = None,
+    **env: str,
 ) -> Iterator[str]:
     """A real `feed-api` process on a free port, on `settings`' Redis and data folder (more
-    environment in `env`); yields its URL once `ready(url)`, and stops it afterwards."""
+    environment in `env`; its stdout and stderr into `output` if given); yields its URL once
+    `ready(url)`, and stops it afterwards."""
     from feed.redis_server import free_port
 
     port = free_port()
@@ -64,7 +69,10 @@ def feed_api(
         "LOG_LEVEL": "WARNING",
         **env,
     }
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "feed-api")], env=process_env)
+    sink = open(output, "ab") if output is not None else None  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "feed-api")], env=process_env, stdout=sink, stderr=sink
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -79,6 +87,8 @@ def feed_api(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if sink is not None:
+            sink.close()
 
 
 def listens(port: int) -> bool:

@@ -1,10 +1,11 @@
 """`feed-api` with API_WORKERS=2, as real processes: each worker keeps its own embedded shard
-in step with the index stream, both serve feeds, and a killed worker is replaced and takes
-its slot back."""
+in step with the index stream, both serve feeds, and a killed worker is replaced (and the
+replacement logged with its cause) and takes its slot back."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -41,7 +42,8 @@ def api(settings: Settings) -> Iterator[str]:
         return set(replicas_answering(url, 4)) == {0, 1}
 
     # no trimming: the test counts the index stream's entries
-    with feed_api(settings, both_answer, API_WORKERS="2", STREAM_TRIM_EVERY_S="0") as url:
+    output = settings.data_dir / "api.log"
+    with feed_api(settings, both_answer, output=output, API_WORKERS="2", STREAM_TRIM_EVERY_S="0") as url:
         yield url
 
 
@@ -80,6 +82,13 @@ async def test_two_api_workers_each_index_every_post_and_a_killed_one_comes_back
     pids = await wait_for(lambda: (found := replicas_answering(api, 8)).keys() == {0, 1} and found)
     os.kill(pids[0], signal.SIGKILL)  # uvicorn's supervisor starts another, which takes slot 0 again
     await wait_for(lambda: (found := replicas_answering(api, 8)).keys() == {0, 1} and found[0] != pids[0], 90)
+    # the supervisor said which process went, how and why (the way the kernel's OOM killer ends one)
+    replaced = [
+        json.loads(line)
+        for line in (settings.data_dir / "api.log").read_text().splitlines()
+        if "api_process_replaced" in line
+    ]
+    assert [(e["pid"], e["ended_by"], e["reason"]) for e in replaced] == [(pids[0], "SIGKILL", "it ended")]
     commit_ingested(r, post("p5", 1, 0.5))
     await wait_for(lambda: caught_up(r) == expected)
     assert r.xlen(keys.INDEX_STREAM) == 6
