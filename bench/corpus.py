@@ -1,6 +1,8 @@
 """A synthetic corpus for the serving benchmark, written through the engine's own stores.
 
-Posts get random unit 384-d text vectors (no model calls) and are committed with
+Posts get unit 384-d text vectors drawn around topic centres (no model calls: like the
+embeddings of real text, they cluster; uniformly random vectors have no neighbourhoods, so
+no approximate index finds their neighbours) and are committed with
 `commit_ingested` (Redis records, states, index operations) and upserted into the vector
 index (`EdgeVectorIndex` or `ServerVectorIndex`); authors' post counts follow a power
 law. Users get an interaction history applied by the real `EventApplier`: interest
@@ -30,6 +32,8 @@ from feed.stores.interaction_writes import InteractionWrites
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
 
+POSTS_PER_TOPIC = 100
+TOPIC_SPREAD = 0.8  # a post's cosine to its topic's centre: about 0.78; to another post of it, 0.6
 ACTIONS = ("view", "view", "view", "click", "like", "like", "dwell", "share", "comment", "hide")
 
 
@@ -64,6 +68,20 @@ def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return v
 
 
+def near(rng: np.random.Generator, centres: np.ndarray, spread: float = TOPIC_SPREAD) -> np.ndarray:
+    """One unit vector around each of `centres` (unit rows): the centre plus a random unit
+    vector times `spread`, normalised (cosine to its centre about 1 / sqrt(1 + spread²))."""
+    v = centres + spread * unit_rows(rng, len(centres), centres.shape[1])
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v
+
+
+def topic_rows(rng: np.random.Generator, n: int, dim: int, per_topic: int = POSTS_PER_TOPIC) -> np.ndarray:
+    """n unit float32 vectors, each near one of n / `per_topic` random topic centres."""
+    centres = unit_rows(rng, max(1, n // per_topic), dim)
+    return near(rng, centres[rng.integers(0, len(centres), n)])
+
+
 def power_law_authors(rng: np.random.Generator, posts: int, authors: int) -> np.ndarray:
     """Author index of each post; author k has a share proportional to 1 / (k + 1)."""
     weights = 1.0 / np.arange(1, authors + 1)
@@ -74,7 +92,7 @@ def build(settings: Settings, index: VectorIndex, spec: CorpusSpec, threads: int
     """Write the corpus to settings.redis_url and `index` (both empty)."""
     rng = np.random.default_rng(spec.seed)
     seconds: dict[str, float] = {}
-    vectors = unit_rows(rng, spec.posts, spec.dim)
+    vectors = topic_rows(rng, spec.posts, spec.dim)
     author_of = power_law_authors(rng, spec.posts, spec.authors)
     now = time.time()
     ages = rng.uniform(0, 27 * 24 * 3600, spec.posts)  # posts of the last four weeks

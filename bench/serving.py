@@ -63,12 +63,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from threadpoolctl import threadpool_limits
 
 from bench import ranker as learned
-from bench.corpus import Corpus, CorpusSpec, build, write_graph
+from bench.corpus import Corpus, CorpusSpec, build, near, write_graph
 from bench.load import LoadResult, OpenLoopResult, closed_loop, open_loop
 from feed.config import Settings
 from feed.redis_server import free_port, start_server
-from feed.replica import index_group
 from feed.stores import keys
+from feed.stores.index.builds import live_folder
 from feed.stores.index.edge import EdgeVectorIndex
 from feed.stores.index.factory import open_vector_index
 from feed.stores.index.server import ServerVectorIndex
@@ -119,11 +119,11 @@ def numpy_floor(vectors: np.ndarray, n: int, limit: int, repeats: int = 200) -> 
 
 def ann_recall(index: VectorIndex, corpus: Corpus, queries: int = 100, k: int = 100) -> float:
     """Mean recall@k of `index`'s nearest neighbours against an exact scan of the corpus, over
-    `queries` random unit vectors; the index is closed after (an embedded shard is opened by
-    one process at a time: before the API starts)."""
+    `queries` vectors near random posts (as a user's interests are near what they liked); the
+    index is closed after (an embedded shard is opened by one process at a time: before the
+    API starts)."""
     rng = np.random.default_rng(7)
-    probes = rng.standard_normal((queries, corpus.vectors.shape[1])).astype(np.float32)
-    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    probes = near(rng, corpus.vectors[rng.integers(0, len(corpus.vectors), queries)])
     exact = np.argpartition(-(probes @ corpus.vectors.T), k, axis=1)[:, :k]
 
     async def search() -> list[set[str]]:
@@ -449,7 +449,7 @@ def main() -> None:
         "--api-workers",
         type=int,
         default=1,
-        help="API processes (API_WORKERS); embedded, each gets a copy of the corpus's shard",
+        help="API processes (API_WORKERS); embedded, they share one index owner",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--consumers", type=int, default=1, help="feed-consumer processes on the backlog")
@@ -477,7 +477,7 @@ def main() -> None:
     if args.qdrant_url:
         index = ServerVectorIndex(args.qdrant_url, settings.qdrant_collection, space_dims(settings))
     else:
-        index = EdgeVectorIndex(settings.qdrant_path(), space_dims(settings))
+        index = EdgeVectorIndex(live_folder(settings.qdrant_path()), space_dims(settings))
     spec = CorpusSpec(posts=args.posts, authors=args.authors, users=args.users)
     report: dict[str, Any] = {
         "spec": spec.__dict__,
@@ -495,14 +495,10 @@ def main() -> None:
         closed_users, first_users = corpus.users[:-reserved], corpus.users[-reserved:]
         print("measuring the vector index's recall against an exact scan ...", flush=True)
         report["ann_recall_at_100"] = ann_recall(open_vector_index(settings), corpus)
-        if not args.qdrant_url:  # the other replicas' shards: copies, not rebuilt from Redis at start
-            for replica in range(1, args.api_workers):
-                shutil.copytree(settings.qdrant_path(), settings.qdrant_path(replica))
-        # the index was written directly: its groups start at the stream's end, as after a
-        # replica's own rebuild (an API process that finds no group rebuilds its shard)
+        # the index was written directly: its group starts at the stream's end, as after the
+        # owner's own rebuild (an owner that finds no group rebuilds its shard)
         with redis.Redis.from_url(redis_url) as r:
-            for slot in range(1 if args.qdrant_url else args.api_workers):
-                r.xgroup_create(keys.INDEX_STREAM, index_group(slot), id="$", mkstream=True)
+            r.xgroup_create(keys.INDEX_STREAM, keys.INDEX_GROUP, id="$", mkstream=True)
         runs = args.ranker_runs
         print(f"training, compiling and measuring the learned ranker ({runs} runs) ...", flush=True)
         model, report["ranker"] = learned.prepare(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -32,8 +31,9 @@ from feed.api.interactions import InteractionController
 from feed.api.posts import PostController
 from feed.api.request_ids import RequestIdMiddleware
 from feed.config import Settings, get_settings
+from feed.index_owner import owner_process
 from feed.ingest import create_celery_app
-from feed.logging import configure_logging
+from feed.logging import configure_logging, exit_cause
 from feed.metrics import prepare_multiprocess, prometheus_config
 from feed.services import Services, open_services
 from feed.stores.write_limits import OverWriteLimit
@@ -107,14 +107,6 @@ def worker_app() -> Litestar:
     return create_app(settings)
 
 
-def _exit_cause(code: int | None) -> str:
-    """An exit code as a process's end: `exit 1`, or the signal that ended it (`SIGKILL`)."""
-    if code is not None and code < 0:
-        with contextlib.suppress(ValueError):
-            return signal.Signals(-code).name
-    return f"exit {code}"
-
-
 class ApiSupervisor(Multiprocess):
     """uvicorn's supervisor of several API processes, logging each process it replaces and why
     (uvicorn itself says only "died", at INFO): it ended (its exit code, or the signal: a
@@ -130,7 +122,7 @@ class ApiSupervisor(Multiprocess):
                 log.error(
                     "api_process_replaced",
                     pid=gone.process.pid,
-                    ended_by=_exit_cause(gone.process.exitcode),
+                    ended_by=exit_cause(gone.process.exitcode),
                     reason=(
                         f"no answer to the supervisor's ping in "
                         f"{self.config.timeout_worker_healthcheck} s: killed"
@@ -144,7 +136,8 @@ class ApiSupervisor(Multiprocess):
 def main() -> None:
     """Serve the API with uvicorn (uvloop, httptools) on API_HOST:API_PORT, in API_WORKERS
     processes (a supervisor restarts one that dies or hangs, and logs it; the kernel spreads
-    connections)."""
+    connections). In embedded mode (no QDRANT_URL) the host's index owner runs beside them
+    as a child process, started again if it ends."""
     import uvicorn
 
     settings = get_settings()
@@ -161,13 +154,14 @@ def main() -> None:
         "loop": "uvloop",
         "http": "httptools",
     }
-    if not several:
-        uvicorn.run(create_app(settings), **options)
-        return
-    # each process writes its metrics there; a scrape of any one sums them all
-    prepare_multiprocess(settings.data_dir / "prometheus")
-    config = uvicorn.Config("feed.app:worker_app", factory=True, workers=settings.api_workers, **options)
-    ApiSupervisor(config, sockets=[config.bind_socket()]).run()
+    with contextlib.nullcontext() if settings.qdrant_url else owner_process():
+        if not several:
+            uvicorn.run(create_app(settings), **options)
+            return
+        # each process writes its metrics there; a scrape of any one sums them all
+        prepare_multiprocess(settings.data_dir / "prometheus")
+        config = uvicorn.Config("feed.app:worker_app", factory=True, workers=settings.api_workers, **options)
+        ApiSupervisor(config, sockets=[config.bind_socket()]).run()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ nothing else in the code reads environment variables.
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -213,6 +215,9 @@ class Settings(BaseSettings):
     # an index-stream group (an API replica slot's shard) whose readers have all been idle this
     # long is dropped so the stream can be trimmed; the slot rebuilds its shard if it returns
     index_group_drop_idle_s: float = 3600.0
+    # the index owner has an optimised copy of its shard built in a child process once this
+    # many new posts wait in its exactly-scanned segment (feed/stores/index/builds.py)
+    index_build_every: int = 20_000
     served_ttl_s: int = 1800  # a feed session (cursor) expires this long after its last page
     session_keep: int = 200  # ranked candidates stored per session for its next pages
     session_ranking_ttl_s: int = 600  # how long they are kept after the last page
@@ -253,10 +258,18 @@ class Settings(BaseSettings):
     disabled_components: list[str] = Field(default_factory=list)  # e.g. ["phoenix","seen"]
     ranking: RankingConfig = Field(default_factory=RankingConfig)
 
-    def qdrant_path(self, replica: int = 0) -> Path:
-        """Folder of API replica `replica`'s embedded Qdrant Edge shard (used when `qdrant_url`
-        is unset)."""
-        return self.data_dir / ("qdrant" if replica == 0 else f"qdrant-{replica}")
+    def qdrant_path(self) -> Path:
+        """Folder of the host's embedded Qdrant Edge shard (used when `qdrant_url` is unset)."""
+        return self.data_dir / "qdrant"
+
+    def index_socket(self) -> Path:
+        """The Unix socket the index owner answers on: in the data folder, or, when that path
+        is longer than a socket address allows, in the temp folder under a name derived from it."""
+        path = self.data_dir.resolve() / "index.sock"
+        if len(str(path)) < 100:
+            return path
+        digest = hashlib.sha1(str(path).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"feed-index-{digest}.sock"
 
 
 @lru_cache(maxsize=1)

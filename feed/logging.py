@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 from typing import Any
 
 import httpx
@@ -52,3 +54,11 @@ def _unreachable(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def exit_cause(code: int | None) -> str:
+    """A child process's exit code as how it ended: `exit 1`, or the signal that ended it (`SIGKILL`)."""
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return signal.Signals(-code).name
+    return f"exit {code}"

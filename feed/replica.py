@@ -1,20 +1,24 @@
-"""Which of the API processes sharing one DATA_DIR this process is.
+"""Which of the API processes sharing one DATA_DIR this process is, and the file locks that
+decide it (and which process owns the embedded index).
 
 Several API processes (`API_WORKERS`, or several `feed-api` started by hand) can serve one
 host. Each claims the lowest free slot number by holding an exclusive lock on
 `<data_dir>/replicas/api-<n>.lock` for as long as it lives; the kernel releases the lock
-when the process ends, however it ends, so a restarted process takes its slot (and, in
-embedded mode, its own Qdrant Edge shard and index-stream group) back.
+when the process ends, however it ends, so a restarted process takes its slot back (its
+consumer name on a shared Qdrant server's index-stream group, its number in `/health`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import fcntl
 import os
+import signal
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-from feed.stores import keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,17 +31,6 @@ class ReplicaSlot:
     def release(self) -> None:
         """Give the slot up (closing the file drops the lock)."""
         os.close(self.fd)
-
-    @property
-    def index_group(self) -> str:
-        """The index-stream consumer group of this slot's own embedded shard."""
-        return index_group(self.index)
-
-
-def index_group(slot: int) -> str:
-    """The index-stream consumer group of slot `slot`'s embedded shard (slot 0 keeps the group
-    name single-process installs always had)."""
-    return keys.INDEX_GROUP if slot == 0 else f"{keys.INDEX_GROUP}-{slot}"
 
 
 def claim_replica(data_dir: Path) -> ReplicaSlot:
@@ -54,3 +47,22 @@ def claim_replica(data_dir: Path) -> ReplicaSlot:
             index += 1
             continue
         return ReplicaSlot(index, fd)
+
+
+@contextlib.contextmanager
+def hold_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` for the duration of the context, waiting while another
+    process holds it (the kernel drops it when its holder ends, however it ends)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def end_with_parent() -> None:
+    """In a child process before it runs its program: ask Linux to send it SIGTERM when its
+    parent dies, so a killed parent leaves no child behind (elsewhere the parent stops it)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

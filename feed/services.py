@@ -34,8 +34,9 @@ from feed.stores.catalog.sync import CatalogSync
 from feed.stores.connection import AsyncRedis, connect
 from feed.stores.feature_store import FeatureStore
 from feed.stores.index.factory import open_vector_index
+from feed.stores.index.remote import RemoteVectorIndex
 from feed.stores.index.sync import IndexSync
-from feed.stores.index.vectors import VectorIndex, space_dims
+from feed.stores.index.vectors import IndexReader, space_dims
 from feed.stores.post_store import PostStore
 from feed.stores.ranker_store import RankerStore
 from feed.stores.sessions import FeedSessions
@@ -56,8 +57,7 @@ class Services:
     replica: int  # this process's slot among the API processes on this host (feed.replica)
     redis: AsyncRedis
     features: FeatureStore
-    index: VectorIndex
-    index_sync: IndexSync
+    index: IndexReader  # the index owner's searches (embedded), or the Qdrant server
     catalog: PostCatalog
     catalog_sync: CatalogSync
     broker: Broker
@@ -80,27 +80,28 @@ def ingest_queue_key(celery: Celery) -> str:
 async def open_services(
     settings: Settings, celery: Celery, clock: Callable[[], float] = time.time
 ) -> AsyncIterator[Services]:
-    """Connect everything; the post catalogue is loaded first, and it and the vector index are
-    kept in sync by background tasks while open."""
+    """Connect everything; the post catalogue is loaded first, and it is kept in sync by a
+    background task while open. Embedded, the host's index owner (`feed/index_owner.py`) keeps
+    the shard and answers the searches; with a Qdrant server, the API processes share one
+    index-stream group (a consumer each) and apply the stream to it themselves."""
     replica = claim_replica(settings.data_dir)
     redis = connect(settings.redis_url, max_connections=512)
-    index = open_vector_index(settings, replica.index)
-    # API processes sharing a Qdrant server share one group (a consumer each); each embedded
-    # shard has a group of its own
-    group, consumer = (
-        (keys.INDEX_GROUP, f"api-{socket.gethostname()}-{replica.index}")
-        if settings.qdrant_url
-        else (replica.index_group, "api")
-    )
-    index_sync = IndexSync(
-        redis,
-        index,
-        group,
-        consumer,
-        reclaim_idle_ms=settings.event_reclaim_idle_ms,
-        trim_every_s=settings.stream_trim_every_s,
-        drop_idle_groups_s=settings.index_group_drop_idle_s,
-    )
+    index: IndexReader
+    if settings.qdrant_url:
+        server = open_vector_index(settings)
+        index = server
+        index_sync: contextlib.AbstractAsyncContextManager[None] = IndexSync(
+            redis,
+            server,
+            keys.INDEX_GROUP,
+            f"api-{socket.gethostname()}-{replica.index}",
+            reclaim_idle_ms=settings.event_reclaim_idle_ms,
+            trim_every_s=settings.stream_trim_every_s,
+            drop_idle_groups_s=settings.index_group_drop_idle_s,
+        ).running()
+    else:
+        index = RemoteVectorIndex(settings.index_socket())
+        index_sync = contextlib.nullcontext()
     broker = create_broker(settings)
     features = FeatureStore(redis, settings.seen_max)
     sessions = FeedSessions(redis, settings.served_ttl_s, settings.session_ranking_ttl_s)
@@ -129,7 +130,6 @@ async def open_services(
             redis=redis,
             features=features,
             index=index,
-            index_sync=index_sync,
             replica=replica.index,
             catalog=catalog,
             catalog_sync=CatalogSync(redis, catalog),
@@ -152,12 +152,14 @@ async def open_services(
             gc.collect()
             gc.freeze()
             gc.set_threshold(GC_YOUNG_THRESHOLD)
-            backlogs = Backlogs(redis, settings.events_topic, CONSUMER_GROUP, group, ingest_queue_key(celery))
+            backlogs = Backlogs(
+                redis, settings.events_topic, CONSUMER_GROUP, keys.INDEX_GROUP, ingest_queue_key(celery)
+            )
             refresh = forever(
                 partial(refresh_backlogs, backlogs), log, "metrics_refresh_failed", every_s=5.0, retry_s=5.0
             )
             async with (
-                services.index_sync.running(),
+                index_sync,
                 services.catalog_sync.running(),
                 running(refresh, "metrics-backlogs"),
                 running(ranker_sync.run(), "ranker-sync"),

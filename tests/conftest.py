@@ -270,18 +270,17 @@ class Engine:
 
 @pytest.fixture
 async def engine(settings: Any, celery_worker: Any, host: HostBackend) -> AsyncIterator[Engine]:
-    """API (with its embedded Qdrant shard and index sync), real Celery worker, real consumer."""
-    from litestar.testing import AsyncTestClient
+    """API (with the index owner, its embedded Qdrant shard and index sync), real Celery worker,
+    real consumer."""
     from redis.asyncio import Redis
 
-    from feed.app import create_app
     from feed.events.consumer import EventConsumer
+    from tests.helpers import api_client
 
     settings = settings.model_copy(update={"backend_url": host.url})
-    app = create_app(settings, celery=celery_worker)
     redis = Redis.from_url(settings.redis_url)
     consumer = EventConsumer(settings, redis)
-    async with AsyncTestClient(app) as client:
+    async with api_client(settings, celery=celery_worker) as client:
         await consumer.start()
         try:
             yield Engine(client, settings, host, consumer, redis)

@@ -9,8 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,50 @@ async def wait_for(predicate: Any, timeout: float = 30.0, every: float = 0.05) -
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(every)
+
+
+@contextlib.contextmanager
+def index_owner_thread(settings: Any) -> Iterator[None]:
+    """The index owner on an event loop of its own in a thread of this process (the test
+    client blocks the test's loop while the app answers a request), until the context ends."""
+    from feed.index_owner import owning_index
+
+    ready, failed = threading.Event(), []
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def own() -> None:
+        try:
+            async with owning_index(settings):
+                ready.set()
+                await stop.wait()
+        except Exception as exc:
+            failed.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(own(),), name="index-owner")
+    thread.start()
+    ready.wait(60)
+    try:
+        assert not failed, failed
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(60)
+        loop.close()
+
+
+@contextlib.asynccontextmanager
+async def api_client(settings: Any, **app_options: Any) -> AsyncIterator[Any]:
+    """The API app in this process, with the index owner beside it as `feed-api` runs it (its
+    searches over the socket in the data folder); `app_options` go to `create_app`."""
+    from litestar.testing import AsyncTestClient
+
+    from feed.app import create_app
+
+    with index_owner_thread(settings):
+        async with AsyncTestClient(create_app(settings, **app_options)) as client:
+            yield client
 
 
 def unit(*values: float, dim: int = 384) -> np.ndarray:

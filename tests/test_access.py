@@ -8,10 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from litestar.testing import AsyncTestClient
 
-from feed.app import create_app
 from ingest_workers.celery_app import app as celery_app
+from tests.helpers import api_client
 
 OPEN_PATHS = {"/health", "/ready", "/metrics"}
 
@@ -36,7 +35,7 @@ async def api(settings: Any, clock: Clock) -> AsyncIterator[Any]:
     settings = settings.model_copy(
         update={"api_keys": ["key-one", "key-two"], "write_limit_per_key": 5, "write_limit_per_user": 2}
     )
-    async with AsyncTestClient(create_app(settings, celery=celery_app, clock=clock)) as client:
+    async with api_client(settings, celery=celery_app, clock=clock) as client:
         yield client
 
 

@@ -17,10 +17,8 @@ import msgspec
 import numpy as np
 import pytest
 import redis
-from litestar.testing import AsyncTestClient
 
 from feed.api.metrics_summary import _quantile_bound
-from feed.app import create_app
 from feed.batch.ranker import TrainingReport
 from feed.pipeline.features import FEATURES
 from feed.stores import keys
@@ -29,7 +27,7 @@ from feed.stores.post_store import commit_ingested
 from feed.stores.ranker_store import RankerStore
 from feed.stores.records import PostRecord
 from ingest_workers.celery_app import app as celery_app
-from tests.helpers import feed_api, unit, wait_for
+from tests.helpers import api_client, feed_api, unit, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT = os.environ.get("ADMIN_SCREENSHOT")  # where the browser test saves its screenshot
@@ -95,7 +93,7 @@ async def deploy_model(r: Any, version: int) -> None:
 @pytest.fixture
 async def api(settings: Any) -> AsyncIterator[Any]:
     seed_posts(settings)
-    async with AsyncTestClient(create_app(settings, celery=celery_app)) as client:
+    async with api_client(settings, celery=celery_app) as client:
         yield client
 
 
@@ -260,7 +258,7 @@ async def test_the_operator_page_is_behind_the_key_and_a_browser_signs_in_with_b
     settings: Any,
 ) -> None:
     keyed = settings.model_copy(update={"api_keys": ["s3cret"]})
-    async with AsyncTestClient(create_app(keyed, celery=celery_app)) as api:
+    async with api_client(keyed, celery=celery_app) as api:
         refused = await api.get("/admin")
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Basic ")  # the browser asks for it

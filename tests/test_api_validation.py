@@ -7,15 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from litestar.testing import AsyncTestClient
 
-from feed.app import create_app
 from ingest_workers.celery_app import app as celery_app
+from tests.helpers import api_client
 
 
 @pytest.fixture
 async def api(settings: Any) -> AsyncIterator[Any]:
-    async with AsyncTestClient(create_app(settings, celery=celery_app)) as client:
+    async with api_client(settings, celery=celery_app) as client:
         yield client
 
 
@@ -141,7 +140,7 @@ async def test_post_is_503_and_not_kept_when_the_ingest_queue_is_down(settings: 
 
     down = Celery("down", broker=f"redis://127.0.0.1:{free_port()}/0")
     down.conf.update(task_publish_retry=False, broker_connection_retry=False, broker_connection_timeout=0.5)
-    async with AsyncTestClient(create_app(settings, celery=down)) as client:
+    async with api_client(settings, celery=down) as client:
         response = await client.post("/posts", json={"post_id": 7, "author_id": 1, "text": "hello"})
         assert response.status_code == 503 and response.headers["retry-after"] == "1"
         assert (await client.get("/posts/7")).status_code == 404  # never reported as accepted

@@ -1,6 +1,7 @@
-"""`feed-api` with API_WORKERS=2, as real processes: each worker keeps its own embedded shard
-in step with the index stream, both serve feeds, and a killed worker is replaced (and the
-replacement logged with its cause) and takes its slot back."""
+"""`feed-api` with API_WORKERS=2, as real processes: one index owner keeps the host's embedded
+shard in step with the index stream and answers both workers' searches, both serve feeds, and a
+killed worker or owner is replaced (the replacement logged with its cause), the worker taking
+its slot back."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -58,22 +60,20 @@ def caught_up(r: redis.Redis) -> dict[str, bool]:
     return {g["name"].decode(): g["last-delivered-id"] == last and g["pending"] == 0 for g in groups}
 
 
-async def test_two_api_workers_each_index_every_post_and_a_killed_one_comes_back(
+async def test_two_api_workers_search_one_owner_and_killed_processes_come_back(
     api: str, settings: Settings, redis_client: Any
 ) -> None:
     r = redis.Redis.from_url(settings.redis_url)
     for i in range(5):
         commit_ingested(r, post(f"p{i}", 1, i / 10))
-    # each worker's shard reads the stream through its own group and acknowledges after applying
-    expected = {keys.INDEX_GROUP: True, f"{keys.INDEX_GROUP}-1": True}
+    # the owner reads the stream through one group and acknowledges after applying
+    expected = {keys.INDEX_GROUP: True}
     await wait_for(lambda: caught_up(r) == expected)
     await EventApplier(InteractionWrites(redis_client, settings), settings).apply(
         [InteractionEvent("e1", "u", "u", "p0", "p0", "like", time.time())]
     )
-    for _ in range(6):  # new connections: either worker answers, from its own shard
-        page = httpx.post(f"{api}/feed", json={"user_id": "u", "limit": 10}).raise_for_status().json()
-        nearest = {item["post_id"] for item in page["items"] if item["source"] == "phoenix"}
-        assert nearest == {f"p{i}" for i in range(1, 5)}  # p0 is the one the user liked
+    for _ in range(6):  # new connections: either worker answers, searching through the owner
+        assert nearest(api, "u") == {f"p{i}" for i in range(1, 5)}  # p0 is the one the user liked
     # any worker's /metrics sums both workers' (prometheus-client's multiprocess mode)
     metrics = httpx.get(f"{api}/metrics").text
     served = [line for line in metrics.splitlines() if line.startswith("feed_http_requests_total{")]
@@ -89,7 +89,39 @@ async def test_two_api_workers_each_index_every_post_and_a_killed_one_comes_back
         if "api_process_replaced" in line
     ]
     assert [(e["pid"], e["ended_by"], e["reason"]) for e in replaced] == [(pids[0], "SIGKILL", "it ended")]
-    commit_ingested(r, post("p5", 1, 0.5))
-    await wait_for(lambda: caught_up(r) == expected)
+
+    (owner,) = index_owners(settings.data_dir)
+    os.kill(owner, signal.SIGKILL)
+    commit_ingested(r, post("p5", 1, 0.5))  # while no owner runs: applied by the next one
+    await wait_for(lambda: caught_up(r) == expected, 60)
     assert r.xlen(keys.INDEX_STREAM) == 6
+    await EventApplier(InteractionWrites(redis_client, settings), settings).apply(
+        [InteractionEvent("e2", "w", "w", "p0", "p0", "like", time.time())]
+    )  # a new user: u's retrievals are cached
+    await wait_for(lambda: nearest(api, "w") == {f"p{i}" for i in range(1, 6)}, 30)
+    replaced = [
+        json.loads(line)
+        for line in (settings.data_dir / "api.log").read_text().splitlines()
+        if "index_owner_replaced" in line
+    ]
+    assert [(e["pid"], e["ended_by"]) for e in replaced] == [(owner, "SIGKILL")]
+    assert index_owners(settings.data_dir) not in ([], [owner])
     r.close()
+
+
+def nearest(api: str, user: str) -> set[str]:
+    """The nearest-neighbour posts of `user`'s first page."""
+    page = httpx.post(f"{api}/feed", json={"user_id": user, "limit": 10}).raise_for_status().json()
+    return {item["post_id"] for item in page["items"] if item["source"] == "phoenix"}
+
+
+def index_owners(data_dir: Path) -> list[int]:
+    """Process ids of the index owners running on `data_dir`."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if b"feed.index_owner" in (proc / "cmdline").read_bytes() and (
+                f"DATA_DIR={data_dir}".encode() in (proc / "environ").read_bytes().split(b"\0")
+            ):
+                found.append(int(proc.name))
+    return found

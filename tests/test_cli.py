@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner
-from litestar.testing import AsyncTestClient
 
-from feed.app import create_app
 from feed.cli import backfill, main, read_posts
 from feed.stores import keys
 from ingest_workers.celery_app import app as celery_app
+from tests.helpers import api_client
 
 
 def test_help_lists_every_command_and_options_pass_through() -> None:
@@ -69,7 +68,7 @@ def test_posts_are_read_from_jsonl_and_csv(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def api(settings: Any) -> AsyncIterator[Any]:
-    async with AsyncTestClient(create_app(settings, celery=celery_app)) as client:
+    async with api_client(settings, celery=celery_app) as client:
         yield client
 
 

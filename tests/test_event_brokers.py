@@ -10,7 +10,7 @@ from faststream.kafka import KafkaBroker, TestKafkaBroker
 from feed.events.broker import EventPublisher, create_broker
 from feed.events.consumer import EventConsumer
 from feed.stores import keys
-from tests.helpers import unit, wait_for
+from tests.helpers import api_client, unit, wait_for
 from tests.test_event_apply import event, store_post, user_vector
 
 
@@ -58,9 +58,6 @@ async def test_api_and_consumer_on_a_real_kafka_broker(
     settings: Any, redis_client: Any, celery_worker: Any, kafka_bootstrap: str
 ) -> None:
     """POST /interaction publishes to Kafka (Tansu); the consumer group applies each event once."""
-    from litestar.testing import AsyncTestClient
-
-    from feed.app import create_app
 
     settings = settings.model_copy(
         update={"kafka_bootstrap_servers": kafka_bootstrap, "events_topic": "it.events"}
@@ -69,7 +66,7 @@ async def test_api_and_consumer_on_a_real_kafka_broker(
     consumer = EventConsumer(settings, redis_client)
     await consumer.start()
     try:
-        async with AsyncTestClient(create_app(settings, celery=celery_worker)) as client:
+        async with api_client(settings, celery=celery_worker) as client:
             body = {"user_id": "ku", "post_id": "kp", "action": "share", "event_id": "kafka-host-1"}
             for _ in range(2):
                 response = await client.post("/interaction", json=body)
@@ -83,13 +80,11 @@ async def test_api_and_consumer_on_a_real_kafka_broker(
 
 
 async def test_event_accepted_before_any_consumer_is_applied(settings: Any, redis_client: Any) -> None:
-    from litestar.testing import AsyncTestClient
 
-    from feed.app import create_app
     from ingest_workers.celery_app import app as celery_app
 
     store_post(settings, "early", "author", unit(1, 0))
-    async with AsyncTestClient(create_app(settings, celery=celery_app)) as client:
+    async with api_client(settings, celery=celery_app) as client:
         body = {"user_id": "eu", "post_id": "early", "action": "like"}
         assert (await client.post("/interaction", json=body)).status_code == 202
     consumer = EventConsumer(settings, redis_client)  # the first consumer ever on this stream

@@ -22,10 +22,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from litestar.testing import AsyncTestClient
 
 from bench.samples import image_bytes
-from feed.app import create_app
 from feed.events.apply import EventApplier
 from feed.events.schemas import InteractionEvent
 from feed.redis_server import free_port, start_server
@@ -35,7 +33,7 @@ from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
 from ingest_workers.celery_app import app as celery_app
 from tests.conftest import HostBackend
-from tests.helpers import health_answers, start_tansu, unit
+from tests.helpers import api_client, health_answers, start_tansu, unit
 
 BIN = Path(sys.executable).parent
 
@@ -457,7 +455,7 @@ async def test_vector_index_down_or_slow_the_feed_answers_in_budget_from_the_oth
     await EventApplier(InteractionWrites(redis_client, settings), settings).apply(
         [InteractionEvent("e", "u", "u", "p0", "p0", "like", time.time())]
     )
-    async with AsyncTestClient(create_app(settings, celery=celery_app)) as api:
+    async with api_client(settings, celery=celery_app) as api:
         index = api.app.dependencies["services"].dependency().index
 
         async def broken(*_: Any) -> list[Any]:

@@ -13,7 +13,6 @@ from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 
 from feed.api.request_ids import RequestIdMiddleware
-from feed.app import create_app
 from feed.events.broker import CONSUMER_GROUP
 from feed.metrics import refresh_backlogs
 from feed.stores import keys
@@ -21,12 +20,12 @@ from feed.stores.backlog import Backlogs
 from feed.stores.post_store import commit_ingested
 from feed.stores.records import PostRecord
 from ingest_workers.celery_app import app as celery_app
-from tests.helpers import unit
+from tests.helpers import api_client, unit
 
 
 @pytest.fixture
 async def api(settings: Any) -> AsyncIterator[Any]:
-    async with AsyncTestClient(create_app(settings, celery=celery_app)) as client:
+    async with api_client(settings, celery=celery_app) as client:
         yield client
 
 

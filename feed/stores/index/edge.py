@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import structlog
@@ -16,23 +17,29 @@ log = structlog.get_logger(__name__)
 
 
 class EdgeVectorIndex:
-    """Embedded Qdrant Edge shard in a folder; only one process may open it at a time.
+    """Embedded Qdrant Edge shard in a folder; only one process may open it at a time (the
+    host's index owner, `feed/index_owner.py`).
 
-    Searches are exact scans of int8 scalar-quantised vectors (pinned in RAM), rescored
-    with the float32 originals (on disk, read through the page cache): about twice as fast
-    as scanning the originals (100k posts, limit 1000: 5.9 ms against 10.9 here). There is
-    no HNSW graph: building one held the GIL for about a minute per 100k posts, and at a
-    limit of 1000 it was not faster. New points land in an appendable segment that is
-    scanned unquantised; once `optimize_every` of them have arrived, `optimize()` quantises
-    them, however few, into a segment of their own (segments stop growing at `SEGMENT_KB`,
-    so this costs 0.2 to 1 s per 20k new points here, not a rewrite of the shard; it blocks
-    the caller meanwhile).
+    Each sealed segment has an HNSW graph (`HNSW_M` links, built with `HNSW_EF_CONSTRUCT`)
+    over int8 scalar-quantised vectors (pinned in RAM); hits are rescored with the float32
+    originals (on disk, read through the page cache). A search explores at least
+    `HNSW_EF_MIN` nodes (and `limit`). New points land in an appendable segment that is
+    scanned exactly, so they are searchable at once; once `optimize_every` of them have
+    arrived, `optimize()` seals them into a segment of their own and builds its graph
+    (segments stop growing at `SEGMENT_KB`; about 7 s per 100k points here on two threads).
+    Both searching and optimising hold the GIL, so neither runs in an API process; with
+    `optimize_every=0` nothing is optimised here, not even on opening (the index owner has a
+    copy optimised in a child process instead: `builds.py`), and `unoptimized` counts the
+    points waiting for it.
 
     A shard whose vector layout differs from `dims` (written by an older version) is moved
     aside to `<folder>.incompatible-<time>` and a new one is created.
     """
 
     SEGMENT_KB = 50_000
+    HNSW_M = 16
+    HNSW_EF_CONSTRUCT = 64
+    HNSW_EF_MIN = 128
 
     def __init__(self, path: Path, dims: dict[str, int], optimize_every: int = 20_000) -> None:
         import qdrant_edge as qe
@@ -40,7 +47,8 @@ class EdgeVectorIndex:
         self._qe = qe
         self.dims = dims
         self._optimize_every = optimize_every
-        self._unoptimized = 0
+        self.path = path
+        self.unoptimized = 0
         config = qe.EdgeConfig(
             vectors={
                 space: qe.EdgeVectorParams(
@@ -50,7 +58,9 @@ class EdgeVectorIndex:
                     quantization_config=qe.ScalarQuantizationConfig(
                         qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned
                     ),
-                    hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10),
+                    hnsw_config=qe.HnswIndexConfig(
+                        m=self.HNSW_M, ef_construct=self.HNSW_EF_CONSTRUCT, full_scan_threshold=10
+                    ),
                 )
                 for space, size in dims.items()
             },
@@ -61,7 +71,10 @@ class EdgeVectorIndex:
             try:
                 self._shard = qe.EdgeShard.load(str(path), config)
                 self._fresh = False
-                self.optimize()  # what the last run left unquantised (or a shard from before quantisation)
+                info = self._shard.info()  # points the last run left in the unindexed segment
+                self.unoptimized = max(0, info.points_count - info.indexed_vectors_count)
+                if optimize_every:
+                    self.optimize()
             except Exception as exc:
                 if "incompatible" not in str(exc).lower():
                     raise
@@ -88,16 +101,20 @@ class EdgeVectorIndex:
         ]
         if points:
             self._shard.update(qe.UpdateOperation.upsert_points(points))
-            self._unoptimized += len(points)
-            if self._unoptimized >= self._optimize_every:
+            self.unoptimized += len(points)
+            if self._optimize_every and self.unoptimized >= self._optimize_every:
                 self.optimize()
 
     def optimize(self) -> None:
-        """Quantise the points added since the last call into searchable segments."""
+        """Seal the points added since the last call into quantised segments with HNSW graphs."""
         start = time.perf_counter()
         self._shard.optimize()
-        log.info("vector_index_optimized", points=self._unoptimized, seconds=time.perf_counter() - start)
-        self._unoptimized = 0
+        log.info("vector_index_optimized", points=self.unoptimized, seconds=time.perf_counter() - start)
+        self.unoptimized = 0
+
+    def flush(self) -> None:
+        """Write everything to the folder (before it is copied)."""
+        self._shard.flush()
 
     async def delete(self, post_keys: list[str]) -> None:
         if post_keys:
@@ -117,17 +134,23 @@ class EdgeVectorIndex:
                 must_not=[qe.FieldCondition(key="author", match=qe.MatchAny(any=exclude_authors))]
             )
         nearest = [qe.Query.Nearest(v.astype(float).tolist(), using=space) for space, v in queries]
+        params = self._params(limit)
         if len(nearest) == 1:
-            request = qe.QueryRequest(limit=limit, query=nearest[0], with_payload=["post"], filter=flt)
+            request = qe.QueryRequest(
+                limit=limit, query=nearest[0], with_payload=["post"], filter=flt, params=params
+            )
         else:
             request = qe.QueryRequest(
                 limit=limit,
-                prefetches=[qe.Prefetch(limit=limit, query=q, filter=flt) for q in nearest],
+                prefetches=[qe.Prefetch(limit=limit, query=q, filter=flt, params=params) for q in nearest],
                 query=qe.Fusion.Rrf(k=RRF_K),
                 with_payload=["post"],
             )
         hits = self._shard.query(request)
         return [VectorHit(str((h.payload or {})["post"]), float(h.score)) for h in hits]
+
+    def _params(self, limit: int) -> Any:
+        return self._qe.SearchParams(hnsw_ef=max(self.HNSW_EF_MIN, limit))
 
     async def set_cf(self, factors: dict[str, np.ndarray], version: int) -> int:
         qe = self._qe
@@ -161,6 +184,7 @@ class EdgeVectorIndex:
             query=qe.Query.Nearest(user.astype(float).tolist(), using=CF),
             with_payload=["post"],
             filter=flt,
+            params=self._params(limit),
         )
         return [VectorHit(str((h.payload or {})["post"]), float(h.score)) for h in self._shard.query(request)]
 

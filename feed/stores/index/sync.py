@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,7 @@ class IndexSync:
         reclaim_idle_ms: int = 60_000,
         trim_every_s: float = 0.0,
         drop_idle_groups_s: float = 0.0,
+        between_batches: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._redis = redis
         self._index = index
@@ -58,6 +59,7 @@ class IndexSync:
         self._reclaim_idle_ms = reclaim_idle_ms
         self._trim_every_s = trim_every_s  # how often `run` trims what every group applied (0: never)
         self._drop_idle_groups_s = drop_idle_groups_s  # groups idle this long are dropped (0: never)
+        self._between_batches = between_batches  # `run` awaits it after each batch (the owner's builds)
 
     async def ensure_group(self) -> bool:
         """Create the consumer group (from the stream's start) if it does not exist; returns
@@ -223,6 +225,8 @@ class IndexSync:
             while await self.apply_once(pending=True):
                 pass
             await self.apply_once(block_ms=block_ms)
+            if self._between_batches is not None:
+                await self._between_batches()
 
         async def recover(exc: Exception) -> None:
             if "NOGROUP" in str(exc):  # the group is gone (Redis lost it, or it was dropped as

@@ -68,7 +68,17 @@ class PostSearch(Protocol):
         factors come from model `version`, skipping posts by `exclude_authors`."""
 
 
-class VectorIndex(PostSearch, Protocol):
+class IndexReader(PostSearch, Protocol):
+    """What an API process needs of the index: its searches, and how many points it holds."""
+
+    async def count(self) -> int:
+        """Number of points stored."""
+
+    async def close(self) -> None:
+        """Release the store (flushes the embedded shard; closes a connection)."""
+
+
+class VectorIndex(IndexReader, Protocol):
     """Narrow interface over the post vector store."""
 
     dims: dict[str, int]  # vector size per named vector
@@ -89,9 +99,3 @@ class VectorIndex(PostSearch, Protocol):
     async def set_cf(self, factors: dict[str, np.ndarray], version: int) -> int:
         """Store these posts' CF item factors, of model `version`; posts the index does not
         have are skipped. Returns how many were stored."""
-
-    async def count(self) -> int:
-        """Number of points stored."""
-
-    async def close(self) -> None:
-        """Release the store (flushes the embedded shard)."""
