@@ -372,6 +372,18 @@ def stage_totals(url: str, components: tuple[str, ...] = WINDOW_STAGES) -> dict[
     return totals
 
 
+def ranking_cache_lookups(url: str) -> tuple[float, float]:
+    """Hits and misses of the API's ranking cache so far (`/metrics`, summed over processes)."""
+    text = httpx.get(f"{url}/metrics", timeout=30).raise_for_status().text
+    counts = {"hit": 0.0, "miss": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            result = sample.labels.get("result", "")
+            if sample.name == "feed_cache_lookups_total" and sample.labels.get("cache") == "ranking":
+                counts[result] = counts.get(result, 0.0) + sample.value
+    return counts["hit"], counts["miss"]
+
+
 def stage_means(
     before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
 ) -> dict[str, dict[str, float]]:
@@ -559,7 +571,9 @@ def main() -> None:
         spy = None
         if args.profile:
             spy = py_spy(api.pid, folder / "profile.txt", int(args.duration))
+        hits_before, misses_before = ranking_cache_lookups(url)
         feed, took = feed_phase(url, closed_users, args.limit, args.concurrency, args.duration)
+        hits, misses = ranking_cache_lookups(url)
         if spy is not None:
             spy.wait(60)
             report["profile"] = profile_top(folder / "profile.txt")
@@ -577,6 +591,8 @@ def main() -> None:
         floor = numpy_floor(corpus.vectors, report["candidates"]["after_duplicates"], args.limit)
         report["feed"] = feed.summary()
         report["feed"]["server_took_p50_ms"] = float(np.percentile(took, 50)) if took else 0.0
+        looked_up = hits - hits_before + misses - misses_before
+        report["feed"]["ranking_cache_hit_share"] = (hits - hits_before) / looked_up if looked_up else 0.0
         report["floor_ms"] = floor
         report["api_rss_mb"] = rss_mb(api.pid)
         report["raw_vector_mb"] = corpus.vectors.nbytes / 2**20
@@ -620,7 +636,8 @@ def main() -> None:
             f"| POST /feed, users seen before (random users, {args.duration:.0f} s) | "
             f"{f['req_per_s']:.0f} req/s; "
             f"p50 {f['p50_ms']:.1f} ms, p90 {f['p90_ms']:.1f}, "
-            f"p99 {f['p99_ms']:.1f}, max {f['max_ms']:.1f}; {f['errors']:.0f} errors |",
+            f"p99 {f['p99_ms']:.1f}, max {f['max_ms']:.1f}; {f['errors']:.0f} errors; ranking cache hits "
+            f"{f['ranking_cache_hit_share']:.0%} |",
             f"| /feed pipeline, one request at a time (server `took_ms`, p50) / numpy floor, gathered "
             f"({floor['gathered']:.2f} ms; contiguous {floor['contiguous']:.2f} ms) | "
             f"{alone:.1f} ms / {floor['gathered']:.2f} ms = {ratio:.1f}x (under load: "

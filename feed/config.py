@@ -212,8 +212,8 @@ class Settings(BaseSettings):
     # Redis Streams (events, index operations) drop what every consumer group acknowledged
     # this often (0: never)
     stream_trim_every_s: float = 30.0
-    # an index-stream group (an API replica slot's shard) whose readers have all been idle this
-    # long is dropped so the stream can be trimmed; the slot rebuilds its shard if it returns
+    # an index-stream group whose readers have all been idle this long is dropped so the stream
+    # can be trimmed; its reader (the index owner) rebuilds its shard if it returns
     index_group_drop_idle_s: float = 3600.0
     # the index owner has an optimised copy of its shard built in a child process once this
     # many new posts wait in its exactly-scanned segment (feed/stores/index/builds.py)

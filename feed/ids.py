@@ -23,9 +23,14 @@ def id_key(value: int | str) -> str:
     return str(value)
 
 
+def point_uuid(key: str) -> uuid.UUID:
+    """The UUID of a canonical post key's Qdrant point; stable across processes."""
+    return uuid.uuid5(_POINT_NAMESPACE, key)
+
+
 def point_id(key: str) -> str:
-    """Qdrant point id (a UUID string) for a canonical post key; stable across processes."""
-    return str(uuid.uuid5(_POINT_NAMESPACE, key))
+    """Qdrant point id (a UUID string) for a canonical post key."""
+    return str(point_uuid(key))
 
 
 def encode_host_id(value: int | str) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import structlog
 
-from feed.ids import point_id
+from feed.ids import point_id, point_uuid
 from feed.stores.index.vectors import CF, CF_VERSION, RRF_K, Queries, VectorHit, _as_lists
 from feed.stores.records import PostRecord
 
@@ -32,6 +33,10 @@ class EdgeVectorIndex:
     copy optimised in a child process instead: `builds.py`), and `unoptimized` counts the
     points waiting for it.
 
+    Searches return point ids only: reading the `post` payload of 1,000 hits cost more than
+    the search itself (9.2 against 2.1 ms at 100k posts here), so the index keeps the post
+    key of each point id in memory (filled from the shard on opening, then by each write).
+
     A shard whose vector layout differs from `dims` (written by an older version) is moved
     aside to `<folder>.incompatible-<time>` and a new one is created.
     """
@@ -49,6 +54,7 @@ class EdgeVectorIndex:
         self._optimize_every = optimize_every
         self.path = path
         self.unoptimized = 0
+        self._keys: dict[int, str] = {}  # point UUID as an int -> post key
         config = qe.EdgeConfig(
             vectors={
                 space: qe.EdgeVectorParams(
@@ -71,6 +77,7 @@ class EdgeVectorIndex:
             try:
                 self._shard = qe.EdgeShard.load(str(path), config)
                 self._fresh = False
+                self._load_keys()
                 info = self._shard.info()  # points the last run left in the unindexed segment
                 self.unoptimized = max(0, info.points_count - info.indexed_vectors_count)
                 if optimize_every:
@@ -91,6 +98,26 @@ class EdgeVectorIndex:
                 qe.UpdateOperation.create_field_index(CF_VERSION, qe.PayloadSchemaType.Integer)
             )
 
+    def _load_keys(self, batch: int = 10_000) -> None:
+        qe = self._qe
+        offset = None
+        while True:
+            records, offset = self._shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=batch, with_payload=["post"], with_vector=False)
+            )
+            for record in records:
+                self._keys[_as_uuid(record.id).int] = str((record.payload or {})["post"])
+            if offset is None:
+                return
+
+    def _hits(self, points: list[Any]) -> list[VectorHit]:
+        keys = self._keys
+        return [
+            VectorHit(key, float(p.score))
+            for p in points
+            if (key := keys.get(_as_uuid(p.id).int)) is not None
+        ]
+
     async def prepare(self) -> bool:
         return self._fresh
 
@@ -101,6 +128,7 @@ class EdgeVectorIndex:
         ]
         if points:
             self._shard.update(qe.UpdateOperation.upsert_points(points))
+            self._keys.update((point_uuid(r.key).int, r.key) for r in records)
             self.unoptimized += len(points)
             if self._optimize_every and self.unoptimized >= self._optimize_every:
                 self.optimize()
@@ -120,9 +148,12 @@ class EdgeVectorIndex:
         if post_keys:
             ids: list[int | str] = [point_id(k) for k in post_keys]
             self._shard.update(self._qe.UpdateOperation.delete_points(ids))  # type: ignore[arg-type]
+            for key in post_keys:
+                self._keys.pop(point_uuid(key).int, None)
 
     async def clear(self) -> None:
         self._shard.update(self._qe.UpdateOperation.delete_points_by_filter(self._qe.Filter()))
+        self._keys.clear()
 
     async def nearest(self, queries: Queries, limit: int, exclude_authors: list[str]) -> list[VectorHit]:
         qe = self._qe
@@ -137,17 +168,17 @@ class EdgeVectorIndex:
         params = self._params(limit)
         if len(nearest) == 1:
             request = qe.QueryRequest(
-                limit=limit, query=nearest[0], with_payload=["post"], filter=flt, params=params
+                limit=limit, query=nearest[0], with_payload=False, filter=flt, params=params
             )
         else:
             request = qe.QueryRequest(
                 limit=limit,
                 prefetches=[qe.Prefetch(limit=limit, query=q, filter=flt, params=params) for q in nearest],
                 query=qe.Fusion.Rrf(k=RRF_K),
-                with_payload=["post"],
+                with_payload=False,
             )
         hits = self._shard.query(request)
-        return [VectorHit(str((h.payload or {})["post"]), float(h.score)) for h in hits]
+        return self._hits(hits)
 
     def _params(self, limit: int) -> Any:
         return self._qe.SearchParams(hnsw_ef=max(self.HNSW_EF_MIN, limit))
@@ -182,11 +213,11 @@ class EdgeVectorIndex:
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(user.astype(float).tolist(), using=CF),
-            with_payload=["post"],
+            with_payload=False,
             filter=flt,
             params=self._params(limit),
         )
-        return [VectorHit(str((h.payload or {})["post"]), float(h.score)) for h in self._shard.query(request)]
+        return self._hits(self._shard.query(request))
 
     async def count(self) -> int:
         return int(self._shard.info().points_count)
@@ -194,3 +225,8 @@ class EdgeVectorIndex:
     async def close(self) -> None:
         self._shard.flush()
         self._shard.close()
+
+
+def _as_uuid(point: object) -> uuid.UUID:
+    """A point id as Edge returns it (a UUID; a string in older releases)."""
+    return point if isinstance(point, uuid.UUID) else uuid.UUID(str(point))
