@@ -489,7 +489,9 @@ def main() -> None:
     if args.qdrant_url:
         index = ServerVectorIndex(args.qdrant_url, settings.qdrant_collection, space_dims(settings))
     else:
-        index = EdgeVectorIndex(live_folder(settings.qdrant_path()), space_dims(settings))
+        # optimised once, when the last posts are in (rather than 20k at a time, merging as
+        # it grows): the recall measurement below opens it and builds its graphs
+        index = EdgeVectorIndex(live_folder(settings.qdrant_path()), space_dims(settings), args.posts + 1)
     spec = CorpusSpec(posts=args.posts, authors=args.authors, users=args.users)
     report: dict[str, Any] = {
         "spec": spec.__dict__,
