@@ -373,15 +373,16 @@ def stage_totals(url: str, components: tuple[str, ...] = WINDOW_STAGES) -> dict[
 
 
 def ranking_cache_lookups(url: str) -> tuple[float, float]:
-    """Hits and misses of the API's ranking cache so far (`/metrics`, summed over processes)."""
+    """Hits (in the process, or shared) and misses of the API's ranking cache so far (`/metrics`,
+    summed over processes)."""
     text = httpx.get(f"{url}/metrics", timeout=30).raise_for_status().text
-    counts = {"hit": 0.0, "miss": 0.0}
+    counts = {"hit": 0.0, "shared_hit": 0.0, "miss": 0.0}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             result = sample.labels.get("result", "")
             if sample.name == "feed_cache_lookups_total" and sample.labels.get("cache") == "ranking":
                 counts[result] = counts.get(result, 0.0) + sample.value
-    return counts["hit"], counts["miss"]
+    return counts["hit"] + counts["shared_hit"], counts["miss"]
 
 
 def stage_means(

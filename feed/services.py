@@ -123,7 +123,7 @@ async def open_services(
             build_home_feed(settings, catalog, features, index, graph, sessions, ranker),
             sessions,
             settings.session_keep,
-            build_ranking_cache(settings, catalog, ranker),
+            build_ranking_cache(settings, catalog, features, ranker),
         )
         services = Services(
             settings=settings,

@@ -24,6 +24,7 @@ from feed.stores import keys
 from feed.stores.catalog.model import NO_ROW, PostCatalog
 from feed.stores.feature_store import UserFeatures
 from feed.stores.index.vectors import VectorHit
+from feed.stores.rankings import SharedRankings
 from feed.stores.records import PostRecord
 from feed.stores.retrievals import SharedRetrievals
 from feed.stores.sessions import FeedSessions
@@ -219,12 +220,50 @@ async def test_a_new_session_starts_from_the_users_kept_ranking_until_something_
     await page(q(events=2, following=frozenset({"a1", "a2"})))
     assert source.calls == 7
     off = RankingCache(catalog, ttl_s=0, max_bytes=2**20, keep=8, ranker=RankerSlot())
-    assert not off.usable(q()) and off.get(q()) is None
+    assert not off.usable(q()) and await off.get(q()) is None
     ranking = Candidates.of(np.array(sorted(catalog.rows.values())), "all")
     brief = RankingCache(catalog, ttl_s=0.05, max_bytes=2**20, keep=8, ranker=RankerSlot())
-    brief.put(q(events=7), ranking.take(slice(0, 7)))  # shorter than keep: not kept
-    assert brief.get(q(events=7)) is None
-    brief.put(q(), ranking)
-    assert brief.get(q()) is not None
+    await brief.put(q(events=7), ranking.take(slice(0, 7)))  # shorter than keep: not kept
+    assert await brief.get(q(events=7)) is None
+    await brief.put(q(), ranking)
+    assert await brief.get(q()) is not None
     await asyncio.sleep(0.1)
-    assert brief.get(q()) is None  # expired
+    assert await brief.get(q()) is None  # expired
+
+
+async def test_another_api_process_starts_from_the_ranking_one_kept(redis_client: Any) -> None:
+    """Through Redis: the other process numbers its catalogue's rows differently, gets the same
+    posts with the same scores and features, and does not rank; a changed fingerprint misses."""
+    now = time.time()
+    posts = [post(f"p{i}", f"a{i % 3}", now - 100 + i) for i in range(10)]
+    shared = SharedRankings(redis_client, 60)
+
+    def process(order: list[PostRecord]) -> tuple[PagedFeed, _Scored, PostCatalog]:
+        catalog = PostCatalog({"text": 4})
+        catalog.upsert(order)
+        source = _Scored(catalog)
+        pipeline = Pipeline(
+            catalog=catalog,
+            sources=[source],
+            candidate_hydrators=[PostFeaturesHydrator(catalog)],
+            filters=[DuplicateFilter(), MissingPostFilter()],
+            scorers=[_SourceScore()],
+        )
+        cache = RankingCache(catalog, ttl_s=60, max_bytes=2**20, keep=8, ranker=RankerSlot(), shared=shared)
+        return PagedFeed(pipeline, FeedSessions(redis_client, 60, 60), keep=2, cache=cache), source, catalog
+
+    (one, one_source, _), (other, other_source, other_catalog) = process(posts), process(posts[::-1])
+
+    def q(events: int = 1) -> FeedQuery:
+        user = UserFeatures(vectors={}, events=events, seen=frozenset(), affinity={})
+        return FeedQuery("u", "u", 3, uuid.uuid4().hex, now, user=user, graph=SocialGraph(frozenset({"a1"})))
+
+    first = await one.page(q(), continuing=False)
+    answered = await other.page(q(), continuing=False)
+    assert other_source.calls == 0 and one_source.calls == 1
+    assert [p.post_key for p in answered.items] == [p.post_key for p in first.items] == ["p9", "p8", "p7"]
+    assert [p.parts for p in answered.items] == [p.parts for p in first.items]
+    other_catalog.remove(["p9"])  # this process's filters still run over it
+    assert [p.post_key for p in (await other.page(q(), continuing=False)).items] == ["p8", "p7", "p6"]
+    await other.page(q(events=2), continuing=False)  # the user interacted since: ranked afresh
+    assert other_source.calls == 1

@@ -60,6 +60,7 @@ from feed.social_graph import SocialGraphClient
 from feed.stores.catalog.model import PostCatalog
 from feed.stores.feature_store import FeatureStore
 from feed.stores.index.vectors import PostSearch
+from feed.stores.rankings import SharedRankings
 from feed.stores.retrievals import SharedRetrievals
 from feed.stores.served_log import ServedLog
 from feed.stores.sessions import FeedSessions
@@ -154,10 +155,18 @@ def build_home_feed(
     )
 
 
-def build_ranking_cache(settings: Settings, catalog: PostCatalog, ranker: RankerSlot) -> RankingCache:
+def build_ranking_cache(
+    settings: Settings, catalog: PostCatalog, store: FeatureStore, ranker: RankerSlot
+) -> RankingCache:
     """The cache of each hot user's latest home-feed ranking (`PagedFeed` reads and fills it):
-    the largest page (200) and what a session stores after it, before filters."""
+    the largest page (200) and what a session stores after it, before filters; shared by the
+    API processes through Redis."""
     r = settings.ranking
     return RankingCache(
-        catalog, r.ranking_cache_ttl_s, r.ranking_cache_mb * 2**20, MAX_PAGE + settings.session_keep, ranker
+        catalog,
+        r.ranking_cache_ttl_s,
+        r.ranking_cache_mb * 2**20,
+        MAX_PAGE + settings.session_keep,
+        ranker,
+        SharedRankings(store.redis, r.ranking_cache_ttl_s),
     )

@@ -113,8 +113,8 @@ class PagedFeed:
         """A fresh run for the page, started from the user's cached ranking when there is one
         (stages reported `cached`); a ranking made here is cached."""
         reports = await self.pipeline.hydrate(query)  # the cache's key needs the hydrated query
-        cached = self._cache.get(query) if self._cache is not None else None
+        cached = await self._cache.get(query) if self._cache is not None else None
         result = await self.pipeline.rank(query, reports, cached, "cached", keep=self._keep)
         if self._cache is not None and result.ranked is not None:
-            self._cache.put(query, result.ranked)
+            await self._cache.put(query, result.ranked)
         return result

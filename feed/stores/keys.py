@@ -106,6 +106,11 @@ def retrieval(source: str, user_key: str) -> str:
     return f"{P}retrieval:{source}:{user_key}"
 
 
+def ranking(user_key: str) -> str:
+    """String: msgpack of a user's last kept ranking (RankingCache's shared layer)."""
+    return f"{P}ranking:{user_key}"
+
+
 def write_window(kind: str, who: str, second: int) -> str:
     """String counter: writes by an API key or a user (`kind`) in one second (WriteLimits)."""
     return f"{P}rl:{kind}:{who}:{second}"
