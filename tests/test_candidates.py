@@ -157,6 +157,17 @@ class _SourceScore:
         c.parts["s"] = c.source_score.copy()
 
 
+def scored_pipeline(catalog: PostCatalog, source: _Scored) -> Pipeline:
+    """`source`'s posts, hydrated, de-duplicated, scored by their source score."""
+    return Pipeline(
+        catalog=catalog,
+        sources=[source],
+        candidate_hydrators=[PostFeaturesHydrator(catalog)],
+        filters=[DuplicateFilter(), MissingPostFilter()],
+        scorers=[_SourceScore()],
+    )
+
+
 def post(key: str, author: str, created_at: float) -> PostRecord:
     return PostRecord(key, key, author, author, created_at, "text", "", {"text": np.ones(4, np.float32) / 2})
 
@@ -170,13 +181,7 @@ async def test_a_new_session_starts_from_the_users_kept_ranking_until_something_
     source = _Scored(catalog)
     slot = RankerSlot()
     cache = RankingCache(catalog, ttl_s=60, max_bytes=2**20, keep=8, ranker=slot)
-    pipeline = Pipeline(
-        catalog=catalog,
-        sources=[source],
-        candidate_hydrators=[PostFeaturesHydrator(catalog)],
-        filters=[DuplicateFilter(), MissingPostFilter()],
-        scorers=[_SourceScore()],
-    )
+    pipeline = scored_pipeline(catalog, source)
     sessions = FeedSessions(redis_client, 60, 60)
     feed = PagedFeed(pipeline, sessions, keep=2, cache=cache)
 
@@ -242,13 +247,7 @@ async def test_another_api_process_starts_from_the_ranking_one_kept(redis_client
         catalog = PostCatalog({"text": 4})
         catalog.upsert(order)
         source = _Scored(catalog)
-        pipeline = Pipeline(
-            catalog=catalog,
-            sources=[source],
-            candidate_hydrators=[PostFeaturesHydrator(catalog)],
-            filters=[DuplicateFilter(), MissingPostFilter()],
-            scorers=[_SourceScore()],
-        )
+        pipeline = scored_pipeline(catalog, source)
         cache = RankingCache(catalog, ttl_s=60, max_bytes=2**20, keep=8, ranker=RankerSlot(), shared=shared)
         return PagedFeed(pipeline, FeedSessions(redis_client, 60, 60), keep=2, cache=cache), source, catalog
 

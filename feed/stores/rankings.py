@@ -7,6 +7,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from feed.stores import keys
+from feed.stores.expiring import ExpiringValues
 
 
 class Column(msgspec.Struct, array_like=True, frozen=True):
@@ -28,20 +29,14 @@ class SharedRanking(msgspec.Struct, array_like=True, frozen=True):
     columns: dict[str, Column]  # candidate field (`parts.<name>`, `factors.<name>`) -> column
 
 
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(SharedRanking).decode
-
-
-class SharedRankings:
+class SharedRankings(ExpiringValues[SharedRanking]):
     """The latest kept ranking per user, each kept `ttl_s`."""
 
     def __init__(self, redis: Redis, ttl_s: float) -> None:
-        self._redis = redis
-        self._ttl_ms = int(ttl_s * 1000)
+        super().__init__(redis, ttl_s, SharedRanking)
 
     async def get(self, user_key: str) -> SharedRanking | None:
-        raw: bytes | None = await self._redis.get(keys.ranking(user_key))  # type: ignore[assignment]
-        return None if raw is None else _decode(raw)
+        return await self.read(keys.ranking(user_key))
 
     async def put(self, user_key: str, ranking: SharedRanking) -> None:
-        await self._redis.set(keys.ranking(user_key), _encode(ranking), px=self._ttl_ms)
+        await self.write(keys.ranking(user_key), ranking)

@@ -7,6 +7,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from feed.stores import keys
+from feed.stores.expiring import ExpiringValues
 
 
 class SharedRetrieval(msgspec.Struct, array_like=True):
@@ -17,20 +18,14 @@ class SharedRetrieval(msgspec.Struct, array_like=True):
     scores: bytes  # float64, one per key
 
 
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(SharedRetrieval).decode
-
-
-class SharedRetrievals:
+class SharedRetrievals(ExpiringValues[SharedRetrieval]):
     """Results per (source, user), each kept `ttl_s`."""
 
     def __init__(self, redis: Redis, ttl_s: float) -> None:
-        self._redis = redis
-        self._ttl_ms = int(ttl_s * 1000)
+        super().__init__(redis, ttl_s, SharedRetrieval)
 
     async def get(self, source: str, user_key: str) -> SharedRetrieval | None:
-        raw: bytes | None = await self._redis.get(keys.retrieval(source, user_key))  # type: ignore[assignment]
-        return None if raw is None else _decode(raw)
+        return await self.read(keys.retrieval(source, user_key))
 
     async def put(self, source: str, user_key: str, result: SharedRetrieval) -> None:
-        await self._redis.set(keys.retrieval(source, user_key), _encode(result), px=self._ttl_ms)
+        await self.write(keys.retrieval(source, user_key), result)
