@@ -36,7 +36,25 @@ Key = tuple[str, str]  # user key, fingerprint
 LOCAL_HITS, SHARED_HITS, MISSES = (CACHE_LOOKUPS.labels("ranking", r) for r in ("hit", "shared_hit", "miss"))
 NOT_SHARED = frozenset(
     {"rows", "texts"}
-)  # rows are catalogue-local (post keys go instead); texts are hydrated
+)  # rows are catalogue-local (post keys go instead); the candidate hydrators, which run again on a
+# hit, fill the rest from the current catalogue
+NOT_SHARED = frozenset(
+    {
+        "rows",
+        "alive",
+        "author",
+        "created_at",
+        "counts",
+        "trending",
+        "impressions",
+        "author_reach",
+        "cf",
+        "cf_known",
+        "texts",
+        "found_by",
+        "followees_engaged",
+    }
+)
 
 
 def _nbytes(batch: Candidates) -> int:
