@@ -215,6 +215,10 @@ class Settings(BaseSettings):
     # an index-stream group whose readers have all been idle this long is dropped so the stream
     # can be trimmed; its reader (the index owner) rebuilds its shard if it returns
     index_group_drop_idle_s: float = 3600.0
+    # one API process per host writes the post catalogue to DATA_DIR/catalog this often while
+    # posts come and go (and after loading it from Redis); the API processes start from it and
+    # share its vectors (0: no snapshots; feed/stores/catalog/snapshot.py)
+    catalog_snapshot_every_s: float = 600.0
     # the index owner has an optimised copy of its shard built in a child process once this
     # many new posts wait in its exactly-scanned segment (feed/stores/index/builds.py)
     index_build_every: int = 20_000

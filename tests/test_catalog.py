@@ -18,6 +18,7 @@ from feed.stores.feature_store import FeatureStore
 from feed.stores.interaction_writes import InteractionWrites
 from feed.stores.post_store import PostStore, commit_ingested
 from feed.stores.records import PostRecord, vector_to_bytes
+from feed.stores.streams import mark, set_mark, trim_consumed
 from feed.stores.trending import TrendingBase
 from tests.helpers import unit
 from tests.test_event_apply import event
@@ -164,3 +165,92 @@ async def test_a_reader_behind_the_trimmed_changes_stream_reloads(settings: Any,
     await sync.poll()
     assert catalog.counts[:6, ACTION_COLUMN["like"]].tolist() == [1] * 6
     r.close()
+
+
+def same_catalog(a: PostCatalog, b: PostCatalog) -> None:
+    """The same posts, vectors, columns, authors and timelines (rows may differ)."""
+    assert sorted(a.rows) == sorted(b.rows)
+    keys_ = sorted(a.rows)
+    ra, rb = a.rows_of(keys_), b.rows_of(keys_)
+    for space in a.vectors:
+        assert np.array_equal(a.gather(space, ra), b.gather(space, rb))
+        assert np.array_equal(a.has[space][ra], b.has[space][rb])
+    for name in ("author", "created_at", "counts", "trending", "horizons", "impressions", "cf_known"):
+        assert np.array_equal(getattr(a, name)[ra], getattr(b, name)[rb]), name
+    assert [a.author_keys[c] for c in a.author[ra]] == [b.author_keys[c] for c in b.author[rb]]
+    assert (a.trending_base, a.horizon_bases, a.cf_version) == (
+        b.trending_base,
+        b.horizon_bases,
+        b.cf_version,
+    )
+    for author in a.author_keys:
+        assert [a.keys[r] for r in a.newest_by(a.authors_of(frozenset({author})), 10, 0)] == [
+            b.keys[r] for r in b.newest_by(b.authors_of(frozenset({author})), 10, 0)
+        ]
+
+
+async def test_a_process_starts_from_the_snapshot_and_reads_only_what_came_since(
+    settings: Any, redis_client: Any, tmp_path: Any
+) -> None:
+    r = redis.Redis.from_url(settings.redis_url)
+    now = time.time()
+    for i in range(5):
+        assert commit_ingested(r, rec(f"p{i}", f"a{i % 2}", now + i, image=i == 0))
+    await EventApplier(InteractionWrites(redis_client, settings), settings).apply([event("e1", "p1")])
+    root = tmp_path / "catalog"
+    writer = CatalogSync(redis_client, PostCatalog(DIMS), snapshots=root, writes_snapshots=True)
+    assert await writer.load() == 5
+    folder = await writer.save_snapshot()
+    # what comes after the snapshot: a new post, a deletion, engagement
+    assert commit_ingested(r, rec("p5", "a1", now + 5))
+    await PostStore(redis_client).delete("p2")
+    await EventApplier(InteractionWrites(redis_client, settings), settings).apply([event("e2", "p3")])
+    await redis_client.xtrim(
+        keys.INDEX_STREAM, maxlen=3, approximate=False
+    )  # only what the mark keeps is left
+    started = PostCatalog(DIMS)
+    reader = CatalogSync(redis_client, started, snapshots=root)
+    assert await reader.load() == 5  # the snapshot's five
+    assert isinstance(started.vectors["text"], np.memmap)  # mapped, not read: shared with other processes
+    while await reader.poll():
+        pass
+    fresh = PostCatalog(DIMS)
+    await CatalogSync(redis_client, fresh).load()
+    same_catalog(started, fresh)
+    assert "p5" in started.rows and "p2" not in started.rows
+    on_disk = np.load(folder / "vectors.text.npy")
+    assert not on_disk[started.rows["p5"]].any()  # a new post's row is this process's own page
+    r.close()
+
+
+async def test_a_snapshot_whose_stream_entries_are_gone_is_not_used(
+    settings: Any, redis_client: Any, tmp_path: Any
+) -> None:
+    r = redis.Redis.from_url(settings.redis_url)
+    for i in range(3):
+        assert commit_ingested(r, rec(f"p{i}", "a", time.time()))
+    root = tmp_path / "catalog"
+    writer = CatalogSync(redis_client, PostCatalog(DIMS), snapshots=root, writes_snapshots=True)
+    await writer.load()
+    await writer.save_snapshot()
+    assert commit_ingested(r, rec("p3", "a", time.time()))
+    for group in await redis_client.xinfo_groups(keys.INDEX_STREAM):  # the mark dropped (its writer gone)
+        await redis_client.xgroup_destroy(keys.INDEX_STREAM, group["name"])
+    await redis_client.xtrim(keys.INDEX_STREAM, maxlen=0, approximate=False)
+    catalog = PostCatalog(DIMS)
+    assert await CatalogSync(redis_client, catalog, snapshots=root).load() == 4  # read from Redis instead
+    r.close()
+
+
+async def test_a_mark_holds_entries_against_trimming_until_its_position_is_older_than_the_idle_limit(
+    redis_client: Any,
+) -> None:
+    first = await redis_client.xadd(keys.INDEX_STREAM, {"op": "upsert", "post": "a"})
+    await redis_client.xadd(keys.INDEX_STREAM, {"op": "upsert", "post": "b"})
+    await set_mark(redis_client, keys.INDEX_STREAM, "snap", first.decode())
+    await trim_consumed(redis_client, keys.INDEX_STREAM, drop_idle_s=3600)
+    assert await redis_client.xlen(keys.INDEX_STREAM) == 2  # kept: its mark is recent
+    assert await mark(redis_client, keys.INDEX_STREAM, "snap") == first.decode()
+    await set_mark(redis_client, keys.INDEX_STREAM, "snap", "1-0")  # a writer gone long ago
+    await trim_consumed(redis_client, keys.INDEX_STREAM, drop_idle_s=3600)
+    assert await mark(redis_client, keys.INDEX_STREAM, "snap") is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
 import structlog
@@ -58,10 +60,43 @@ async def trim_consumed(redis: Redis, stream: str, drop_idle_s: float = 0.0) -> 
     return int(await redis.xtrim(stream, minid=f"{ms}-{seq}", approximate=False))
 
 
+MARK_PREFIX = "mark-"  # a group nobody reads from, holding a position (a snapshot's) against trimming
+
+
+async def set_mark(redis: Redis, stream: str, name: str, position: str) -> None:
+    """Point the mark `MARK_PREFIX + name` at `position` (creating it, and the stream): entries
+    after it are kept from `trim_consumed` until the mark moves on or, `drop_idle_s` after the
+    time of its position, is dropped."""
+    with contextlib.suppress(ResponseError):  # it exists: moved below
+        await redis.xgroup_create(stream, MARK_PREFIX + name, id=position, mkstream=True)
+    await redis.xgroup_setid(stream, MARK_PREFIX + name, position)
+
+
+async def mark(redis: Redis, stream: str, name: str) -> str | None:
+    """The position of mark `MARK_PREFIX + name` on `stream`, or None if there is none."""
+    try:
+        groups: list[dict[str, Any]] = await redis.xinfo_groups(stream)
+    except ResponseError:  # no such stream
+        return None
+    for group in groups:
+        if _text(group["name"]) == MARK_PREFIX + name:
+            return _text(group["last-delivered-id"])
+    return None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 async def _drop_if_idle(redis: Redis, stream: str, group: dict[str, Any], idle_s: float) -> bool:
-    """Destroy `group` if it has consumers and all of them have been idle for `idle_s`."""
+    """Destroy `group` if it has consumers and all of them have been idle for `idle_s`, or if it
+    is a mark whose position is older than that (its writer is gone)."""
     consumers: list[dict[str, Any]] = await redis.xinfo_consumers(stream, group["name"])
-    if not consumers or min(int(c["idle"]) for c in consumers) < idle_s * 1000:
+    if _text(group["name"]).startswith(MARK_PREFIX):
+        ms, _ = _stream_id(group["last-delivered-id"])
+        if ms >= (time.time() - idle_s) * 1000:
+            return False
+    elif not consumers or min(int(c["idle"]) for c in consumers) < idle_s * 1000:
         return False
     await redis.xgroup_destroy(stream, group["name"])
     name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import repeat
 from typing import get_args
 
@@ -365,3 +366,90 @@ class PostCatalog:
                 self.cf[row] = vector
                 self.cf_known[row] = True
         self.cf_version = version
+
+    # -- snapshots ---------------------------------------------------------------
+
+    def export(self) -> CatalogState:
+        """What a snapshot stores: the first `len(keys)` rows of every column (views, not
+        copies: the caller copies what it must keep while the catalogue changes), the key and
+        author lists (copied), the trending bases and the CF model's version."""
+        n = len(self.keys)
+        columns = {name: getattr(self, name)[:n] for name in ROW_COLUMNS}
+        if self.cf is not None:
+            columns["cf"] = self.cf[:n]
+        columns.update({f"has.{space}": has[:n] for space, has in self.has.items()})
+        authors = len(self.author_keys)
+        columns.update(reach=self.reach[:authors], author_latest=self.author_latest[:authors])
+        return CatalogState(
+            keys=list(self.keys),
+            post_ids=list(self.post_ids),
+            author_keys=list(self.author_keys),
+            author_ids=list(self.author_ids),
+            columns=columns,
+            vectors={space: v[:n] for space, v in self.vectors.items()},
+            trending_base=self.trending_base,
+            horizon_bases=list(self.horizon_bases),
+            cf_version=self.cf_version,
+        )
+
+    def restore(self, state: CatalogState) -> None:
+        """Take a snapshot's state in place of everything held (a new catalogue's first step).
+        Vector matrices are used as given (a copy-on-write mapping stays one), with capacity
+        for as many rows as they have; the other columns are copied out to that capacity."""
+        n = len(state.keys)
+        self._capacity = max([n, self._capacity, *(len(v) for v in state.vectors.values())])
+        self.keys, self.post_ids = list(state.keys), list(state.post_ids)
+        for name, fill in ROW_COLUMNS.items():
+            setattr(self, name, _grow(state.columns[name], self._capacity, fill))
+        cf = state.columns.get("cf")
+        self.cf = None if cf is None else _grow(cf, self._capacity)
+        self.vectors = {
+            space: v if len(v) == self._capacity else _grow(v, self._capacity)
+            for space, v in state.vectors.items()
+        }
+        self.has = {s: _grow(state.columns[f"has.{s}"], self._capacity, False) for s in self.vectors}
+        self.author_keys, self.author_ids = list(state.author_keys), list(state.author_ids)
+        self.author_codes = {key: code for code, key in enumerate(self.author_keys)}
+        size = max(64, 2 * len(self.author_keys))
+        self.reach = _grow(state.columns["reach"], size)
+        self.author_latest = _grow(state.columns["author_latest"], size)
+        self.trending_base, self.horizon_bases = state.trending_base, list(state.horizon_bases)
+        self.cf_version = state.cf_version
+        alive = np.flatnonzero(self.alive[:n])
+        self.rows = {self.keys[row]: row for row in alive.tolist()}
+        self._timelines = {}
+        for row in alive[np.argsort(self.created_at[alive], kind="stable")].tolist():
+            self._timelines.setdefault(int(self.author[row]), []).append(row)
+        self.version += 1
+        self.removals += 1
+        self.trending_version += 1
+        self.counts_version += 1
+        self.horizons_version += 1
+
+
+# per-row columns a snapshot keeps, with the fill of rows beyond it
+ROW_COLUMNS: dict[str, float | bool | int] = {
+    "alive": False,
+    "author": NO_ROW,
+    "created_at": -np.inf,
+    "counts": 0,
+    "trending": 0,
+    "horizons": 0,
+    "impressions": 0,
+    "cf_known": False,
+}
+
+
+@dataclass
+class CatalogState:
+    """A catalogue as a snapshot holds it (`PostCatalog.export` / `restore`)."""
+
+    keys: list[str]
+    post_ids: list[int | str]
+    author_keys: list[str]
+    author_ids: list[int | str]
+    columns: dict[str, np.ndarray]  # ROW_COLUMNS, `cf`, `has.<space>`, `reach`, `author_latest`
+    vectors: dict[str, np.ndarray]  # space -> (rows, dim) float32
+    trending_base: TrendingBase | None
+    horizon_bases: list[TrendingBase | None]
+    cf_version: int

@@ -9,12 +9,23 @@ XREAD, no group: each process needs every entry) and, once per batch of entries,
 current values of what they name in one round trip. Values are read, not added, so an
 entry applied twice (the snapshot and the stream overlap) does no harm. A reader that fell
 behind the changes stream's trimming reloads everything.
+
+With a snapshot folder, `load` starts from the newest snapshot (`snapshot.py`) when the
+streams still hold everything after it, and then reads only what came since; the process
+told to write them (one per host) writes one after a load from Redis and then every
+`snapshot_every_s` while posts come and go. The index stream keeps the entries after the
+newest snapshot's position: a mark (`streams.set_mark`, one per host) holds it against
+trimming.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
+from collections.abc import AsyncIterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,10 +35,12 @@ from redis.exceptions import ResponseError
 
 from feed.aio import forever, running
 from feed.stores import keys
+from feed.stores.catalog import snapshot
 from feed.stores.catalog.model import PostCatalog
 from feed.stores.feature_store import FeatureStore
 from feed.stores.messages import CatalogChange, IndexOp
 from feed.stores.records import vector_from_bytes
+from feed.stores.streams import mark, set_mark
 from feed.stores.trending import TrendingBase
 
 log = structlog.get_logger(__name__)
@@ -43,9 +56,19 @@ def _rebased(held: TrendingBase | None, stored: TrendingBase | None) -> bool:
 
 
 class CatalogSync:
-    """Fills a `PostCatalog` from Redis and follows the streams."""
+    """Fills a `PostCatalog` from Redis (or a snapshot in `snapshots`) and follows the streams;
+    `writes_snapshots` makes it write them there."""
 
-    def __init__(self, redis: Redis, catalog: PostCatalog, batch: int = 2000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        catalog: PostCatalog,
+        batch: int = 2000,
+        snapshots: Path | None = None,
+        writes_snapshots: bool = False,
+        snapshot_every_s: float = 600.0,
+        host: str = "",
+    ) -> None:
         self._redis = redis
         self._catalog = catalog
         self._horizon_keys = [keys.trending_horizon(h) for h in catalog.horizons_s]
@@ -54,6 +77,12 @@ class CatalogSync:
         self._batch = batch
         self._positions: dict[str, str] = {}
         self._changes_read = 0  # entries of the changes stream up to and including our position
+        self._snapshots = snapshots
+        self._writes_snapshots = writes_snapshots and snapshots is not None
+        self._snapshot_every_s = snapshot_every_s
+        self._mark = f"catalog-snapshot-{host}"  # where this host's newest snapshot was taken
+        self._snapshot_version = -1  # the catalogue's version when the last snapshot was taken
+        self._applying = asyncio.Lock()  # a snapshot is taken between two polls, not within one
 
     async def _stream_tip(self, stream: str) -> tuple[str, int]:
         """The stream's last id and how many entries were ever added to it (0-0, 0 if none)."""
@@ -64,7 +93,26 @@ class CatalogSync:
         return _as_str(info["last-generated-id"]), int(info["entries-added"])
 
     async def load(self) -> int:
-        """Read every post and feature into the catalogue; returns the number of posts."""
+        """Fill the catalogue from the newest usable snapshot, else read every post and feature
+        from Redis; returns the number of posts."""
+        start = time.perf_counter()
+        found = snapshot.load(self._snapshots) if self._snapshots is not None else None
+        if found is not None and await self._usable(found[1]):
+            state, meta = found
+            self._catalog.restore(state)
+            self._positions = {
+                keys.INDEX_STREAM: meta.index_position,
+                keys.CHANGES_STREAM: meta.changes_position,
+            }
+            self._changes_read = meta.changes_read
+            self._snapshot_version = self._catalog.version
+            if await self._trimmed_past():  # counters changed beyond what the stream still says
+                await self._reload()
+            seconds = round(time.perf_counter() - start, 2)
+            log.info(
+                "catalog_loaded", posts=len(self._catalog), snapshot=meta.index_position, seconds=seconds
+            )
+            return len(self._catalog)
         index_tip, _ = await self._stream_tip(keys.INDEX_STREAM)
         changes_tip, self._changes_read = await self._stream_tip(keys.CHANGES_STREAM)
         self._positions = {keys.INDEX_STREAM: index_tip, keys.CHANGES_STREAM: changes_tip}
@@ -73,8 +121,35 @@ class CatalogSync:
             await self._refresh([r.key for r in records], [], [], trending=False)
         await self._load_totals()
         await self._load_cf()
-        log.info("catalog_loaded", posts=len(self._catalog))
+        log.info("catalog_loaded", posts=len(self._catalog), seconds=round(time.perf_counter() - start, 2))
         return len(self._catalog)
+
+    async def _usable(self, meta: snapshot.SnapshotMeta) -> bool:
+        """Whether the index stream still holds every entry after the snapshot's position (its
+        mark is there)."""
+        return await mark(self._redis, keys.INDEX_STREAM, self._mark) == meta.index_position
+
+    async def save_snapshot(self) -> Path:
+        """Write the catalogue as the newest snapshot (the index stream marked at its position
+        first, so nothing after it is trimmed while it is written); returns its folder."""
+        assert self._snapshots is not None
+        async with self._applying:
+            state, meta = snapshot.prepare(
+                self._catalog,
+                self._positions[keys.INDEX_STREAM],
+                self._positions[keys.CHANGES_STREAM],
+                self._changes_read,
+            )
+            version = self._catalog.version
+        await set_mark(self._redis, keys.INDEX_STREAM, self._mark, meta.index_position)
+        folder = await asyncio.to_thread(snapshot.write, state, meta, self._snapshots)
+        self._snapshot_version = version
+        log.info("catalog_snapshot_written", posts=len(meta.keys), folder=str(folder))
+        return folder
+
+    async def _snapshot_if_due(self) -> None:
+        if self._catalog.version != self._snapshot_version:
+            await self.save_snapshot()
 
     async def _load_totals(self) -> None:
         """Trending (every horizon's too), impressions and reach of everything (the zsets),
@@ -155,6 +230,10 @@ class CatalogSync:
 
     async def poll(self, block_ms: int | None = None) -> int:
         """Apply the next entries of both streams; returns how many there were."""
+        async with self._applying:
+            return await self._poll(block_ms)
+
+    async def _poll(self, block_ms: int | None) -> int:
         streams: dict[Any, Any] = dict(self._positions)
         reply: Any = await self._redis.xread(streams, count=self._batch, block=block_ms)
         upserts: dict[str, bool] = {}  # post key -> upsert (True) or delete (False), last op wins
@@ -217,9 +296,24 @@ class CatalogSync:
         """Follow the streams until cancelled; a failing poll is logged and retried."""
         await forever(partial(self.poll, block_ms), log, "catalog_sync_failed")
 
-    def running(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """Run `run()` as a background task for the duration of the context."""
-        return running(self.run(), "catalog-sync")
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run `run()` as a background task for the duration of the context, and, when this
+        process writes snapshots, a second one that writes them (the first right away when
+        the catalogue was not loaded from one)."""
+        async with running(self.run(), "catalog-sync"):
+            if not self._writes_snapshots:
+                yield
+                return
+            snapshots = forever(
+                self._snapshot_if_due,
+                log,
+                "catalog_snapshot_failed",
+                every_s=self._snapshot_every_s,
+                retry_s=60.0,
+            )
+            async with running(snapshots, "catalog-snapshots"):
+                yield
 
 
 def _as_str(value: str | bytes) -> str:
