@@ -47,6 +47,7 @@ import platform
 import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,7 @@ import httpx
 import numpy as np
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis as AsyncRedis
 from threadpoolctl import threadpool_limits
 
 from bench import ranker as learned
@@ -68,6 +70,8 @@ from bench.load import LoadResult, OpenLoopResult, closed_loop, open_loop
 from feed.config import Settings
 from feed.redis_server import free_port, start_server
 from feed.stores import keys
+from feed.stores.catalog.model import PostCatalog
+from feed.stores.catalog.sync import CatalogSync
 from feed.stores.index.builds import live_folder
 from feed.stores.index.edge import EdgeVectorIndex
 from feed.stores.index.factory import open_vector_index
@@ -176,18 +180,35 @@ def process_tree(pid: int) -> list[int]:
     return [pid, *(p for child in children for p in process_tree(int(child)))]
 
 
-def rss_mb(pid: int) -> dict[str, float]:
-    """Resident memory of a process and its descendants from /proc, MB: all of it, and its
-    anonymous and file-backed parts (file pages are the page cache of mapped files, which
-    the kernel can drop; pages shared by several processes count once per process)."""
-    fields = {"VmRSS": "total", "RssAnon": "anon", "RssFile": "file"}
+def memory_mb(pid: int) -> dict[str, float]:
+    """Memory of a process and its descendants from /proc, MB: resident (`rss`, pages shared
+    by several processes counted once per process) and proportional (`total`, `anon`,
+    `file`: a shared page counted once over all of them, split between its sharers; file
+    pages are the page cache of mapped files, such as the catalogue snapshot's vectors)."""
+    fields = {"Rss": "rss", "Pss": "total", "Pss_Anon": "anon", "Pss_File": "file"}
     out = {name: 0.0 for name in fields.values()}
     for proc in process_tree(pid):
-        for line in Path(f"/proc/{proc}/status").read_text().splitlines():
+        for line in Path(f"/proc/{proc}/smaps_rollup").read_text().splitlines()[1:]:
             key, _, value = line.partition(":")
             if key in fields:
                 out[fields[key]] += int(value.split()[0]) / 1024
     return out
+
+
+async def write_catalog_snapshot(settings: Settings) -> None:
+    """The catalogue's snapshot, as a deployment that ran before finds it: the API processes
+    start from it and share its vectors, rather than each reading every post from Redis."""
+    client = AsyncRedis.from_url(settings.redis_url)
+    try:
+        catalog = PostCatalog(space_dims(settings), horizons_s=settings.ranking.trending_horizons_s)
+        snapshots = settings.catalog_snapshots()
+        sync = CatalogSync(
+            client, catalog, snapshots=snapshots, writes_snapshots=True, host=socket.gethostname()
+        )
+        await sync.load()
+        await sync.save_snapshot()
+    finally:
+        await client.aclose()
 
 
 def wait_http(url: str, timeout_s: float = 300.0) -> httpx.Response:
@@ -521,6 +542,8 @@ def main() -> None:
         )
         if args.ranker == "learned":  # loaded (and its object file) by each API process as it starts
             asyncio.run(learned.deploy(settings, model))
+        print("writing the catalogue snapshot the API processes start from ...", flush=True)
+        asyncio.run(write_catalog_snapshot(settings))
         write_graph(corpus, folder / "graph.json")
         procs.append(
             subprocess.Popen([sys.executable, "-m", "bench.host", str(folder / "graph.json"), str(host_port)])
@@ -597,7 +620,7 @@ def main() -> None:
         looked_up = hits - hits_before + misses - misses_before
         report["feed"]["ranking_cache_hit_share"] = (hits - hits_before) / looked_up if looked_up else 0.0
         report["floor_ms"] = floor
-        report["api_rss_mb"] = rss_mb(api.pid)
+        report["api_memory_mb"] = memory_mb(api.pid)
         report["raw_vector_mb"] = corpus.vectors.nbytes / 2**20
         interactions = interaction_phase(url, corpus, args.concurrency * 2, args.duration)
         report["interaction"] = interactions.summary()
@@ -652,9 +675,9 @@ def main() -> None:
             f"p99 {i['p99_ms']:.1f} ms; {i['errors']:.0f} errors |",
             f"| event consumer ({args.consumers} process(es)) | {c['events_per_s']:.0f} events/s "
             f"({c['events']:.0f} events in {c['seconds']:.1f} s) |",
-            f"| API memory | {report['api_rss_mb']['total']:.0f} MB resident "
-            f"({report['api_rss_mb']['anon']:.0f} MB anonymous, {report['api_rss_mb']['file']:.0f} MB "
-            "mapped files); "
+            f"| API memory | {report['api_memory_mb']['total']:.0f} MB proportional "
+            f"({report['api_memory_mb']['anon']:.0f} MB anonymous, {report['api_memory_mb']['file']:.0f} MB "
+            f"mapped files; {report['api_memory_mb']['rss']:.0f} MB resident); "
             f"raw post vectors {report['raw_vector_mb']:.0f} MB |",
             *ranker_rows(report["ranker"]),
         ]
@@ -714,7 +737,7 @@ def headline(report: dict[str, Any], posts: int, api_workers: int) -> dict[str, 
         },
         "floor_ratio": report["feed_alone_took_p50_ms"] / report["floor_ms"]["gathered"],
         "ann_recall_at_100": report["ann_recall_at_100"],
-        "memory_mb": report["api_rss_mb"]["total"],
+        "memory_mb": report["api_memory_mb"]["total"],
         "raw_vector_mb": report["raw_vector_mb"],
     }
 

@@ -266,6 +266,10 @@ class Settings(BaseSettings):
         """Folder of the host's embedded Qdrant Edge shard (used when `qdrant_url` is unset)."""
         return self.data_dir / "qdrant"
 
+    def catalog_snapshots(self) -> Path | None:
+        """Folder of the post catalogue's snapshots (None when they are off)."""
+        return self.data_dir / "catalog" if self.catalog_snapshot_every_s else None
+
     def index_socket(self) -> Path:
         """The Unix socket the index owner answers on: in the data folder, or, when that path
         is longer than a socket address allows, in the temp folder under a name derived from it."""

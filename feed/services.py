@@ -135,7 +135,7 @@ async def open_services(
             catalog_sync=CatalogSync(
                 redis,
                 catalog,
-                snapshots=settings.data_dir / "catalog" if settings.catalog_snapshot_every_s else None,
+                snapshots=settings.catalog_snapshots(),
                 writes_snapshots=replica.index == 0,
                 snapshot_every_s=settings.catalog_snapshot_every_s,
                 host=socket.gethostname(),

@@ -74,7 +74,7 @@ def test_the_report_is_kept_under_its_size_with_the_target_figures_on_top() -> N
         "feed_alone_took_p50_ms": 3.0,
         "floor_ms": {"gathered": 2.0},
         "ann_recall_at_100": 0.97,
-        "api_rss_mb": {"total": 900.0},
+        "api_memory_mb": {"total": 900.0},
         "raw_vector_mb": 146.0,
     }
     top = headline(report, 100_000, 2)
