@@ -242,15 +242,20 @@ async def test_a_snapshot_whose_stream_entries_are_gone_is_not_used(
     r.close()
 
 
-async def test_a_mark_holds_entries_against_trimming_until_its_position_is_older_than_the_idle_limit(
+async def test_a_mark_holds_entries_against_trimming_until_it_holds_back_one_older_than_the_idle_limit(
     redis_client: Any,
 ) -> None:
+    await set_mark(redis_client, keys.INDEX_STREAM, "quiet", "0-0")  # taken before any entry
+    await trim_consumed(redis_client, keys.INDEX_STREAM, drop_idle_s=3600)
+    assert await mark(redis_client, keys.INDEX_STREAM, "quiet") == "0-0"  # nothing old held back
+    await redis_client.xgroup_destroy(keys.INDEX_STREAM, "mark-quiet")
     first = await redis_client.xadd(keys.INDEX_STREAM, {"op": "upsert", "post": "a"})
     await redis_client.xadd(keys.INDEX_STREAM, {"op": "upsert", "post": "b"})
     await set_mark(redis_client, keys.INDEX_STREAM, "snap", first.decode())
     await trim_consumed(redis_client, keys.INDEX_STREAM, drop_idle_s=3600)
     assert await redis_client.xlen(keys.INDEX_STREAM) == 2  # kept: its mark is recent
     assert await mark(redis_client, keys.INDEX_STREAM, "snap") == first.decode()
-    await set_mark(redis_client, keys.INDEX_STREAM, "snap", "1-0")  # a writer gone long ago
-    await trim_consumed(redis_client, keys.INDEX_STREAM, drop_idle_s=3600)
-    assert await mark(redis_client, keys.INDEX_STREAM, "snap") is None
+    await redis_client.xadd("old", {"op": "upsert", "post": "c"}, id="2-0")  # ages old
+    await set_mark(redis_client, "old", "snap", "1-0")
+    await trim_consumed(redis_client, "old", drop_idle_s=3600)
+    assert await mark(redis_client, "old", "snap") is None  # a live writer would have moved it on

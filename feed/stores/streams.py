@@ -65,8 +65,8 @@ MARK_PREFIX = "mark-"  # a group nobody reads from, holding a position (a snapsh
 
 async def set_mark(redis: Redis, stream: str, name: str, position: str) -> None:
     """Point the mark `MARK_PREFIX + name` at `position` (creating it, and the stream): entries
-    after it are kept from `trim_consumed` until the mark moves on or, `drop_idle_s` after the
-    time of its position, is dropped."""
+    after it are kept from `trim_consumed` until the mark moves on, or is dropped once an entry
+    it holds back is `drop_idle_s` old."""
     with contextlib.suppress(ResponseError):  # it exists: moved below
         await redis.xgroup_create(stream, MARK_PREFIX + name, id=position, mkstream=True)
     await redis.xgroup_setid(stream, MARK_PREFIX + name, position)
@@ -90,15 +90,15 @@ def _text(value: bytes | str) -> str:
 
 async def _drop_if_idle(redis: Redis, stream: str, group: dict[str, Any], idle_s: float) -> bool:
     """Destroy `group` if it has consumers and all of them have been idle for `idle_s`, or if it
-    is a mark whose position is older than that (its writer is gone)."""
+    is a mark that has held back an entry older than that (its writer moves it on well before,
+    so it is gone)."""
     consumers: list[dict[str, Any]] = await redis.xinfo_consumers(stream, group["name"])
     if _text(group["name"]).startswith(MARK_PREFIX):
-        ms, _ = _stream_id(group["last-delivered-id"])
-        if ms >= (time.time() - idle_s) * 1000:
+        after: Any = await redis.xrange(stream, min=f"({_text(group['last-delivered-id'])}", count=1)
+        if not after or _stream_id(after[0][0])[0] >= (time.time() - idle_s) * 1000:
             return False
     elif not consumers or min(int(c["idle"]) for c in consumers) < idle_s * 1000:
         return False
     await redis.xgroup_destroy(stream, group["name"])
-    name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
-    log.warning("stream_group_dropped", stream=stream, group=name, idle_s=idle_s)
+    log.warning("stream_group_dropped", stream=stream, group=_text(group["name"]), idle_s=idle_s)
     return True

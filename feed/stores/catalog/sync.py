@@ -13,7 +13,7 @@ behind the changes stream's trimming reloads everything.
 With a snapshot folder, `load` starts from the newest snapshot (`snapshot.py`) when the
 streams still hold everything after it, and then reads only what came since; the process
 told to write them (one per host) writes one after a load from Redis and then every
-`snapshot_every_s` while posts come and go. The index stream keeps the entries after the
+`snapshot_every_s` while the index stream moves on. The index stream keeps the entries after the
 newest snapshot's position: a mark (`streams.set_mark`, one per host) holds it against
 trimming.
 """
@@ -81,7 +81,7 @@ class CatalogSync:
         self._writes_snapshots = writes_snapshots and snapshots is not None
         self._snapshot_every_s = snapshot_every_s
         self._mark = f"catalog-snapshot-{host}"  # where this host's newest snapshot was taken
-        self._snapshot_version = -1  # the catalogue's version when the last snapshot was taken
+        self._snapshot_position = ""  # the index-stream position of the last snapshot taken
         self._applying = asyncio.Lock()  # a snapshot is taken between two polls, not within one
 
     async def _stream_tip(self, stream: str) -> tuple[str, int]:
@@ -105,7 +105,7 @@ class CatalogSync:
                 keys.CHANGES_STREAM: meta.changes_position,
             }
             self._changes_read = meta.changes_read
-            self._snapshot_version = self._catalog.version
+            self._snapshot_position = meta.index_position
             if await self._trimmed_past():  # counters changed beyond what the stream still says
                 await self._reload()
             seconds = round(time.perf_counter() - start, 2)
@@ -140,15 +140,15 @@ class CatalogSync:
                 self._positions[keys.CHANGES_STREAM],
                 self._changes_read,
             )
-            version = self._catalog.version
         await set_mark(self._redis, keys.INDEX_STREAM, self._mark, meta.index_position)
         folder = await asyncio.to_thread(snapshot.write, state, meta, self._snapshots)
-        self._snapshot_version = version
+        self._snapshot_position = meta.index_position
         log.info("catalog_snapshot_written", posts=len(meta.keys), folder=str(folder))
         return folder
 
     async def _snapshot_if_due(self) -> None:
-        if self._catalog.version != self._snapshot_version:
+        """A new snapshot once the index stream moved on (posts came or went, a CF model)."""
+        if self._positions.get(keys.INDEX_STREAM) != self._snapshot_position:
             await self.save_snapshot()
 
     async def _load_totals(self) -> None:
@@ -281,7 +281,10 @@ class CatalogSync:
     async def _trimmed_past(self) -> bool:
         """Whether the changes stream dropped entries this reader has not read (more entries
         were trimmed from its head than this reader has read)."""
-        info: Any = await self._redis.xinfo_stream(keys.CHANGES_STREAM)
+        try:
+            info: Any = await self._redis.xinfo_stream(keys.CHANGES_STREAM)
+        except ResponseError:  # no such stream: nothing was written to it yet
+            return False
         return int(info["entries-added"]) - int(info["length"]) > self._changes_read
 
     async def _reload(self) -> None:
