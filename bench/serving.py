@@ -565,6 +565,7 @@ def main() -> None:
         procs.append(api)
         url = f"http://127.0.0.1:{api_port}"
         wait_replicas(url, args.api_workers)
+        wait_http(f"{url}/ready")  # the index owner answers too (it opens the shard as the API starts)
         wait_http(f"http://127.0.0.1:{host_port}/internal/social-graph/u0/")
         report["candidates"], served = candidates_seen(url, corpus.users[0], args.limit)
         report["ranker"]["served"] = served
