@@ -175,7 +175,7 @@ def same_catalog(a: PostCatalog, b: PostCatalog) -> None:
     for space in a.vectors:
         assert np.array_equal(a.gather(space, ra), b.gather(space, rb))
         assert np.array_equal(a.has[space][ra], b.has[space][rb])
-    for name in ("author", "created_at", "counts", "trending", "horizons", "impressions", "cf_known"):
+    for name in ("created_at", "counts", "trending", "horizons", "impressions", "cf_known"):  # codes differ
         assert np.array_equal(getattr(a, name)[ra], getattr(b, name)[rb]), name
     assert [a.author_keys[c] for c in a.author[ra]] == [b.author_keys[c] for c in b.author[rb]]
     assert (a.trending_base, a.horizon_bases, a.cf_version) == (
