@@ -12,7 +12,7 @@ import redis
 
 from feed.events.apply import EventApplier
 from feed.stores import keys
-from feed.stores.catalog.model import ACTION_COLUMN, NO_ROW, PostCatalog
+from feed.stores.catalog.model import ACTION_COLUMN, DOT_BLOCK, NO_ROW, PostCatalog
 from feed.stores.catalog.sync import CatalogSync
 from feed.stores.feature_store import FeatureStore
 from feed.stores.interaction_writes import InteractionWrites
@@ -60,6 +60,17 @@ def test_columns_lookups_and_timelines() -> None:
     # re-ingesting a post keeps its row
     catalog.upsert([rec("a1", "a", now)])
     assert catalog.rows_of(["a1"]).tolist() == [1] and len(catalog) == 6  # five left, plus u0
+
+
+def test_dots_equal_the_gathered_product_across_blocks() -> None:
+    catalog = PostCatalog(DIMS)
+    n = 2 * DOT_BLOCK + 7  # two whole blocks and a part
+    catalog.upsert([rec(f"p{i}", "a", 0.0) for i in range(n)])
+    rows = np.random.default_rng(0).permutation(n)[: n - 3]
+    by = np.stack([unit(7), unit(8)])
+    expected = catalog.gather("text", rows) @ by.T
+    assert np.allclose(catalog.dots("text", rows, by), expected, atol=1e-6)
+    assert catalog.dots("text", rows[:0], by).shape == (0, 2)
 
 
 def test_features_trending_and_cf() -> None:

@@ -34,7 +34,12 @@ from feed.pipeline.filters import (
     SeenFilter,
     ServedFilter,
 )
-from feed.pipeline.rerankers import AuthorDiversityReranker, ExplorationReranker, NearDuplicateReranker
+from feed.pipeline.rerankers import (
+    AuthorDiversityReranker,
+    ExplorationReranker,
+    NearDuplicateReranker,
+    mmr_novelty,
+)
 from feed.pipeline.runner import Pipeline
 from feed.pipeline.scorers import (
     AuthorAffinityScorer,
@@ -388,6 +393,34 @@ async def test_near_duplicates_leave_candidates_beyond_the_window_alone() -> Non
     )
     assert keys(catalog, out) == ["a", "b", "copy"]
     assert out.factors["novelty"][2] == 1.0 and out.score[2] == pytest.approx(0.8)  # untouched: neutral
+
+
+def test_mmr_novelty_over_the_close_rows_equals_the_greedy_over_all() -> None:
+    """The greedy over every row, written out: the reranker's runs over the close rows alone."""
+
+    def greedy(similarity: np.ndarray, score: np.ndarray, threshold: float, strength: float) -> np.ndarray:
+        similarity = similarity.copy()
+        np.fill_diagonal(similarity, -1.0)
+        novelty, closest, left = np.ones(len(score)), np.full(len(score), -1.0), np.ones(len(score), bool)
+        for _ in range(len(score)):
+            redundancy = np.clip((closest - threshold) / (1.0 - threshold), 0.0, 1.0)
+            factor = np.where(score > 0, 1.0 - strength * redundancy, 1.0)
+            i = int(np.argmax(np.where(left, score * factor, -np.inf)))
+            left[i], closest, novelty[i] = False, np.maximum(closest, similarity[i]), factor[i]
+        return novelty
+
+    rng = np.random.default_rng(3)
+    penalised = 0
+    for _ in range(20):
+        vectors = rng.standard_normal((60, 8))
+        copies = rng.integers(0, 60, 15)
+        vectors[rng.integers(0, 60, 15)] = vectors[copies] + 0.05 * rng.standard_normal((15, 8))
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        similarity, score = vectors @ vectors.T, rng.standard_normal(60)
+        fast = mmr_novelty(similarity, score, 0.9, 0.8)
+        assert np.array_equal(fast, greedy(similarity, score, 0.9, 0.8))
+        penalised += int((fast < 1.0).any())
+    assert penalised >= 15
 
 
 async def test_near_duplicate_strength_comes_from_the_deployed_model_when_it_chose_one() -> None:

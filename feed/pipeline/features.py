@@ -72,19 +72,22 @@ COLUMN = {name: i for i, name in enumerate(FEATURES)}
 LAYOUT = zlib.crc32(",".join(FEATURES).encode())
 
 
-def _cosines(catalog: PostCatalog, rows: np.ndarray, known: np.ndarray, query: FeedQuery) -> np.ndarray:
-    """(n, 2 * len(SPACES)): cos(user vector, post vector) per space and horizon; NaN if either lacks it."""
+def user_cosines(catalog: PostCatalog, rows: np.ndarray, known: np.ndarray, query: FeedQuery) -> np.ndarray:
+    """(n, 2 * len(SPACES)) float32: cos(user vector, post vector) per space and horizon (long-
+    and short-term, in that order), NaN if either lacks it. `rows` must be valid where `known`."""
     out = np.full((len(rows), 2 * len(SPACES)), np.nan, dtype=np.float32)
+    horizons = (query.user.vectors, query.user.short_vectors)
     for s, space in enumerate(SPACES):
         if space not in catalog.vectors:
             continue
         has = catalog.has[space][rows] & known
         if not has.any():
             continue
-        vectors = catalog.gather(space, rows[has])
-        for h, user in enumerate((query.user.vectors, query.user.short_vectors)):
-            if space in user:
-                out[has, 2 * s + h] = vectors @ user[space]
+        users = [(h, user[space]) for h, user in enumerate(horizons) if space in user]
+        if users:
+            products = catalog.dots(space, rows[has], np.stack([v for _, v in users]))
+            for (h, _), cos in zip(users, products.T, strict=True):
+                out[has, 2 * s + h] = cos
     return out
 
 
@@ -121,7 +124,7 @@ def feature_matrix(
     rows = np.where(known, candidates.rows, 0)
     # the similarity scorer's when it ran (the same cosines), else computed here
     x[:, : 2 * len(SPACES)] = (
-        candidates.cosines if candidates.cosines is not None else _cosines(catalog, rows, known, query)
+        candidates.cosines if candidates.cosines is not None else user_cosines(catalog, rows, known, query)
     )
 
     counts = required(candidates.counts, "counts").astype(np.float64)

@@ -92,18 +92,23 @@ def mmr_novelty(similarity: np.ndarray, score: np.ndarray, threshold: float, str
         return novelty
     similarity = similarity.copy()
     np.fill_diagonal(similarity, -1.0)
-    if not (similarity > threshold).any():
+    # Only rows with a neighbour above the threshold can be penalised or penalise: the others
+    # keep factor 1 and move no one's redundancy, so the greedy runs over the close rows alone
+    # (their picking order among themselves is the same as within the whole batch).
+    close = np.flatnonzero((similarity > threshold).any(axis=1))
+    if not len(close):
         return novelty
-    closest = np.full(n, -1.0)  # highest cos to anything picked so far
-    left = np.ones(n, dtype=bool)
-    for _ in range(n):
+    similarity, score = similarity[np.ix_(close, close)], score[close]
+    closest = np.full(len(close), -1.0)  # highest cos to anything picked so far
+    left = np.ones(len(close), dtype=bool)
+    for _ in range(len(close)):
         redundancy = np.clip((closest - threshold) / (1.0 - threshold), 0.0, 1.0)
         # a penalty would lift a negative score toward zero: those keep theirs
         factor = np.where(score > 0, 1.0 - strength * redundancy, 1.0)
         i = int(np.argmax(np.where(left, score * factor, -np.inf)))
         left[i] = False
         closest = np.maximum(closest, similarity[i])
-        novelty[i] = factor[i]
+        novelty[close[i]] = factor[i]
     return novelty
 
 

@@ -7,6 +7,7 @@ import numpy as np
 from feed.config import RankingConfig
 from feed.pipeline.candidates import Candidates, required
 from feed.pipeline.components import BaseComponent, FeedQuery
+from feed.pipeline.features import user_cosines
 from feed.stores.catalog.model import ACTIONS, PostCatalog
 from feed.stores.records import SPACES
 
@@ -19,7 +20,7 @@ class SimilarityScorer(BaseComponent):
     both have a vector (text, image); the horizons mix as (1 - short_share) * long +
     short_share * short, or count alone when the other is missing. A post sharing no space
     with the user (or a user with no vector yet) gets the neutral value, cos = 0. Post
-    vectors are read from the catalogue: one gather and one matrix product per space.
+    vectors are read from the catalogue (`user_cosines`).
     """
 
     name = "similarity"
@@ -35,26 +36,20 @@ class SimilarityScorer(BaseComponent):
     def score(self, query: FeedQuery, candidates: Candidates) -> None:
         n = len(candidates)
         known = candidates.known()
-        rows = np.where(known, candidates.rows, 0)
+        # every cosine, also those of spaces weighted 0: the learned ranker's features reuse them
+        cosines = user_cosines(self._catalog, np.where(known, candidates.rows, 0), known, query)
         # per horizon (long, short): weighted cosine sum and weight sum
         total = np.zeros((2, n))
         weights = np.zeros((2, n))
-        # every cosine, also those of spaces weighted 0: the learned ranker's features reuse them
-        cosines = np.full((n, 2 * len(SPACES)), np.nan, dtype=np.float32)
-        horizons = (query.user.vectors, query.user.short_vectors)
-        for space in self._catalog.vectors:
+        for s, space in enumerate(SPACES):
             w = self._space_weights.get(space, 0.0)
-            users = [(h, user[space]) for h, user in enumerate(horizons) if space in user]
-            if not users:
+            if w <= 0.0:
                 continue
-            has = self._catalog.has[space][rows] & known
-            vectors = self._catalog.gather(space, rows)  # a matrix-vector product per horizon (BLAS is
-            for h, user_vector in users:  # faster at two of those than at one n x 2 product)
-                cos = vectors @ user_vector
-                cosines[has, 2 * SPACES.index(space) + h] = cos[has]
-                if w > 0.0:
-                    total[h] += np.where(has, w * cos, 0.0)
-                    weights[h] += np.where(has, w, 0.0)
+            for h in range(2):
+                cos = cosines[:, 2 * s + h]
+                has = ~np.isnan(cos)
+                total[h] += np.where(has, w * cos, 0.0)
+                weights[h] += np.where(has, w, 0.0)
         candidates.cosines = cosines
         cos = np.divide(total, weights, out=np.zeros_like(total), where=weights > 0)
         has_long, has_short = weights > 0

@@ -55,6 +55,12 @@ end
 return out
 """
 
+# One more impression for each post key in ARGV: one command for a page, where a ZINCRBY a post
+# was 50 commands for redis-py to encode and parse in the API process.
+_IMPRESSIONS = """
+for i = 1, #ARGV do redis.call('ZINCRBY', KEYS[1], 1, ARGV[i]) end
+"""
+
 
 class FeatureStore:
     """Feature access on one Redis connection pool."""
@@ -63,6 +69,7 @@ class FeatureStore:
         self.redis = redis
         self._seen_max = seen_max
         self._newest_many = redis.register_script(_NEWEST_MANY)
+        self._impressions = redis.register_script(_IMPRESSIONS)
 
     async def user_features(self, user_key: str) -> UserFeatures:
         """Interest vectors, event count, seen posts and author affinity of a user."""
@@ -155,8 +162,7 @@ class FeatureStore:
         """Count one more impression for each of these posts."""
         if post_keys:
             pipe = self.redis.pipeline(transaction=False)
-            for key in post_keys:
-                pipe.zincrby(keys.IMPRESSIONS, 1, key)
+            await self._impressions(keys=[keys.IMPRESSIONS], args=post_keys, client=pipe)
             pipe.xadd(
                 keys.CHANGES_STREAM,
                 CatalogChange(impressions=sorted(set(post_keys))).fields(),

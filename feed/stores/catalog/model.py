@@ -33,6 +33,7 @@ from feed.stores.trending import TrendingBase
 ACTIONS: tuple[str, ...] = get_args(Action)  # column order of the counts matrix
 ACTION_COLUMN = {a: i for i, a in enumerate(ACTIONS)}
 NO_ROW = -1
+DOT_BLOCK = 512  # rows gathered at a time by `dots`: 768 kB of 384-d float32, within a core's L2
 
 
 def _grow(array: np.ndarray, capacity: int, fill: float | bool | int = 0) -> np.ndarray:
@@ -113,6 +114,22 @@ class PostCatalog:
     def gather(self, space: str, rows: np.ndarray) -> np.ndarray:
         """The vectors of `rows` (valid row numbers) in `space` (which must be in `vectors`)."""
         return np.take(self.vectors[space], rows, axis=0)  # 1.0 ms for 9,330 rows; `[rows]` took 1.4
+
+    def dots(self, space: str, rows: np.ndarray, by: np.ndarray) -> np.ndarray:
+        """(len(rows), len(by)) float32: the vectors of `rows` (valid row numbers) in `space` times
+        each row of `by`. Gathered and multiplied a block at a time: a block stays in the CPU's
+        cache between the two, where a whole gather (15 MB for 10,000 candidates) is written to
+        memory and read back; 3-4x faster here for a feed's candidates."""
+        matrix = self.vectors[space]
+        out = np.empty((len(rows), len(by)), dtype=np.float32)
+        block = np.empty((min(DOT_BLOCK, len(rows)), matrix.shape[1]), dtype=matrix.dtype)
+        weights = np.ascontiguousarray(by.T, dtype=np.float32)
+        for start in range(0, len(rows), DOT_BLOCK):
+            part = rows[start : start + DOT_BLOCK]
+            gathered = block[: len(part)]
+            np.take(matrix, part, axis=0, out=gathered, mode="clip")  # "raise" buffers `out`
+            np.matmul(gathered, weights, out=out[start : start + len(part)])
+        return out
 
     def row_mask(self, rows: np.ndarray) -> np.ndarray:
         """A boolean lookup table over rows, True at `rows`, indexable by any candidate row
