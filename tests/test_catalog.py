@@ -12,7 +12,7 @@ import redis
 
 from feed.events.apply import EventApplier
 from feed.stores import keys
-from feed.stores.catalog.model import ACTION_COLUMN, DOT_BLOCK, NO_ROW, PostCatalog
+from feed.stores.catalog.model import ACTION_COLUMN, DOT_BLOCK, NO_ROW, QUANT, PostCatalog, quantize
 from feed.stores.catalog.sync import CatalogSync
 from feed.stores.feature_store import FeatureStore
 from feed.stores.interaction_writes import InteractionWrites
@@ -40,7 +40,8 @@ def test_columns_lookups_and_timelines() -> None:
     assert len(catalog) == 6 and catalog.rows_of(["a0", "nope", "b0"]).tolist() == [0, NO_ROW, 5]
     assert catalog.post_ids[0] == "id-a0" and catalog.author_ids[catalog.author[5]] == "host-b"
     assert catalog.has["image"][:6].tolist() == [False] * 5 + [True]
-    assert np.allclose(catalog.gather("text", np.array([3]))[0], unit(1, 2))
+    # stored as int8: within half a step (the largest component / 127) of the vector
+    assert np.allclose(catalog.gather("text", np.array([3]))[0], unit(1, 2), rtol=0, atol=0.9 / 254)
     authors = catalog.authors_of(frozenset({"a", "b", "unknown"}))
     assert sorted(authors.tolist()) == [catalog.author_codes["a"], catalog.author_codes["b"]]
     newest = catalog.newest_by(authors, per_author=2, newer_than=now - 50)
@@ -60,6 +61,24 @@ def test_columns_lookups_and_timelines() -> None:
     # re-ingesting a post keeps its row
     catalog.upsert([rec("a1", "a", now)])
     assert catalog.rows_of(["a1"]).tolist() == [1] and len(catalog) == 6  # five left, plus u0
+
+
+def test_quantized_vectors_keep_cosines_within_two_thousandths() -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((500, 384)).astype(np.float32) * rng.uniform(0.01, 10, (500, 1))
+    stored, scales = quantize(vectors)
+    assert stored.dtype == np.int8 and np.abs(stored).max(axis=1).min() == QUANT
+    units = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    catalog = PostCatalog(DIMS)
+    catalog.upsert([rec(f"p{i}", "a", 0.0) for i in range(500)])
+    catalog.upsert(
+        [PostRecord(f"p{i}", i, "h", "a", 0.0, "text", "", {"text": v}) for i, v in enumerate(units)]
+    )
+    query = units[0]
+    error = np.abs(catalog.dots("text", np.arange(500), query[None])[:, 0] - units @ query)
+    assert error.max() < 2e-3 and error.mean() < 5e-4
+    zero, scale = quantize(np.zeros((1, 4), np.float32))
+    assert not zero.any() and scale[0] == 1.0
 
 
 def test_dots_equal_the_gathered_product_across_blocks() -> None:

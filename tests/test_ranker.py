@@ -215,10 +215,11 @@ async def test_the_snapshot_rebuilds_what_the_event_consumer_built(engine: Engin
         assert (
             mine.affinity == pytest.approx(theirs.affinity) and mine.hidden_authors == theirs.hidden_authors
         )
+        # rebuilt from the catalogue's int8 vectors: within half a step (1/254 of the largest component)
         for space, vector in theirs.vectors.items():
-            assert np.allclose(mine.vectors[space], vector, atol=1e-5)
+            assert np.allclose(mine.vectors[space], vector, rtol=0, atol=4e-3)
         for space, vector in theirs.short_vectors.items():
-            assert np.allclose(mine.short_vectors[space], vector, atol=1e-5)
+            assert np.allclose(mine.short_vectors[space], vector, rtol=0, atol=4e-3)
     assert [p for p, _ in snapshot.engaged["u2"]] == [
         "1"
     ] and "u1" in snapshot.engaged  # the like, not the view

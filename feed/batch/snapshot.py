@@ -119,7 +119,7 @@ def _user_features(
         row = catalog.rows[e.post]
         for space, has in catalog.has.items():
             if has[row]:
-                post_vector = catalog.vectors[space][row]
+                post_vector = catalog.gather(space, np.array([row]))[0]
                 for field_of, rate in horizons:
                     name = field_of(space)
                     vectors[name] = ema_update(vectors.get(name), post_vector, weight, rate)
@@ -185,7 +185,11 @@ class SnapshotIndex:
         for space, vector in queries:
             if space not in catalog.vectors:
                 continue
-            scores = np.where(allowed & catalog.has[space][:n], catalog.vectors[space][:n] @ vector, -np.inf)
+            scores = np.where(
+                allowed & catalog.has[space][:n],
+                catalog.dots(space, np.arange(n), vector[None])[:, 0],
+                -np.inf,
+            )
             lists.append((self._top(scores, limit), scores))
         if len(lists) == 1:
             top, scores = lists[0]

@@ -26,6 +26,7 @@ from feed.stores.trending import TrendingBase
 SPARE_SHARE = 0.25  # spare rows for new posts, as a share of the posts (at least MIN_SPARE)
 MIN_SPARE = 10_000
 CHUNK = 65_536  # rows copied at a time into a vector file
+LAYOUT = 1  # what the files hold; a snapshot of another layout is not loaded. 1: int8 vectors, scales
 
 
 class SnapshotMeta(msgspec.Struct, frozen=True):
@@ -41,6 +42,7 @@ class SnapshotMeta(msgspec.Struct, frozen=True):
     index_position: str  # the last index-stream entry the catalogue had applied
     changes_position: str  # the same for the changes stream
     changes_read: int  # entries of the changes stream up to and including that one
+    layout: int = 0  # LAYOUT of the release that wrote it (0: before layouts were numbered)
 
 
 def _base(pair: tuple[float, float] | None) -> TrendingBase | None:
@@ -71,6 +73,7 @@ def prepare(
         index_position,
         changes_position,
         changes_read,
+        LAYOUT,
     )
     return state, meta
 
@@ -85,7 +88,7 @@ def write(state: CatalogState, meta: SnapshotMeta, root: Path) -> Path:
     rows = n + max(MIN_SPARE, int(n * SPARE_SHARE))
     for space, vectors in state.vectors.items():
         shape = (rows, vectors.shape[1])
-        out = np.lib.format.open_memmap(partial / f"vectors.{space}.npy", "w+", np.float32, shape)
+        out = np.lib.format.open_memmap(partial / f"vectors.{space}.npy", "w+", vectors.dtype, shape)
         for start in range(0, n, CHUNK):
             end = min(n, start + CHUNK)
             out[start:end] = vectors[start:end]
@@ -104,12 +107,15 @@ def write(state: CatalogState, meta: SnapshotMeta, root: Path) -> Path:
 
 
 def load(root: Path) -> tuple[CatalogState, SnapshotMeta] | None:
-    """The current snapshot under `root` (vectors mapped copy-on-write), or None if there is none."""
+    """The current snapshot under `root` (vectors mapped copy-on-write), or None if there is none
+    (or it was written in another LAYOUT)."""
     current = root / "current"
     if not current.exists():
         return None
     folder = root / current.read_text().strip()
     meta = msgspec.msgpack.decode((folder / "meta.msgpack").read_bytes(), type=SnapshotMeta)
+    if meta.layout != LAYOUT:  # written by another release: the catalogue loads from Redis instead
+        return None
     vectors = {
         path.name.removeprefix("vectors.").removesuffix(".npy"): np.load(path, mmap_mode="c")
         for path in folder.glob("vectors.*.npy")
