@@ -238,8 +238,8 @@ def source_columns(candidates: Candidates) -> tuple[np.ndarray, np.ndarray]:
     found = np.zeros(len(unique), dtype=np.int64)
     np.bitwise_or.at(found, inverse, bits)
     social = np.zeros(len(unique))
-    names = np.asarray(candidates.source_names, dtype=object)
-    is_social = names[candidates.source] == SOCIAL_SOURCE if len(names) else np.zeros(n, dtype=bool)
+    social_source = np.array([name == SOCIAL_SOURCE for name in candidates.source_names], dtype=bool)
+    is_social = social_source[candidates.source] if len(social_source) else np.zeros(n, dtype=bool)
     np.maximum.at(social, inverse[is_social], candidates.source_score[is_social])
     found_by, followees = found[inverse], social[inverse]
     unknown = rows == NO_ROW
