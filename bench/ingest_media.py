@@ -2,12 +2,15 @@
 against the bare model calls on the same inputs, in one run.
 
     python -m bench.ingest_media [--images 48] [--audio-clips 6] [--audio-seconds 10] [--texts 256]
-                                 [--models-dir DIR]
+                                 [--models-dir DIR] [--whisper DIR]
 
 Without `--models-dir` (a folder prepared by scripts/prepare_models.sh) it builds full-size
 models with random weights (ViT-B-32, YOLOv8n, a Whisper with tiny's dimensions): the same
 compute as the trained ones, except that a random Whisper never stops on its own, so its
 output is capped (WHISPER_MAX_NEW_TOKENS) at what speech gives: about 3.5 tokens a second.
+`--whisper` transcribes with that real Whisper instead (a CTranslate2 folder, or `base`:
+MODELS_DIR's, from `scripts/prepare_models.sh --whisper-base`), uncapped, and the audio clips
+are then English speech from espeak-ng (`bench.samples.spoken_wavs`) rather than tones.
 
 "Through the worker": a `feed-worker` process on its own Redis server fetches every file
 from a local HTTP server, decodes it, runs the models in batches and commits the post; the
@@ -35,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.samples import av_bytes, make_images, make_wavs, media_server
+from bench.samples import av_bytes, make_images, make_wavs, media_server, spoken_wavs
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -177,6 +180,7 @@ def main() -> None:
     parser.add_argument("--audio-seconds", type=float, default=10.0)
     parser.add_argument("--texts", type=int, default=256)
     parser.add_argument("--models-dir", type=Path, help="prepared real weights (default: random full-size)")
+    parser.add_argument("--whisper", help="a real Whisper: a CTranslate2 folder, or base (MODELS_DIR's)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -198,6 +202,15 @@ def main() -> None:
     else:
         env_models = {"MODELS_DIR": str(args.models_dir.resolve())}
         weights = f"prepared in {args.models_dir}"
+    if args.whisper is not None:
+        from feed.config import Settings
+        from models.files import weights_path
+
+        models_dir = (args.models_dir or Settings().models_dir).resolve()
+        real = weights_path(models_dir, Settings(whisper_model=args.whisper).whisper_model)
+        env_models.pop("WHISPER_MAX_NEW_TOKENS", None)
+        env_models["WHISPER_MODEL"] = str(real)
+        weights += f"; Whisper: {real} (real weights, uncapped; the clips are espeak-ng speech)"
     os.environ.update(
         {
             **env_models,
@@ -212,7 +225,7 @@ def main() -> None:
 
     settings = get_settings()
     images = make_images(args.images)
-    wavs = make_wavs(args.audio_clips, args.audio_seconds)
+    wavs = (spoken_wavs if args.whisper else make_wavs)(args.audio_clips, args.audio_seconds)
     texts = [f"post {i}: notes on cooking, travel and football, part {i % 17}" for i in range(args.texts)]
     files = {f"/i{i}.jpg": (b, "image/jpeg") for i, b in enumerate(images)}
     files |= {f"/a{i}.wav": (b, "audio/wav") for i, b in enumerate(wavs)}

@@ -119,6 +119,49 @@ def make_wavs(n: int, seconds: float, seed: int = 0) -> list[bytes]:
     return out
 
 
+SENTENCES = (
+    "My dog loves running on the beach every morning.",
+    "The new car has a quiet engine and fast wheels.",
+    "We cooked fresh pasta with tomatoes from the garden.",
+    "The football match ended with a late goal in the rain.",
+    "Our train crossed the mountains before sunrise.",
+    "She painted the old boat bright blue for the summer.",
+)
+
+
+def spoken_wavs(n: int, seconds: float) -> list[bytes]:
+    """n WAV clips of `seconds` each of English speech from Debian's espeak-ng (22,050 Hz mono;
+    130 words a minute with short gaps between words, which Whisper base hears word for word):
+    sentences in turn, trimmed to length. FileNotFoundError without espeak-ng."""
+    import shutil
+    import subprocess
+    import wave
+
+    binary = shutil.which("espeak-ng")
+    if binary is None:
+        raise FileNotFoundError("espeak-ng is not installed (apt-get install espeak-ng)")
+    out = []
+    for i in range(n):
+        frames, rate, text = b"", 0, ""
+        k = i
+        while not rate or len(frames) < seconds * rate * 2:
+            text = f"{text} {SENTENCES[k % len(SENTENCES)]}"
+            k += 1
+            spoken = subprocess.run(
+                [binary, "--stdout", "-s", "130", "-g", "5", text], check=True, capture_output=True
+            ).stdout
+            with wave.open(io.BytesIO(spoken)) as w:
+                rate, frames = w.getframerate(), w.readframes(w.getnframes())
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(rate)
+            w.writeframes(frames[: int(seconds * rate) * 2])
+        out.append(buf.getvalue())
+    return out
+
+
 @contextmanager
 def media_server(files: dict[str, tuple[bytes, str]]) -> Iterator[str]:
     """Serve `files` (path -> body, content type; read per request, so it may grow) on a

@@ -172,3 +172,21 @@ async def test_the_open_loop_times_requests_from_their_schedule_so_a_stall_shows
     assert (other.latencies_ms > 200).sum() >= 20, other.latencies_ms
     assert result.max_send_lag_ms < 200
     assert other.summary()["p999_ms"] >= other.summary()["p99_ms"]
+
+
+def test_spoken_clips_are_speech_of_the_length_asked_for() -> None:
+    import shutil
+    import wave
+    from io import BytesIO
+
+    from bench.samples import spoken_wavs
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("Debian's espeak-ng is not installed")
+    clips = spoken_wavs(2, 3.0)
+    for clip in clips:
+        with wave.open(BytesIO(clip)) as w:
+            assert w.getnframes() == int(3.0 * w.getframerate()) and w.getnchannels() == 1
+            audio = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        assert np.abs(audio).max() > 1000  # not silence
+    assert clips[0] != clips[1]  # each starts on another sentence
