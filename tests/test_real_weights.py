@@ -19,6 +19,7 @@ import pytest
 from bench.samples import av_bytes
 from feed.config import WHISPER_MODELS, Settings
 from feed.stores import keys
+from feed.stores.records import PostRecord
 from ingest_workers.media import decode_av
 from models import whisper_base
 from models.files import weights_path
@@ -83,41 +84,38 @@ def heard(transcript: str, *words: str) -> bool:
     return all(word in spoken for word in words)
 
 
-async def test_a_spoken_sentence_becomes_an_english_transcript_with_its_key_words(
-    celery_worker: Any,
-    redis_client: Any,
-    use_models: Any,
-    whisper: SpeechTranscriber,
-    speak: Any,
-    media_host: MediaHost,
-) -> None:
+@pytest.fixture
+def ingest_heard(
+    celery_worker: Any, redis_client: Any, use_models: Any, whisper: SpeechTranscriber, media_host: MediaHost
+) -> Any:
+    """`await ingest_heard(key, post_type, path, body, content_type)`: the post's record once the
+    worker (hearing with Whisper base) ingested the served file."""
     use_models(speech=whisper, clip=ColourClip(), detector=NothingDetected())
-    url = media_host.add("/dog.wav", speak(DOG), "audio/wav")
-    await enqueue(celery_worker, redis_client, media_job("spoken", "audio", [url]))
-    await wait_for(lambda: _is(redis_client, "spoken", "ingested"), timeout=120)
 
-    record = await record_of(redis_client, "spoken")
+    async def ingest(key: str, post_type: str, path: str, body: bytes, content_type: str) -> PostRecord:
+        url = media_host.add(path, body, content_type)
+        await enqueue(celery_worker, redis_client, media_job(key, post_type, [url]))
+        await wait_for(lambda: _is(redis_client, key, "ingested"), timeout=120)
+        return await record_of(redis_client, key)
+
+    return ingest
+
+
+async def test_a_spoken_sentence_becomes_an_english_transcript_with_its_key_words(
+    ingest_heard: Any, speak: Any
+) -> None:
+    record = await ingest_heard("spoken", "audio", "/dog.wav", speak(DOG), "audio/wav")
     assert record.language == "en"
     assert heard(record.transcript, "dog", "running"), record.transcript
     assert "text" in record.vectors  # MiniLM read the transcript
 
 
 async def test_a_video_with_speech_as_its_sound_track_gets_the_transcript_too(
-    celery_worker: Any,
-    redis_client: Any,
-    use_models: Any,
-    whisper: SpeechTranscriber,
-    speak: Any,
-    media_host: MediaHost,
+    ingest_heard: Any, speak: Any
 ) -> None:
-    use_models(speech=whisper, clip=ColourClip(), detector=NothingDetected())
     sound = samples(speak(DOG))
     clip = av_bytes(len(sound) / SAMPLE_RATE, track=sound)  # generated frames, the speech as sound
-    url = media_host.add("/dog.mp4", clip, "video/mp4")
-    await enqueue(celery_worker, redis_client, media_job("filmed", "video", [url]))
-    await wait_for(lambda: _is(redis_client, "filmed", "ingested"), timeout=120)
-
-    record = await record_of(redis_client, "filmed")
+    record = await ingest_heard("filmed", "video", "/dog.mp4", clip, "video/mp4")
     assert record.language == "en" and set(record.vectors) == {"text", "image"}
     assert heard(record.transcript, "dog", "running"), record.transcript
 
