@@ -196,9 +196,10 @@ def main() -> None:
 
         built = build_all(work / "models", tiny=False)
         env_models = {k.upper(): str(v) for k, v in built.settings().items() if v is not None}
-        env_models["WHISPER_MAX_NEW_TOKENS"] = str(int(3.5 * min(args.audio_seconds, 30.0)))
-        cap = env_models["WHISPER_MAX_NEW_TOKENS"]
-        weights = f"random (full-size architectures; Whisper capped at {cap} tokens per window)"
+        weights = "random (full-size architectures)"
+        if args.whisper is None:
+            env_models["WHISPER_MAX_NEW_TOKENS"] = str(int(3.5 * min(args.audio_seconds, 30.0)))
+            weights += f"; Whisper capped at {env_models['WHISPER_MAX_NEW_TOKENS']} tokens per window"
     else:
         env_models = {"MODELS_DIR": str(args.models_dir.resolve())}
         weights = f"prepared in {args.models_dir}"
@@ -208,7 +209,6 @@ def main() -> None:
 
         models_dir = (args.models_dir or Settings().models_dir).resolve()
         real = weights_path(models_dir, Settings(whisper_model=args.whisper).whisper_model)
-        env_models.pop("WHISPER_MAX_NEW_TOKENS", None)
         env_models["WHISPER_MODEL"] = str(real)
         weights += f"; Whisper: {real} (real weights, uncapped; the clips are espeak-ng speech)"
     os.environ.update(
